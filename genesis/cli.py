@@ -1,0 +1,146 @@
+"""The `genesis` command line: thin commands over the Python API, rendered with rich."""
+
+from __future__ import annotations
+
+import logging
+import math
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from genesis.errors import GenesisError
+from genesis.evolution import Candidate, EvolutionConfig, Observer
+from genesis.records import Record
+
+app = typer.Typer(
+    help="Neuroevolution of tiny transformer language models (µLMs) on WikiText.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+# Piped output (logs, CI) gets room for a genome per line instead of rich's 80 columns.
+console = Console(width=None if sys.stdout.isatty() else 120)
+errors = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
+
+DATA_HELP = (
+    "Local WikiText folder with train.txt, valid.txt and test.txt. "
+    "Without it, WikiText-2 is downloaded from the Hugging Face hub."
+)
+
+
+def fail(message: str) -> None:
+    """Print one error line and exit with code 2."""
+    errors.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(2)
+
+
+@app.callback()
+def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log library details.")):
+    """genesis: evolve µLM genomes, read what made them good, put champions to work."""
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+
+
+@app.command()
+def evolve(
+    population: int = typer.Option(8, help="Genomes per generation."),
+    generations: int = typer.Option(4, help="Generations, the random initial one included."),
+    recipe: str = typer.Option("quick", help="Training recipe: a name in trainers/ or a TOML path."),
+    search_space: str = typer.Option(
+        "default", help="Search space: a name in genomes/ or a TOML path."
+    ),
+    data: Optional[Path] = typer.Option(None, envvar="GENESIS_DATA", help=DATA_HELP),
+    seed: int = typer.Option(0, help="Run seed: same seed and config, same records."),
+    output: Path = typer.Option(Path("runs"), help="Folder that receives the run folder."),
+    elites: int = typer.Option(EvolutionConfig.elites, help="Best genomes kept unchanged."),
+    tournament_size: int = typer.Option(EvolutionConfig.tournament_size, help="Tournament size."),
+    crossover_rate: float = typer.Option(EvolutionConfig.crossover_rate, help="Crossover probability."),
+    mutation_rate: float = typer.Option(EvolutionConfig.mutation_rate, help="Mutation probability."),
+    device: str = typer.Option("cpu", help="Torch device to train on."),
+) -> None:
+    """Evolve a population of µLM genomes; each one really trains on WikiText."""
+    from genesis.run import evolve as run_evolve
+
+    settings = EvolutionConfig(elites=elites, tournament_size=tournament_size,
+                               crossover_rate=crossover_rate, mutation_rate=mutation_rate)
+    with _EvolveProgress(generations) as progress:
+        try:
+            run = run_evolve(population=population, generations=generations, recipe=recipe,
+                             search_space=search_space, data=data, seed=seed, output=output,
+                             evolution=settings, observers=[progress], device=device)
+        except GenesisError as error:
+            progress.stop()
+            fail(str(error))
+    console.print(best_table(run.best(5), title=f"Best genomes of run {run.id}"))
+    first, last = run.generation_best()[0], run.generation_best()[-1]
+    console.print(
+        f"best validation perplexity: generation 0 [bold]{_ppl(first)}[/], "
+        f"last generation [bold]{_ppl(last)}[/]; "
+        f"{sum(not r.cached for r in run.records)} trainings, "
+        f"{sum(r.cached for r in run.records)} cache hits"
+    )
+    console.print(f"run folder: {run.path}")
+
+
+def best_table(records: Sequence[Record], title: str) -> Table:
+    """A rich table of records: rank, genome, perplexity, size and origin."""
+    table = Table(title=title)
+    for column in ("#", "genome", "traits", "val ppl", "params", "gen", "made by"):
+        table.add_column(column, no_wrap=True,
+                         justify="right" if column in ("#", "val ppl", "params", "gen") else "left")
+    for rank, record in enumerate(records, 1):
+        outcome = record.outcome
+        table.add_row(str(rank), record.genome_id, record.genome.describe(),
+                      f"{outcome.val_ppl:.1f}" if outcome.val_ppl else outcome.status,
+                      f"{outcome.params:,}" if outcome.params else "-",
+                      str(record.generation), record.operator)
+    return table
+
+
+def _ppl(loss: float | None) -> str:
+    return f"{math.exp(loss):.1f}" if loss is not None else "-"
+
+
+class _EvolveProgress(Observer):
+    """Renders a run: a bar over generations, one over genomes, a line per genome."""
+
+    def __init__(self, generations: int):
+        self.progress = Progress(TextColumn("{task.description}"), BarColumn(),
+                                 MofNCompleteColumn(), TimeElapsedColumn(), console=console)
+        self.generations = self.progress.add_task("generations", total=generations)
+        self.genomes = self.progress.add_task("genomes", total=None)
+
+    def __enter__(self) -> _EvolveProgress:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.progress.stop()
+
+    def stop(self) -> None:
+        self.progress.stop()
+
+    def on_generation_start(self, generation: int, candidates: Sequence[Candidate]) -> None:
+        self.progress.reset(self.genomes, total=len(candidates),
+                            description=f"generation {generation}")
+
+    def on_evaluation(self, record: Record) -> None:
+        outcome = record.outcome
+        result = (f"ppl {outcome.val_ppl:8.1f}" if outcome.status == "ok"
+                  else f"[red]{outcome.status}[/] {outcome.reason}")
+        size = f"{outcome.params / 1e6:5.2f}M" if outcome.params else "     -"
+        timing = "cached" if record.cached else f"{outcome.wall_s:5.1f}s"
+        self.progress.console.print(
+            f"  g{record.generation} #{record.index:<2} {record.genome.describe():<30} "
+            f"{result}  {size}  {timing}  [dim]{record.operator}[/]", highlight=False)
+        self.progress.advance(self.genomes)
+
+    def on_generation_end(self, generation: int, records: Sequence[Record], stats: dict) -> None:
+        self.progress.console.print(
+            f"[bold]generation {generation}[/]: best ppl {_ppl(stats['best'])}, "
+            f"mean ppl {_ppl(stats['mean'])}, {stats['unique']} unique, {stats['failed']} failed")
+        self.progress.advance(self.generations)

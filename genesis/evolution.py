@@ -1,0 +1,267 @@
+"""The generation loop, on DEAP: tournament selection, uniform crossover, per-trait
+mutation and elitism through a hall of fame.
+
+DEAP is wrapped so that runs cannot interfere: no classes are written into
+`deap.creator` (the fitness and individual types are defined once, here, so they pickle
+into worker processes), every run builds its own `Toolbox`, and DEAP's built-in
+operators, which draw from the global `random` module, run under `_isolated_random`.
+
+This module knows nothing about torch or training: it hands `Candidate`s to an
+`evaluate` callable and receives `Outcome`s back.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import random
+import statistics
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, Sequence
+
+from deap import base, tools
+
+from genesis.genome import Genome
+from genesis.operators import crossover_uniform, mutate
+from genesis.records import Outcome, Record
+from genesis.space import SearchSpace
+
+MAX_REDRAWS = 10  # attempts to make a child that is new within its generation
+
+
+class Fitness(base.Fitness):
+    """DEAP fitness of a genome: its validation loss, minimized."""
+
+    weights = (-1.0,)
+
+
+class Individual:
+    """A genome as DEAP sees it: something with a `fitness`; equal when genomes are equal."""
+
+    def __init__(self, record: Record):
+        self.record = record
+        self.fitness = Fitness((record.outcome.fitness,))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Individual) and other.record.genome == self.record.genome
+
+    __hash__ = None  # mutable DEAP fitness inside: not hashable
+
+
+@dataclass(frozen=True)
+class EvolutionConfig:
+    """Settings of the generation loop.
+
+    Attributes:
+        population_size: genomes per generation.
+        generations: generations in all, the random initial one included.
+        tournament_size: contestants per tournament selection.
+        crossover_rate: probability that a pair of selected parents is crossed over.
+        mutation_rate: probability that a child is mutated.
+        trait_mutation_rate: per-trait probability of change inside a mutation.
+        elites: best genomes so far carried unchanged into every new generation.
+        seed: the run seed; all randomness of the loop and of training derives from it.
+    """
+
+    population_size: int = 8
+    generations: int = 4
+    tournament_size: int = 3
+    crossover_rate: float = 0.5
+    mutation_rate: float = 0.7
+    trait_mutation_rate: float = 0.3
+    elites: int = 1
+    seed: int = 0
+
+    def validate(self) -> None:
+        """Raise `ValueError` for settings the loop cannot run with."""
+        if self.population_size < 2:
+            raise ValueError("population size must be at least 2")
+        if self.generations < 1:
+            raise ValueError("generations must be at least 1")
+        if not 0 <= self.elites < self.population_size:
+            raise ValueError("elites must be at least 0 and fewer than the population size")
+        if self.tournament_size < 1:
+            raise ValueError("tournament size must be at least 1")
+        for name in ("crossover_rate", "mutation_rate", "trait_mutation_rate"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name.replace('_', ' ')} must be between 0 and 1")
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A genome waiting for evaluation, with its place in the run and its origin."""
+
+    generation: int
+    index: int
+    genome: Genome
+    parents: tuple[str, ...] = ()
+    operator: str = "random"
+
+    def to_record(self, outcome: Outcome, cached: bool = False) -> Record:
+        return Record(self.generation, self.index, self.genome, self.parents, self.operator,
+                      outcome, cached)
+
+
+class Observer:
+    """Receives progress from a run; override the hooks you need. Library code never prints."""
+
+    def on_generation_start(self, generation: int, candidates: Sequence[Candidate]) -> None:
+        """A generation's candidates are about to be evaluated."""
+
+    def on_evaluation(self, record: Record) -> None:
+        """One candidate has been evaluated (or taken from the cache)."""
+
+    def on_generation_end(self, generation: int, records: Sequence[Record], stats: dict) -> None:
+        """A generation is complete; `stats` is its logbook entry."""
+
+
+Evaluate = Callable[[Sequence[Candidate]], Sequence[Record]]
+
+
+class Evolution:
+    """One evolutionary run over a search space.
+
+    Call `step()` for one generation or `run()` for all of them. The state (generation,
+    population, hall of fame, logbook, random state) is plain data so that a run store
+    can checkpoint and restore it.
+    """
+
+    def __init__(
+        self,
+        space: SearchSpace,
+        config: EvolutionConfig,
+        evaluate: Evaluate,
+        observers: Sequence[Observer] = (),
+    ):
+        config.validate()
+        self.space = space
+        self.config = config
+        self.evaluate = evaluate
+        self.observers = list(observers)
+        self.rng = random.Random(config.seed)
+        self.generation = 0
+        self.population: list[Record] = []
+        self.hall_of_fame = tools.HallOfFame(max(1, config.elites))
+        self.logbook = tools.Logbook()
+        self.toolbox = base.Toolbox()
+        self.toolbox.register("select", tools.selTournament, tournsize=config.tournament_size)
+        self.toolbox.register("mate", crossover_uniform, space=space, rng=self.rng)
+        self.toolbox.register("mutate", mutate, space=space, rng=self.rng,
+                              trait_prob=config.trait_mutation_rate)
+
+    @property
+    def done(self) -> bool:
+        return self.generation >= self.config.generations
+
+    def run(self) -> list[Record]:
+        """Run the remaining generations; returns the final population."""
+        while not self.done:
+            self.step()
+        return self.population
+
+    def step(self) -> list[Record]:
+        """Breed, evaluate and select one generation; returns its records."""
+        candidates = self._initial() if self.generation == 0 else self._offspring()
+        for observer in self.observers:
+            observer.on_generation_start(self.generation, candidates)
+        records = list(self.evaluate(candidates))
+        self.population = records
+        self.hall_of_fame.update([Individual(r) for r in records])
+        stats = generation_stats(records)
+        self.logbook.record(gen=self.generation, **stats)
+        for observer in self.observers:
+            observer.on_generation_end(self.generation, records, stats)
+        self.generation += 1
+        return records
+
+    def _initial(self) -> list[Candidate]:
+        genomes: list[Genome] = []
+        for _ in range(self.config.population_size):
+            genome = self.space.sample(self.rng)
+            for _ in range(MAX_REDRAWS):
+                if genome not in genomes:
+                    break
+                genome = self.space.sample(self.rng)
+            genomes.append(genome)
+        return [Candidate(0, i, g) for i, g in enumerate(genomes)]
+
+    def _offspring(self) -> list[Candidate]:
+        generation = self.generation
+        elites = [ind.record.genome for ind in self.hall_of_fame[: self.config.elites]]
+        candidates = [Candidate(generation, i, g, (g.id,), "elite") for i, g in enumerate(elites)]
+        seen = set(elites)
+        wanted = self.config.population_size - len(elites)
+        with _isolated_random(self.rng):
+            chosen = self.toolbox.select([Individual(r) for r in self.population], wanted)
+        parents = [ind.record.genome for ind in chosen]
+        for first, second in zip(parents[0::2], parents[1::2] + parents[:1]):
+            if self.rng.random() < self.config.crossover_rate:
+                children = self.toolbox.mate(first, second)
+                origin, operator = (first.id, second.id), "crossover"
+            else:
+                children = (first, second)
+                origin, operator = None, "clone"
+            for parent, child in zip((first, second), children):
+                if len(candidates) - len(elites) == wanted:
+                    break
+                child_origin = origin or (parent.id,)
+                child_operator = operator
+                mutated = self.rng.random() < self.config.mutation_rate
+                for _ in range(MAX_REDRAWS):
+                    if not mutated and child not in seen:
+                        break
+                    child, mutated = self.toolbox.mutate(child), False
+                    child_operator = "mutation" if operator == "clone" else "crossover+mutation"
+                seen.add(child)
+                candidates.append(Candidate(generation, len(candidates), child, child_origin,
+                                            child_operator))
+        return candidates
+
+    def state(self) -> dict[str, Any]:
+        """The loop's full state as JSON-ready data (for checkpoints)."""
+        version, internal, gauss = self.rng.getstate()
+        return {
+            "generation": self.generation,
+            "population": [r.to_dict() for r in self.population],
+            "hall_of_fame": [ind.record.to_dict() for ind in self.hall_of_fame],
+            "logbook": list(self.logbook),
+            "rng": [version, list(internal), gauss],
+        }
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Return to a state produced by `state()`."""
+        version, internal, gauss = state["rng"]
+        self.rng.setstate((version, tuple(internal), gauss))
+        self.generation = state["generation"]
+        self.population = [Record.from_dict(r) for r in state["population"]]
+        self.hall_of_fame.clear()
+        self.hall_of_fame.update([Individual(Record.from_dict(r)) for r in state["hall_of_fame"]])
+        self.logbook = tools.Logbook()
+        for entry in state["logbook"]:
+            self.logbook.record(**entry)
+
+
+def generation_stats(records: Sequence[Record]) -> dict[str, Any]:
+    """Best, mean and median fitness of the records that trained, and counts."""
+    values = [r.outcome.fitness for r in records if math.isfinite(r.outcome.fitness)]
+    return {
+        "best": min(values) if values else None,
+        "mean": statistics.fmean(values) if values else None,
+        "median": statistics.median(values) if values else None,
+        "failed": sum(1 for r in records if r.outcome.status != "ok"),
+        "cached": sum(1 for r in records if r.cached),
+        "unique": len({r.genome for r in records}),
+    }
+
+
+@contextlib.contextmanager
+def _isolated_random(rng: random.Random) -> Iterator[None]:
+    # DEAP's selection draws from the global `random` module. Seed it from the run's own
+    # generator for the call and put the old state back afterwards: the run stays
+    # reproducible, and neither disturbs nor is disturbed by other users of `random`.
+    saved = random.getstate()
+    random.seed(rng.getrandbits(64))
+    try:
+        yield
+    finally:
+        random.setstate(saved)

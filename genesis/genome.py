@@ -1,0 +1,102 @@
+"""The genome: the digital DNA of one µLM.
+
+A `Genome` is a frozen value: five traits that fully describe a tiny decoder-only
+transformer plus `sigma`, the standard deviation of the weight noise a colony agent
+adds when it divides. Pure Python (no torch) so that evolution and reports stay light.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from genesis.errors import GenesisError
+
+ACTIVATIONS = ("relu", "gelu", "silu", "swiglu")
+
+
+@dataclass(frozen=True)
+class Genome:
+    """Architecture traits of one µLM.
+
+    Attributes:
+        n_layer: number of transformer blocks.
+        n_head: attention heads per block; divides `d_model`.
+        d_model: width of the residual stream.
+        activation: feed-forward non-linearity, one of `ACTIVATIONS`.
+        sigma: weight-mutation standard deviation used when a colony agent divides.
+    """
+
+    n_layer: int
+    n_head: int
+    d_model: int
+    activation: str
+    sigma: float
+
+    @property
+    def id(self) -> str:
+        """A stable content hash: equal genomes share an id in every process and run."""
+        canonical = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()[:12]
+
+    @property
+    def head_dim(self) -> int:
+        """Width of one attention head."""
+        return self.d_model // self.n_head
+
+    def to_dict(self) -> dict[str, Any]:
+        """The traits as a plain JSON-ready dict."""
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        """The traits as a JSON object string."""
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Genome:
+        """Build a genome from a dict, rejecting unknown or missing traits and bad types."""
+        names = trait_names()
+        unknown = sorted(set(data) - set(names))
+        if unknown:
+            raise GenesisError(f"unknown trait '{unknown[0]}' (traits are: {', '.join(names)})")
+        missing = [name for name in names if name not in data]
+        if missing:
+            raise GenesisError(f"genome lacks trait '{missing[0]}'")
+        values = {}
+        for field in dataclasses.fields(cls):
+            value = data[field.name]
+            expected = {"int": int, "str": str, "float": float}[field.type]
+            if expected is float and isinstance(value, int) and not isinstance(value, bool):
+                value = float(value)
+            if not isinstance(value, expected) or isinstance(value, bool):
+                raise GenesisError(
+                    f"trait '{field.name}' must be {field.type}, got {value!r}"
+                )
+            values[field.name] = value
+        return cls(**values)
+
+    @classmethod
+    def from_json(cls, text: str) -> Genome:
+        """Inverse of `to_json`."""
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise GenesisError(f"genome is not valid JSON: {error}") from None
+        if not isinstance(data, dict):
+            raise GenesisError("genome JSON must be an object of traits")
+        return cls.from_dict(data)
+
+    def describe(self) -> str:
+        """A short human-readable summary, e.g. `3L 4H 128d swiglu σ=0.01`."""
+        return (
+            f"{self.n_layer}L {self.n_head}H {self.d_model}d {self.activation} "
+            f"σ={self.sigma:.3g}"
+        )
+
+
+def trait_names() -> tuple[str, ...]:
+    """The names of all genome traits, in declaration order."""
+    return tuple(field.name for field in dataclasses.fields(Genome))

@@ -1,0 +1,163 @@
+"""A tiny decoder-only transformer (µLM) built from a genome.
+
+nanoGPT-style: pre-norm blocks, causal self-attention through
+`scaled_dot_product_attention`, learned positions, and an output head tied to the token
+embedding. `GPTConfig.from_genome` is the only place where traits become layers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from genesis.genome import Genome
+
+
+@dataclass(frozen=True)
+class GPTConfig:
+    vocab_size: int  # tokens in the tokenizer's vocabulary
+    block_size: int  # longest context the position table covers
+    n_layer: int  # transformer blocks
+    n_head: int  # attention heads per block
+    d_model: int  # residual stream width
+    activation: str = "gelu"  # relu | gelu | silu | swiglu
+
+    @classmethod
+    def from_genome(cls, genome: Genome, vocab_size: int, block_size: int) -> GPTConfig:
+        """The model configuration a genome describes, for a given tokenizer and context."""
+        return cls(
+            vocab_size=vocab_size,
+            block_size=block_size,
+            n_layer=genome.n_layer,
+            n_head=genome.n_head,
+            d_model=genome.d_model,
+            activation=genome.activation,
+        )
+
+    @property
+    def ffn_hidden(self) -> int:
+        """Feed-forward width: 4·d, or 8/3·d (rounded up to 8) for the gated SwiGLU,
+        which keeps the feed-forward parameter count about equal across activations."""
+        if self.activation == "swiglu":
+            return -(-8 * self.d_model // 3 // 8) * 8
+        return 4 * self.d_model
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.n_head = config.n_head
+        self.qkv = nn.Linear(config.d_model, 3 * config.d_model)
+        self.proj = nn.Linear(config.d_model, config.d_model)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, T, C = x.shape
+        q, k, v = self.qkv(x).split(C, dim=2)
+        # (B, T, C) -> (B, nh, T, hs)
+        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (B, nh, T, hs)
+        return self.proj(y.transpose(1, 2).contiguous().view(B, T, C))
+
+
+class MLP(nn.Module):
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.gated = config.activation == "swiglu"
+        hidden = config.ffn_hidden
+        self.up = nn.Linear(config.d_model, 2 * hidden if self.gated else hidden)
+        self.down = nn.Linear(hidden, config.d_model)
+        self.act = {"relu": F.relu, "gelu": F.gelu, "silu": F.silu, "swiglu": F.silu}[
+            config.activation
+        ]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.up(x)  # (B, T, hidden) or (B, T, 2·hidden) when gated
+        if self.gated:
+            gate, value = h.chunk(2, dim=-1)
+            return self.down(self.act(gate) * value)
+        return self.down(self.act(h))
+
+
+class Block(nn.Module):
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(config.d_model)
+        self.attn = CausalSelfAttention(config)
+        self.ln_2 = nn.LayerNorm(config.d_model)
+        self.mlp = MLP(config)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x))
+        return x + self.mlp(self.ln_2(x))
+
+
+class GPT(nn.Module):
+    """The µLM: token + position embeddings, `n_layer` blocks, final norm, tied head."""
+
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.config = config
+        self.tok_emb = nn.Embedding(config.vocab_size, config.d_model)
+        self.pos_emb = nn.Embedding(config.block_size, config.d_model)
+        self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
+        self.ln_f = nn.LayerNorm(config.d_model)
+        self.head = nn.Linear(config.d_model, config.vocab_size, bias=False)
+        self.head.weight = self.tok_emb.weight  # weight tying
+        self.apply(self._init_weights)
+        # GPT-2's scaled init of the residual projections keeps the stream's variance flat.
+        for name, param in self.named_parameters():
+            if name.endswith(("proj.weight", "down.weight")):
+                nn.init.normal_(param, mean=0.0, std=0.02 / (2 * config.n_layer) ** 0.5)
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+    def num_parameters(self, non_embedding: bool = False) -> int:
+        """Exact count of trainable parameters; the tied head is counted once.
+
+        With `non_embedding`, token and position tables are left out (the count that
+        ranks transformer LMs best).
+        """
+        total = sum(p.numel() for p in self.parameters())
+        if non_embedding:
+            total -= self.tok_emb.weight.numel() + self.pos_emb.weight.numel()
+        return total
+
+    def forward(
+        self, idx: torch.Tensor, targets: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Logits for every position, and the mean cross-entropy when targets are given."""
+        B, T = idx.shape
+        pos = torch.arange(T, device=idx.device)
+        x = self.tok_emb(idx) + self.pos_emb(pos)  # (B, T, C)
+        for block in self.blocks:
+            x = block(x)
+        logits = self.head(self.ln_f(x))  # (B, T, vocab)
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1))
+        return logits, loss
+
+
+def count_parameters(genome: Genome, vocab_size: int, block_size: int) -> int:
+    """The exact parameter count of `GPT(GPTConfig.from_genome(...))`, without building it.
+
+    Lets reports and proxies size a genome in pure arithmetic; a test checks it
+    against the built model.
+    """
+    config = GPTConfig.from_genome(genome, vocab_size, block_size)
+    d, hidden = config.d_model, config.ffn_hidden
+    up_out = 2 * hidden if config.activation == "swiglu" else hidden
+    layer_norm = 2 * d
+    attention = (d * 3 * d + 3 * d) + (d * d + d)
+    mlp = (d * up_out + up_out) + (hidden * d + d)
+    block = 2 * layer_norm + attention + mlp
+    embeddings = vocab_size * d + block_size * d
+    return embeddings + config.n_layer * block + layer_norm

@@ -1,0 +1,130 @@
+"""What an evaluation produces and what a run records: pure Python value types.
+
+An `Outcome` is the result of training one genome; a `Record` is one line of a run's
+`evaluations.jsonl`: which genome, where it came from, and its outcome.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from genesis.genome import Genome
+
+STATUSES = ("ok", "diverged", "oom", "error")
+WORST_FITNESS = math.inf  # validation loss given to a genome that failed to train
+TIMING_FIELDS = ("tokens_per_s", "wall_s")  # the only fields that vary between equal runs
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """The result of training and evaluating one genome.
+
+    Attributes:
+        status: "ok", or why the genome has no fitness: "diverged" (NaN/inf loss),
+            "oom" (out of memory) or "error" (any other exception).
+        val_loss: mean cross-entropy on the recipe's fixed validation batches.
+        val_ppl: exp(val_loss).
+        train_loss: mean training loss over the last tenth of the steps.
+        params: exact trainable parameter count (tied head counted once).
+        non_embedding_params: params without token and position embeddings.
+        tokens: training tokens consumed.
+        tokens_per_s: training throughput (wall clock, evaluation excluded).
+        wall_s: wall time of the whole evaluation, model build to validation.
+        reason: for a failed status, a one-line explanation.
+    """
+
+    status: str
+    val_loss: float | None = None
+    val_ppl: float | None = None
+    train_loss: float | None = None
+    params: int | None = None
+    non_embedding_params: int | None = None
+    tokens: int = 0
+    tokens_per_s: float | None = None
+    wall_s: float = 0.0
+    reason: str = ""
+
+    @property
+    def fitness(self) -> float:
+        """The value evolution minimizes: validation loss, or the worst for a failure."""
+        if self.status != "ok" or self.val_loss is None or not math.isfinite(self.val_loss):
+            return WORST_FITNESS
+        return self.val_loss
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Outcome:
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class Record:
+    """One evaluation in a run: the genome, its origin and its outcome.
+
+    Attributes:
+        generation: 0 for the random initial population.
+        index: position in the generation's population.
+        genome: the evaluated genome.
+        parents: ids of the parent genomes (none for random ones).
+        operator: how it was made: random, elite, crossover, mutation,
+            crossover+mutation, or clone (a selected parent copied unchanged).
+        outcome: the training result.
+        cached: true when the outcome was reused from an earlier evaluation of the same
+            genome instead of training again.
+    """
+
+    generation: int
+    index: int
+    genome: Genome
+    parents: tuple[str, ...]
+    operator: str
+    outcome: Outcome
+    cached: bool = False
+
+    @property
+    def genome_id(self) -> str:
+        return self.genome.id
+
+    def to_dict(self) -> dict[str, Any]:
+        """The record as one JSON-ready dict (a line of `evaluations.jsonl`)."""
+        return {
+            "generation": self.generation,
+            "index": self.index,
+            "genome_id": self.genome.id,
+            "genome": self.genome.to_dict(),
+            "parents": list(self.parents),
+            "operator": self.operator,
+            "cached": self.cached,
+            "status": self.outcome.status,
+            "fitness": None if math.isinf(self.outcome.fitness) else self.outcome.fitness,
+            "metrics": self.outcome.to_dict(),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Record:
+        """Inverse of `to_dict`."""
+        return cls(
+            generation=data["generation"],
+            index=data["index"],
+            genome=Genome.from_dict(data["genome"]),
+            parents=tuple(data["parents"]),
+            operator=data["operator"],
+            outcome=Outcome.from_dict(data["metrics"]),
+            cached=data.get("cached", False),
+        )
+
+
+def training_seed(run_seed: int, genome_id: str) -> int:
+    """The seed a genome trains with: fixed by the run seed and the genome itself.
+
+    Because the seed does not depend on when a genome is evaluated, an equal genome
+    always gets an equal outcome, which is what makes the fitness cache exact.
+    """
+    digest = hashlib.sha256(f"{run_seed}:{genome_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") >> 1

@@ -1,0 +1,165 @@
+"""Brief training of one µLM under a recipe, and its evaluation.
+
+`train` never raises for a bad genome: a diverging loss, an out-of-memory error or any
+other exception becomes an `Outcome` with that status, so one bad genome cannot stop a
+run. The trainer knows nothing of evolution; an optional `on_step` callback lets
+callers watch it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from typing import Callable
+
+import numpy as np
+import torch
+
+from genesis.data import TokenData
+from genesis.genome import Genome
+from genesis.model import GPT, GPTConfig
+from genesis.recipe import Recipe
+from genesis.records import Outcome
+
+log = logging.getLogger(__name__)
+
+# How often the step loop looks at the loss on the host: each look is a sync point.
+CHECK_EVERY = 25
+
+
+def train(
+    genome: Genome,
+    recipe: Recipe,
+    data: TokenData,
+    seed: int,
+    device: str = "cpu",
+    on_step: Callable[[int, float], None] | None = None,
+) -> Outcome:
+    """Build the genome's model, train it for `recipe.steps` and measure it.
+
+    Args:
+        genome: the architecture to train.
+        recipe: budget, batch shape, optimizer and evaluation settings.
+        data: the tokenized corpus.
+        seed: seeds weight init and batch sampling; same seed, same outcome on CPU.
+        device: torch device string.
+        on_step: called as `on_step(step, loss)` every few steps.
+
+    Returns:
+        An `Outcome`; its status says whether training succeeded.
+    """
+    started = time.perf_counter()
+    try:
+        return _train(genome, recipe, data, seed, device, on_step, started)
+    except torch.OutOfMemoryError as error:
+        return _failure("oom", error, recipe, started)
+    except Exception as error:  # a bad genome must not stop the run; the record keeps why
+        log.exception("training %s failed", genome.id)
+        return _failure("error", error, recipe, started)
+
+
+def _failure(status: str, error: BaseException, recipe: Recipe, started: float) -> Outcome:
+    reason = f"{type(error).__name__}: {error}".splitlines()[0][:300]
+    return Outcome(status=status, reason=reason, wall_s=time.perf_counter() - started)
+
+
+def _train(genome, recipe, data, seed, device, on_step, started) -> Outcome:
+    torch.manual_seed(seed)
+    config = GPTConfig.from_genome(genome, data.vocab_size, recipe.seq_len)
+    model = GPT(config).to(device)
+    optimizer = _make_optimizer(model, recipe)
+    train_tokens = torch.from_numpy(data.train.astype(np.int64)).to(device)
+    generator = torch.Generator(device="cpu").manual_seed(seed)
+
+    losses = torch.zeros(recipe.steps, device=device)
+    train_started = time.perf_counter()
+    model.train()
+    for step in range(recipe.steps):
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(step, recipe)
+        x, y = _random_batch(train_tokens, recipe.batch_size, recipe.seq_len, generator)
+        _, loss = model(x, y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if recipe.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
+        optimizer.step()
+        losses[step] = loss.detach()
+        if (step + 1) % CHECK_EVERY == 0 or step + 1 == recipe.steps:
+            current = losses[step].item()
+            if not math.isfinite(current):
+                return Outcome(
+                    status="diverged",
+                    reason=f"loss became {current} by step {step + 1}",
+                    tokens=(step + 1) * recipe.batch_size * recipe.seq_len,
+                    wall_s=time.perf_counter() - started,
+                )
+            if on_step is not None:
+                on_step(step + 1, current)
+    train_seconds = time.perf_counter() - train_started
+
+    val_loss = evaluate(model, data.valid, recipe, device)
+    tail = max(1, recipe.steps // 10)
+    params = model.num_parameters()
+    if not math.isfinite(val_loss):
+        return Outcome(status="diverged", reason=f"validation loss is {val_loss}",
+                       params=params, tokens=recipe.tokens,
+                       wall_s=time.perf_counter() - started)
+    return Outcome(
+        status="ok",
+        val_loss=val_loss,
+        val_ppl=math.exp(val_loss),
+        train_loss=losses[-tail:].mean().item(),
+        params=params,
+        non_embedding_params=model.num_parameters(non_embedding=True),
+        tokens=recipe.tokens,
+        tokens_per_s=recipe.tokens / train_seconds,
+        wall_s=time.perf_counter() - started,
+    )
+
+
+def learning_rate(step: int, recipe: Recipe) -> float:
+    """Linear warm-up to `recipe.lr`, then cosine decay to `recipe.min_lr` at the last step."""
+    if step < recipe.warmup_steps:
+        return recipe.lr * (step + 1) / recipe.warmup_steps
+    span = max(1, recipe.steps - recipe.warmup_steps)
+    progress = (step - recipe.warmup_steps) / span
+    return recipe.min_lr + 0.5 * (recipe.lr - recipe.min_lr) * (1 + math.cos(math.pi * progress))
+
+
+@torch.no_grad()
+def evaluate(model: GPT, tokens: np.ndarray, recipe: Recipe, device: str = "cpu") -> float:
+    """Mean loss over the recipe's fixed validation windows.
+
+    The windows are evenly spaced over the split and the same for every genome, so
+    validation losses compare genomes and not luck in batch sampling.
+    """
+    model.eval()
+    count = recipe.eval_batches * recipe.eval_batch_size
+    span = recipe.seq_len + 1
+    starts = torch.linspace(0, len(tokens) - span, count).long()
+    windows = torch.from_numpy(tokens.astype(np.int64))[starts[:, None] + torch.arange(span)]
+    total = torch.zeros((), device=device)
+    for batch in windows.to(device).split(recipe.eval_batch_size):
+        _, loss = model(batch[:, :-1], batch[:, 1:])
+        total += loss
+    return (total / recipe.eval_batches).item()
+
+
+def _random_batch(tokens: torch.Tensor, batch_size: int, seq_len: int, generator: torch.Generator):
+    starts = torch.randint(0, len(tokens) - seq_len - 1, (batch_size,), generator=generator)
+    window = tokens[starts.to(tokens.device)[:, None] + torch.arange(seq_len + 1, device=tokens.device)]
+    return window[:, :-1], window[:, 1:]  # (B, T) inputs and next-token targets
+
+
+def _make_optimizer(model: GPT, recipe: Recipe) -> torch.optim.AdamW:
+    # Weight decay on matrices only; biases, norms and the (tied) embedding stay undecayed.
+    decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and "emb" not in n]
+    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2 or "emb" in n]
+    return torch.optim.AdamW(
+        [{"params": decay, "weight_decay": recipe.weight_decay},
+         {"params": no_decay, "weight_decay": 0.0}],
+        lr=recipe.lr,
+        betas=(recipe.beta1, recipe.beta2),
+    )

@@ -1,0 +1,58 @@
+"""Shared fixtures: where the offline WikiText copy lives, a tiny recipe, a token cache.
+
+Only the tests (and CI) know where the shared data folder is: `$GENESIS_DATA`, else the
+`shared/data/wikitext-2-offline` folder beside the checkout. Tests that need it are
+skipped when neither exists.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from genesis.recipe import Recipe
+
+REPO = Path(__file__).resolve().parent.parent
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+
+def _data_folder() -> Path | None:
+    candidates = [os.environ.get("GENESIS_DATA"), REPO.parent / "shared/data/wikitext-2-offline"]
+    for candidate in candidates:
+        if candidate and (Path(candidate) / "train.txt").is_file():
+            return Path(candidate)
+    return None
+
+
+@pytest.fixture(scope="session")
+def data_folder() -> Path:
+    """The offline WikiText-2 folder (train/valid/test.txt)."""
+    folder = _data_folder()
+    if folder is None:
+        pytest.skip("no WikiText folder: set GENESIS_DATA to a folder with train/valid/test.txt")
+    return folder
+
+
+@pytest.fixture(scope="session", autouse=True)
+def token_cache(tmp_path_factory) -> Path:
+    """One tokenizer cache for the whole session, never the user's own."""
+    cache = tmp_path_factory.mktemp("genesis-cache")
+    os.environ["GENESIS_CACHE"] = str(cache)
+    return cache
+
+
+@pytest.fixture(scope="session")
+def tokens(data_folder, token_cache):
+    """The tokenized offline WikiText (BPE-4096), built once per session."""
+    from genesis.data import load_data
+
+    return load_data(data_folder, vocab_size=4096, cache_dir=token_cache)
+
+
+@pytest.fixture
+def tiny_recipe() -> Recipe:
+    """A recipe of a few small steps: real training, in well under a second a genome."""
+    return Recipe(name="tiny", steps=4, batch_size=4, seq_len=32, warmup_steps=1,
+                  eval_batches=2, eval_batch_size=4)

@@ -1,0 +1,157 @@
+"""End to end: DEAP evolves genomes that really train; runs reproduce; errors exit 2."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+import genesis
+from genesis.cli import app
+from genesis.evolution import Candidate, Evolution, EvolutionConfig
+from genesis.records import TIMING_FIELDS, Outcome
+from genesis.space import load_search_space
+
+from conftest import FIXTURES
+
+SMALL_SPACE = FIXTURES / "small_space.toml"
+TINY = FIXTURES / "tiny.toml"
+
+
+def _comparable(record: dict) -> dict:
+    metrics = {k: v for k, v in record["metrics"].items() if k not in TIMING_FIELDS}
+    return {**record, "metrics": metrics}
+
+
+def _tiny_run(tmp_path, data_folder, **kwargs):
+    return genesis.evolve(population=3, generations=2, search_space=SMALL_SPACE, recipe=TINY,
+                          data=data_folder, output=tmp_path, **kwargs)
+
+
+def test_tiny_evolve_end_to_end_writes_a_run_folder(tmp_path, data_folder):
+    run = _tiny_run(tmp_path, data_folder, seed=1)
+    assert len(run.records) == 6
+    assert {r.generation for r in run.records} == {0, 1}
+    assert all(r.outcome.status == "ok" for r in run.records)
+    assert len(run.population) == 3 and run.best(1)[0].outcome.val_ppl > 1
+    config = json.loads((run.path / "config.json").read_text())
+    assert config["seed"] == 1 and config["recipe"]["steps"] == 4
+    assert config["search_space"]["traits"]["d_model"]["values"] == [32, 64]
+    lines = (run.path / "evaluations.jsonl").read_text().splitlines()
+    first = json.loads(lines[0])
+    assert {"genome", "genome_id", "parents", "generation", "operator", "metrics", "status"} <= set(first)
+    second_generation = [json.loads(line) for line in lines[3:]]
+    assert second_generation[0]["operator"] == "elite"
+    assert all(r["parents"] for r in second_generation)
+    summary = json.loads((run.path / "summary.json").read_text())
+    assert summary["evaluations"] == 6 and summary["trained"] + summary["cache_hits"] == 6
+
+
+def test_two_runs_with_one_seed_give_identical_records(tmp_path, data_folder):
+    first = _tiny_run(tmp_path / "a", data_folder, seed=7)
+    second = _tiny_run(tmp_path / "b", data_folder, seed=7)
+    other = _tiny_run(tmp_path / "c", data_folder, seed=8)
+    records = [[_comparable(r.to_dict()) for r in run.records] for run in (first, second, other)]
+    assert records[0] == records[1]
+    assert records[0] != records[2]
+
+
+def _fake_evaluate(candidates):
+    """A stand-in fitness with one optimum: 3 layers, 96 wide, silu, sigma 1e-3."""
+    def loss(g):
+        return (abs(g.d_model - 96) / 32 + abs(g.n_layer - 3) + (g.activation != "silu")
+                + abs(math.log10(g.sigma) + 3))
+    return [c.to_record(Outcome("ok", val_loss=loss(c.genome))) for c in candidates]
+
+
+def test_evolution_improves_a_known_fitness_and_keeps_the_elite():
+    space = load_search_space()
+    config = EvolutionConfig(population_size=10, generations=8, seed=3)
+    loop = Evolution(space, config, _fake_evaluate)
+    loop.run()
+    bests = [entry["best"] for entry in loop.logbook]
+    assert bests == sorted(bests, reverse=True)  # elitism: the best never gets worse
+    assert bests[-1] < bests[0]
+
+
+def test_deap_state_does_not_leak_between_interleaved_runs():
+    space = load_search_space()
+    config = EvolutionConfig(population_size=6, generations=4, seed=11)
+    alone = Evolution(space, config, _fake_evaluate)
+    alone.run()
+    random.seed(12345)
+    before = random.random()
+    random.seed(12345)
+    a, b = Evolution(space, config, _fake_evaluate), Evolution(space, config, _fake_evaluate)
+    for _ in range(config.generations):  # interleave two runs step by step
+        a.step()
+        b.step()
+    assert random.random() == before  # the global random stream was left untouched
+    genomes = [[r.genome for r in loop.population] for loop in (alone, a, b)]
+    assert genomes[0] == genomes[1] == genomes[2]
+    import deap.creator
+    assert not hasattr(deap.creator, "Individual") and not hasattr(deap.creator, "FitnessMin")
+
+
+def test_a_failing_genome_gets_the_worst_fitness_and_the_run_goes_on(tmp_path, data_folder):
+    run = genesis.evolve(population=3, generations=2, search_space=SMALL_SPACE,
+                         recipe=FIXTURES / "huge_lr.toml", data=data_folder, output=tmp_path)
+    assert len(run.records) == 6
+    assert {r.outcome.status for r in run.records} == {"diverged"}
+    assert run.generation_best() == [None, None]
+
+
+def test_state_round_trip_continues_identically():
+    space = load_search_space()
+    config = EvolutionConfig(population_size=6, generations=5, seed=5)
+    straight = Evolution(space, config, _fake_evaluate)
+    straight.run()
+    interrupted = Evolution(space, config, _fake_evaluate)
+    interrupted.step()
+    interrupted.step()
+    state = json.loads(json.dumps(interrupted.state()))
+    resumed = Evolution(space, config, _fake_evaluate)
+    resumed.restore(state)
+    resumed.run()
+    assert [r.to_dict() for r in resumed.population] == [r.to_dict() for r in straight.population]
+
+
+runner = CliRunner()
+
+
+def test_cli_evolve_runs_and_prints_the_best_table(tmp_path, data_folder):
+    result = runner.invoke(app, ["evolve", "--population", "3", "--generations", "2",
+                                 "--search-space", str(SMALL_SPACE), "--recipe", str(TINY),
+                                 "--data", str(data_folder), "--output", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "Best genomes" in result.output and "generation 1" in result.output
+    assert len(list(tmp_path.iterdir())) == 1
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--search-space", str(FIXTURES / "malformed.toml")], "malformed TOML"),
+    (["--search-space", str(FIXTURES / "unknown_trait.toml")], "unknown trait 'n_wings'"),
+    (["--search-space", str(FIXTURES / "impossible_domain.toml")], "impossible domain"),
+    (["--recipe", "no-such-recipe"], "no such file"),
+    (["--data", "/no/such/folder"], "does not exist"),
+    (["--population", "1"], "population size must be at least 2"),
+])
+def test_cli_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, args, message):
+    result = runner.invoke(app, ["evolve", "--output", str(tmp_path / "runs"), *args])
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_cli_unreachable_hub_exits_2_naming_the_data_option(tmp_path):
+    env = {"HF_ENDPOINT": "http://127.0.0.1:9", "PATH": "/usr/bin:/bin", "GENESIS_CACHE": str(tmp_path)}
+    result = subprocess.run([sys.executable, "-m", "genesis", "evolve", "--output", str(tmp_path / "r")],
+                            capture_output=True, text=True, env=env, timeout=60)
+    assert result.returncode == 2
+    assert "--data PATH" in result.stderr and result.stderr.count("\n") == 1
+    assert not (tmp_path / "r").exists()

@@ -1,0 +1,117 @@
+"""Properties of genomes and their operators (pure Python, no torch)."""
+
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import sys
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from genesis.errors import GenesisError
+from genesis.genome import Genome, trait_names
+from genesis.operators import crossover_uniform, mutate
+from genesis.space import load_search_space
+
+SPACE = load_search_space("default")
+seeds = st.integers(min_value=0, max_value=2**32 - 1)
+
+
+@st.composite
+def genomes(draw):
+    """Random valid genomes of the default space, drawn through the space itself."""
+    return SPACE.sample(random.Random(draw(seeds)))
+
+
+@given(genomes(), seeds, st.floats(min_value=0.0, max_value=1.0))
+def test_mutation_yields_a_valid_genome(genome, seed, trait_prob):
+    child = mutate(genome, SPACE, random.Random(seed), trait_prob)
+    assert SPACE.is_valid(child)
+
+
+@given(genomes(), genomes(), seeds)
+def test_crossover_yields_valid_children_whose_genes_come_from_the_parents(first, second, seed):
+    children = crossover_uniform(first, second, SPACE, random.Random(seed))
+    for child in children:
+        assert SPACE.is_valid(child)
+        for name in trait_names():
+            value = getattr(child, name)
+            if name == "n_head" and value not in (first.n_head, second.n_head):
+                # repair moved it: only allowed when neither parent's value fits
+                assert not any(SPACE.head_fits(child.d_model, h) for h in (first.n_head, second.n_head))
+            else:
+                assert value in (getattr(first, name), getattr(second, name))
+
+
+@given(genomes(), genomes(), seeds)
+def test_operators_are_deterministic_for_a_seed(first, second, seed):
+    assert mutate(first, SPACE, random.Random(seed)) == mutate(first, SPACE, random.Random(seed))
+    assert crossover_uniform(first, second, SPACE, random.Random(seed)) == crossover_uniform(
+        first, second, SPACE, random.Random(seed)
+    )
+
+
+@given(genomes(), seeds)
+def test_mutating_every_trait_changes_the_genome(genome, seed):
+    assert mutate(genome, SPACE, random.Random(seed), trait_prob=1.0) != genome
+
+
+@given(genomes())
+def test_json_round_trip(genome):
+    assert Genome.from_json(genome.to_json()) == genome
+    assert Genome.from_dict(json.loads(json.dumps(genome.to_dict()))).id == genome.id
+
+
+@given(genomes(), seeds)
+def test_sigma_mutation_stays_in_its_log_range(genome, seed):
+    domain = SPACE.domains["sigma"]
+    value = domain.mutate(genome.sigma, random.Random(seed))
+    assert domain.low <= value <= domain.high
+
+
+@settings(max_examples=10, deadline=None)
+@given(genomes())
+def test_ids_are_stable_across_processes(genome):
+    code = (
+        "import sys, json; from genesis.genome import Genome; "
+        "print(Genome.from_json(sys.stdin.read()).id)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], input=genome.to_json(),
+                         capture_output=True, text=True, check=True, env={"PYTHONHASHSEED": "123"})
+    assert out.stdout.strip() == genome.id
+
+
+def test_ids_differ_for_different_genomes():
+    a = Genome(2, 2, 128, "gelu", 0.01)
+    assert a.id != Genome(2, 2, 128, "relu", 0.01).id
+    assert a.id == Genome(2, 2, 128, "gelu", 0.01).id
+
+
+def test_repair_moves_n_head_to_the_nearest_fitting_value():
+    broken = Genome(2, 8, 64, "gelu", 0.01)  # heads of 8 < min_head_dim 16
+    repaired = SPACE.repair(broken)
+    assert repaired.n_head == 4 and SPACE.is_valid(repaired)
+
+
+@pytest.mark.parametrize("data, message", [
+    ({"n_layer": 1, "n_head": 1, "d_model": 64, "activation": "relu"}, "lacks trait 'sigma'"),
+    ({"n_layer": 1, "n_head": 1, "d_model": 64, "activation": "relu", "sigma": 0.1, "wings": 2},
+     "unknown trait 'wings'"),
+    ({"n_layer": "1", "n_head": 1, "d_model": 64, "activation": "relu", "sigma": 0.1},
+     "n_layer"),
+])
+def test_bad_genome_dicts_are_rejected(data, message):
+    with pytest.raises(GenesisError, match=message):
+        Genome.from_dict(data)
+
+
+def test_the_pure_core_does_not_import_torch():
+    code = (
+        "import sys, genesis, genesis.evolution, genesis.operators, genesis.space, "
+        "genesis.store, genesis.records; print('torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

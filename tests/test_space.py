@@ -1,0 +1,53 @@
+"""Loading search spaces and recipes: good files load, bad ones fail with one clear line."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from genesis.errors import GenesisError
+from genesis.recipe import load_recipe
+from genesis.space import load_search_space
+
+from conftest import FIXTURES
+
+
+def test_default_space_loads_and_samples_valid_genomes():
+    space = load_search_space()
+    rng = random.Random(0)
+    for _ in range(100):
+        assert space.is_valid(space.sample(rng))
+    assert set(space.domains["activation"].values) >= {"relu", "gelu", "silu", "swiglu"}
+
+
+@pytest.mark.parametrize("name, message", [
+    ("malformed.toml", "malformed TOML"),
+    ("unknown_trait.toml", "unknown trait 'n_wings'"),
+    ("empty_domain.toml", "empty domain"),
+    ("impossible_domain.toml", "impossible domain"),
+    ("missing.toml", "no such file"),
+])
+def test_bad_search_spaces_fail_clearly(name, message):
+    with pytest.raises(GenesisError, match=message):
+        load_search_space(FIXTURES / name)
+
+
+def test_recipes_load_by_name_and_path():
+    assert load_recipe().name == "quick"
+    tiny = load_recipe(FIXTURES / "tiny.toml")
+    assert tiny.steps == 4 and tiny.name == "tiny"
+
+
+def test_recipe_with_unknown_key_is_rejected(tmp_path):
+    path = tmp_path / "typo.toml"
+    path.write_text("stepz = 10\n")
+    with pytest.raises(GenesisError, match="unknown key 'stepz'"):
+        load_recipe(path)
+
+
+def test_recipe_with_a_wrong_type_is_rejected(tmp_path):
+    path = tmp_path / "bad.toml"
+    path.write_text('steps = "many"\n')
+    with pytest.raises(GenesisError, match="steps must be int"):
+        load_recipe(path)

@@ -1,0 +1,56 @@
+"""Real training on WikiText: loss falls, seeds reproduce, divergence is an outcome."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+from genesis.genome import Genome
+from genesis.recipe import Recipe
+from genesis.train import learning_rate, train
+
+GENOME = Genome(n_layer=1, n_head=2, d_model=64, activation="gelu", sigma=0.01)
+
+
+def test_training_on_wikitext_lowers_the_loss(tokens):
+    recipe = Recipe(steps=40, batch_size=8, seq_len=32, warmup_steps=4,
+                    eval_batches=2, eval_batch_size=8)
+    reported = []
+    outcome = train(GENOME, recipe, tokens, seed=0, on_step=lambda s, loss: reported.append(s))
+    shorter = train(GENOME, dataclasses.replace(recipe, steps=5), tokens, seed=0)
+    assert outcome.status == "ok" and reported == [25, 40]
+    initial = math.log(tokens.vocab_size)  # the loss of a uniform guess, where training starts
+    assert outcome.val_loss < initial - 1.0
+    assert outcome.val_loss < shorter.val_loss - 0.5
+    assert outcome.val_ppl == math.exp(outcome.val_loss)
+    assert outcome.tokens == 40 * 8 * 32 and outcome.tokens_per_s > 0
+
+
+def test_same_seed_same_outcome_different_seed_different(tokens, tiny_recipe):
+    a = train(GENOME, tiny_recipe, tokens, seed=3)
+    b = train(GENOME, tiny_recipe, tokens, seed=3)
+    c = train(GENOME, tiny_recipe, tokens, seed=4)
+    assert a.val_loss == b.val_loss and a.train_loss == b.train_loss
+    assert a.val_loss != c.val_loss
+
+
+def test_a_diverging_training_is_an_outcome_not_a_crash(tokens, tiny_recipe):
+    recipe = dataclasses.replace(tiny_recipe, steps=25, lr=1e8, min_lr=1e8, grad_clip=0.0)
+    outcome = train(GENOME, recipe, tokens, seed=0)
+    assert outcome.status == "diverged"
+    assert math.isinf(outcome.fitness) and "nan" in outcome.reason.lower()
+
+
+def test_a_failing_genome_is_recorded_as_error(tokens, tiny_recipe):
+    broken = Genome(n_layer=1, n_head=3, d_model=64, activation="gelu", sigma=0.01)  # 64 % 3
+    outcome = train(broken, tiny_recipe, tokens, seed=0)
+    assert outcome.status == "error" and outcome.reason
+
+
+def test_learning_rate_warms_up_then_decays_to_the_floor():
+    recipe = Recipe(steps=100, warmup_steps=10, lr=1e-3, min_lr=1e-4)
+    assert learning_rate(0, recipe) == 1e-4
+    assert learning_rate(9, recipe) == 1e-3
+    assert math.isclose(learning_rate(100, recipe), 1e-4)
+    rates = [learning_rate(s, recipe) for s in range(10, 100)]
+    assert rates == sorted(rates, reverse=True)
