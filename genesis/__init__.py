@@ -11,7 +11,7 @@ from genesis.evolution import EvolutionConfig, Observer
 from genesis.genome import Genome
 from genesis.recipe import Recipe, load_recipe
 from genesis.records import Outcome, Record
-from genesis.run import Run, evolve
+from genesis.run import Run, evolve, resume
 from genesis.space import SearchSpace, load_search_space
 
 __all__ = [
@@ -27,4 +27,5 @@ __all__ = [
     "evolve",
     "load_recipe",
     "load_search_space",
+    "resume",
 ]

@@ -43,6 +43,9 @@ def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log librar
     """genesis: evolve µLM genomes, read what made them good, put champions to work."""
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
+    import optuna
+
+    optuna.logging.set_verbosity(logging.INFO if verbose else logging.WARNING)
 
 
 @app.command()
@@ -50,8 +53,8 @@ def evolve(
     population: int = typer.Option(8, help="Genomes per generation."),
     generations: int = typer.Option(4, help="Generations, the random initial one included."),
     recipe: str = typer.Option("quick", help="Training recipe: a name in trainers/ or a TOML path."),
-    search_space: str = typer.Option(
-        "default", help="Search space: a name in genomes/ or a TOML path."
+    search_space: Optional[str] = typer.Option(
+        None, help="Search space: a name in genomes/ or a TOML path (default: default)."
     ),
     data: Optional[Path] = typer.Option(None, envvar="GENESIS_DATA", help=DATA_HELP),
     seed: int = typer.Option(0, help="Run seed: same seed and config, same records."),
@@ -60,30 +63,103 @@ def evolve(
     tournament_size: int = typer.Option(EvolutionConfig.tournament_size, help="Tournament size."),
     crossover_rate: float = typer.Option(EvolutionConfig.crossover_rate, help="Crossover probability."),
     mutation_rate: float = typer.Option(EvolutionConfig.mutation_rate, help="Mutation probability."),
+    storage: Optional[str] = typer.Option(
+        None, help="Optuna storage URL for the run's study (e.g. postgresql://...). "
+        "Default: study.db in the run folder."),
+    resume_path: Optional[Path] = typer.Option(
+        None, "--resume", help="Continue this interrupted run folder instead of starting one."),
     device: str = typer.Option("cpu", help="Torch device to train on."),
 ) -> None:
     """Evolve a population of µLM genomes; each one really trains on WikiText."""
+    if resume_path is not None:
+        resume(resume_path, data=data, search_space=search_space, device=None)
+        return
     from genesis.run import evolve as run_evolve
 
     settings = EvolutionConfig(elites=elites, tournament_size=tournament_size,
                                crossover_rate=crossover_rate, mutation_rate=mutation_rate)
+    _run_with_progress(generations, lambda progress: run_evolve(
+        population=population, generations=generations, recipe=recipe,
+        search_space=search_space or "default", data=data, seed=seed, output=output,
+        evolution=settings, storage=storage, observers=[progress], device=device))
+
+
+@app.command()
+def resume(
+    run_path: Path = typer.Argument(..., metavar="RUN", help="The run folder, e.g. runs/<id>."),
+    data: Optional[Path] = typer.Option(
+        None, envvar="GENESIS_DATA", help="The WikiText folder, if it moved since the run started."),
+    search_space: Optional[str] = typer.Option(
+        None, help="Only as a check: resuming refuses a search space other than the run's."),
+    device: Optional[str] = typer.Option(None, help="Torch device; default the run's."),
+) -> None:
+    """Continue an interrupted run; finished evaluations are not redone."""
+    from genesis.run import Run, resume as run_resume
+
+    try:
+        generations = Run.load(run_path).config["evolution"]["generations"]
+    except GenesisError as error:
+        fail(str(error))
+    _run_with_progress(generations, lambda progress: run_resume(
+        run_path, data=data, search_space=search_space, observers=[progress], device=device))
+
+
+def _run_with_progress(generations: int, start) -> None:
+    """Run `start(progress)` under a progress display and render the result."""
     with _EvolveProgress(generations) as progress:
         try:
-            run = run_evolve(population=population, generations=generations, recipe=recipe,
-                             search_space=search_space, data=data, seed=seed, output=output,
-                             evolution=settings, observers=[progress], device=device)
+            run = start(progress)
         except GenesisError as error:
             progress.stop()
             fail(str(error))
+        except KeyboardInterrupt:
+            progress.stop()
+            where = progress.run_path or "the run folder"
+            errors.print(f"interrupted: finished evaluations are recorded. "
+                         f"Continue with: genesis resume {where}", highlight=False)
+            raise typer.Exit(130)
     console.print(best_table(run.best(5), title=f"Best genomes of run {run.id}"))
-    first, last = run.generation_best()[0], run.generation_best()[-1]
+    bests = run.generation_best()
     console.print(
-        f"best validation perplexity: generation 0 [bold]{_ppl(first)}[/], "
-        f"last generation [bold]{_ppl(last)}[/]; "
+        f"best validation perplexity: generation 0 [bold]{_ppl(bests[0])}[/], "
+        f"last generation [bold]{_ppl(bests[-1])}[/]; "
         f"{sum(not r.cached for r in run.records)} trainings, "
-        f"{sum(r.cached for r in run.records)} cache hits"
+        f"{sum(r.cached for r in run.records)} saved by the fitness cache"
     )
     console.print(f"run folder: {run.path}")
+
+
+@app.command("runs")
+def list_runs(
+    folder: Path = typer.Argument(Path("runs"), help="The folder that holds run folders."),
+) -> None:
+    """List the runs in a folder: progress, best perplexity and status."""
+    from genesis.run import Run
+    from genesis.store import list_runs as find_runs
+
+    try:
+        stores = find_runs(folder)
+    except GenesisError as error:
+        fail(str(error))
+    table = Table(title=f"Runs in {folder}")
+    for column in ("run", "started", "generations", "evaluations", "best ppl", "status"):
+        table.add_column(column, no_wrap=True)
+    for store in stores:
+        try:
+            run = Run.load(store.path)
+        except GenesisError as error:
+            table.add_row(store.id, "-", "-", "-", "-", f"[red]unreadable[/]: {error}")
+            continue
+        best = run.best(1)
+        done = len(run.logbook)
+        status = run.status
+        colour = {"finished": "green", "running": "yellow", "interrupted": "red"}[status]
+        table.add_row(run.id, run.config.get("started", "-"),
+                      f"{done}/{run.config['evolution']['generations']}",
+                      str(len(run.records)),
+                      f"{best[0].outcome.val_ppl:.1f}" if best and best[0].outcome.val_ppl else "-",
+                      f"[{colour}]{status}[/]")
+    console.print(table)
 
 
 def best_table(records: Sequence[Record], title: str) -> Table:
@@ -113,6 +189,7 @@ class _EvolveProgress(Observer):
                                  MofNCompleteColumn(), TimeElapsedColumn(), console=console)
         self.generations = self.progress.add_task("generations", total=generations)
         self.genomes = self.progress.add_task("genomes", total=None)
+        self.run_path: Path | None = None
 
     def __enter__(self) -> _EvolveProgress:
         self.progress.start()
@@ -123,6 +200,10 @@ class _EvolveProgress(Observer):
 
     def stop(self) -> None:
         self.progress.stop()
+
+    def on_run_start(self, run_id: str, path: Path) -> None:
+        self.run_path = path
+        self.progress.console.print(f"run {run_id} in {path}", highlight=False)
 
     def on_generation_start(self, generation: int, candidates: Sequence[Candidate]) -> None:
         self.progress.reset(self.genomes, total=len(candidates),

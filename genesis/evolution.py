@@ -17,6 +17,7 @@ import math
 import random
 import statistics
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 from deap import base, tools
@@ -104,6 +105,9 @@ class Candidate:
 
 class Observer:
     """Receives progress from a run; override the hooks you need. Library code never prints."""
+
+    def on_run_start(self, run_id: str, path: Path) -> None:
+        """A run folder is ready (new or resumed); evaluations are about to start."""
 
     def on_generation_start(self, generation: int, candidates: Sequence[Candidate]) -> None:
         """A generation's candidates are about to be evaluated."""

@@ -1,9 +1,14 @@
-"""`evolve`: the Python entry point that wires data, trainer, evolution and run store.
+"""`evolve` and `resume`: the Python entry points that wire data, trainer, evolution and
+the run store.
 
     import genesis
     run = genesis.evolve(population=8, generations=4, data="path/to/wikitext", seed=0)
     for record in run.best(3):
         print(record.genome.describe(), record.outcome.val_ppl)
+
+A run checkpoints after every generation and records every evaluation as it finishes,
+so `genesis.resume(run.path)` continues a run killed at any moment and reaches the same
+result as an uninterrupted one; finished evaluations are not redone.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import platform
+import random
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
@@ -19,22 +25,31 @@ from typing import Any, Sequence
 from genesis.data import TokenData, load_data
 from genesis.errors import GenesisError
 from genesis.evolution import Candidate, Evolution, EvolutionConfig, Observer
-from genesis.records import Outcome, Record, training_seed
 from genesis.recipe import DEFAULT_RECIPE, Recipe, load_recipe
-from genesis.space import DEFAULT_SEARCH_SPACE, SearchSpace, load_search_space
+from genesis.records import Outcome, Record, training_seed
+from genesis.space import DEFAULT_SEARCH_SPACE, SearchSpace, load_search_space, parse_search_space
 from genesis.store import RunStore, best_records, new_run_id
+from genesis.study import StudyRecorder, default_storage
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class Run:
-    """A finished (or loaded) run: its folder, configuration and every evaluation."""
+    """A run: its folder, configuration and every evaluation so far."""
 
     store: RunStore
     config: dict[str, Any]
     records: list[Record]
     logbook: list[dict[str, Any]]
+
+    @classmethod
+    def load(cls, path: str | Path) -> Run:
+        """Read a run folder (finished or not) back."""
+        store = RunStore.open(path)
+        checkpoint = store.checkpoint() or {}
+        logbook = checkpoint.get("evolution", {}).get("logbook", [])
+        return cls(store, store.config(), store.records(), logbook)
 
     @property
     def id(self) -> str:
@@ -43,6 +58,11 @@ class Run:
     @property
     def path(self) -> Path:
         return self.store.path
+
+    @property
+    def status(self) -> str:
+        """finished, running or interrupted."""
+        return self.store.status()
 
     @property
     def population(self) -> list[Record]:
@@ -55,7 +75,7 @@ class Run:
         return best_records(self.records, k)
 
     def generation_best(self) -> list[float | None]:
-        """Best validation loss of each generation."""
+        """Best validation loss of each complete generation."""
         return [entry["best"] for entry in self.logbook]
 
 
@@ -69,6 +89,7 @@ def evolve(
     seed: int = 0,
     output: str | Path = "runs",
     evolution: EvolutionConfig | None = None,
+    storage: str | None = None,
     observers: Sequence[Observer] = (),
     device: str = "cpu",
     cache_dir: str | Path | None = None,
@@ -85,23 +106,25 @@ def evolve(
         output: the folder that receives the run folder.
         evolution: further loop settings (tournament size, rates, elites); its
             population size, generations and seed are replaced by the arguments above.
+        storage: an Optuna storage URL for the run's study; default a SQLite file in
+            the run folder.
         observers: progress callbacks (see `genesis.evolution.Observer`).
         device: torch device to train on.
         cache_dir: tokenizer and token cache (default `~/.cache/genesis`).
 
     Returns:
-        The `Run`, with every record and the folder it was written to.
+        The finished `Run`.
 
     Raises:
-        GenesisError: bad search space, recipe, data or output folder. Nothing is
-            written before all inputs have loaded.
+        GenesisError: bad search space, recipe, data, storage or output folder; no run
+            folder is left behind.
+        KeyboardInterrupt: the run was interrupted; it is recorded up to the last
+            finished evaluation and `resume` continues it.
     """
     space = search_space if isinstance(search_space, SearchSpace) else load_search_space(search_space)
     recipe = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
-    config = dataclasses.replace(
-        evolution or EvolutionConfig(),
-        population_size=population, generations=generations, seed=seed,
-    )
+    config = dataclasses.replace(evolution or EvolutionConfig(),
+                                 population_size=population, generations=generations, seed=seed)
     try:
         config.validate()
     except ValueError as error:
@@ -115,57 +138,169 @@ def evolve(
         "recipe": recipe.to_dict(),
         "data": {"source": tokens.source, "key": tokens.key, "vocab_size": tokens.vocab_size,
                  "tokens": {name: int(tokens.split(name).size) for name in ("train", "valid", "test")}},
+        "storage": storage,
         "device": device,
         "versions": _versions(),
     })
+    try:
+        recorder = StudyRecorder(storage or default_storage(store.path), store.id, space)
+    except GenesisError:
+        store.discard()
+        raise
     log.info("run %s started in %s", store.id, store.path)
-    evaluator = _CachingEvaluator(store, recipe, tokens, seed, device, observers)
-    evolution_loop = Evolution(space, config, evaluator, observers)
-    evolution_loop.run()
-    records = store.records()
-    logbook = list(evolution_loop.logbook)
-    store.write_summary({
-        "generations": logbook,
-        "best": [r.to_dict() for r in best_records(records, 5)],
-        "evaluations": len(records),
-        "trained": sum(1 for r in records if not r.cached),
-        "cache_hits": sum(1 for r in records if r.cached),
-    })
+    return _drive(store, space, recipe, tokens, config, recorder, observers, device)
+
+
+def resume(
+    path: str | Path,
+    *,
+    data: str | Path | TokenData | None = None,
+    search_space: str | Path | SearchSpace | None = None,
+    observers: Sequence[Observer] = (),
+    device: str | None = None,
+    cache_dir: str | Path | None = None,
+) -> Run:
+    """Continue an interrupted run from its last checkpoint and recorded evaluations.
+
+    Args:
+        path: the run folder.
+        data: the WikiText folder, if it moved since the run started; its content
+            must be the same.
+        search_space: optional; when given it must equal the run's own.
+        observers: progress callbacks.
+        device: torch device; default the run's.
+        cache_dir: tokenizer and token cache.
+
+    Raises:
+        GenesisError: not a genesis run, another format version, a running or
+            finished run, a different search space or different data.
+    """
+    store = RunStore.open(path)
+    config = store.config()
+    if store.status() == "finished":
+        raise GenesisError(f"{store.path} has already finished")
+    space = parse_search_space(
+        {k: v for k, v in config["search_space"].items() if k != "source"},
+        source=config["search_space"].get("source", "run config"))
+    if search_space is not None:
+        given = search_space if isinstance(search_space, SearchSpace) else load_search_space(search_space)
+        if given != space:
+            raise GenesisError(f"the search space {given.source} differs from the one "
+                               f"{store.path} was started with; resume it without --search-space")
+    recipe = Recipe(**config["recipe"])
+    evolution = EvolutionConfig(**config["evolution"])
+    source = config["data"]["source"]
+    if data is None and not source.startswith("hub:"):
+        data = source
+    tokens = data if isinstance(data, TokenData) else load_data(data, recipe.vocab_size, cache_dir)
+    if tokens.key != config["data"]["key"]:
+        raise GenesisError(f"the data differs from the data {store.path} was started with "
+                           f"({tokens.key} instead of {config['data']['key']})")
+    recorder = StudyRecorder(config["storage"] or default_storage(store.path), store.id, space)
+    return _drive(store, space, recipe, tokens, evolution, recorder, observers,
+                  device or config["device"], checkpoint=store.checkpoint())
+
+
+def _drive(store, space, recipe, tokens, config, recorder, observers, device,
+           checkpoint: dict[str, Any] | None = None) -> Run:
+    store.lock()
+    for observer in observers:
+        observer.on_run_start(store.id, store.path)
+    try:
+        previous = store.drop_partial_record()
+        for record in previous:  # a kill between the log and the study leaves a gap
+            recorder.add(record)
+        evaluator = _CachingEvaluator(store, recorder, recipe, tokens, config.seed, device,
+                                      observers, previous)
+        loop = Evolution(space, config, evaluator, observers)
+        if checkpoint is not None:
+            loop.restore(checkpoint["evolution"])
+            _set_global_rng_states(checkpoint["global_rng"])
+        while not loop.done:
+            loop.step()
+            store.write_checkpoint({"evolution": loop.state(), "global_rng": _global_rng_states()})
+        records = store.records()
+        logbook = list(loop.logbook)
+        store.write_summary({
+            "generations": logbook,
+            "best": [r.to_dict() for r in best_records(records, 5)],
+            "evaluations": len(records),
+            "trained": sum(1 for r in records if not r.cached),
+            "cache_hits": sum(1 for r in records if r.cached),
+        })
+    finally:
+        store.unlock()
     return Run(store, store.config(), records, logbook)
 
 
 class _CachingEvaluator:
-    """Trains candidates one by one, reusing the outcome of any genome seen before.
+    """Trains candidates one by one, reusing what is already known.
 
-    A genome's training seed depends only on the run seed and the genome, so a repeat
-    would reproduce the same outcome: reusing it is exact, not an approximation.
+    A candidate recorded before an interruption (same generation, index and genome) is
+    taken from the record log as it is. A genome evaluated before is not trained again:
+    its training seed depends only on the run seed and the genome, so a repeat would
+    reproduce the same outcome, and reusing it is exact.
     """
 
-    def __init__(self, store: RunStore, recipe: Recipe, tokens: TokenData, seed: int,
-                 device: str, observers: Sequence[Observer]):
-        self.store, self.recipe, self.tokens = store, recipe, tokens
+    def __init__(self, store: RunStore, recorder: StudyRecorder, recipe: Recipe,
+                 tokens: TokenData, seed: int, device: str, observers: Sequence[Observer],
+                 previous: Sequence[Record]):
+        self.store, self.recorder, self.recipe, self.tokens = store, recorder, recipe, tokens
         self.seed, self.device, self.observers = seed, device, observers
-        self.known: dict[str, Outcome] = {}
+        self.recorded = {(r.generation, r.index): r for r in previous}
+        self.known: dict[str, Outcome] = {r.genome_id: r.outcome for r in previous}
 
     def __call__(self, candidates: Sequence[Candidate]) -> list[Record]:
         from genesis.train import train  # torch loads only when training starts
 
         records = []
         for candidate in candidates:
-            genome_id = candidate.genome.id
-            cached = genome_id in self.known
-            if not cached:
-                self.known[genome_id] = train(candidate.genome, self.recipe, self.tokens,
-                                              training_seed(self.seed, genome_id), self.device)
-            record = candidate.to_record(self.known[genome_id], cached=cached)
-            self.store.append(record)
+            record = self.recorded.get((candidate.generation, candidate.index))
+            if record is None or record.genome != candidate.genome:
+                genome_id = candidate.genome.id
+                cached = genome_id in self.known
+                if not cached:
+                    self.known[genome_id] = train(candidate.genome, self.recipe, self.tokens,
+                                                  training_seed(self.seed, genome_id), self.device)
+                record = candidate.to_record(self.known[genome_id], cached=cached)
+                self.store.append(record)
+                self.recorder.add(record)
             for observer in self.observers:
                 observer.on_evaluation(record)
             records.append(record)
         return records
 
 
+def _global_rng_states() -> dict[str, Any]:
+    """The global python, numpy and torch RNG states, JSON-ready, for checkpoints.
+
+    genesis draws from its own seeded generators; these are kept so that user code
+    (a custom trainer, say) that uses the global ones also resumes where it was.
+    """
+    import numpy as np
+    import torch
+
+    version_, internal, gauss = random.getstate()
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    return {
+        "python": [version_, list(internal), gauss],
+        "numpy": [kind, keys.tolist(), pos, has_gauss, cached],
+        "torch": torch.get_rng_state().tolist(),
+    }
+
+
+def _set_global_rng_states(states: dict[str, Any]) -> None:
+    import numpy as np
+    import torch
+
+    version_, internal, gauss = states["python"]
+    random.setstate((version_, tuple(internal), gauss))
+    kind, keys, pos, has_gauss, cached = states["numpy"]
+    np.random.set_state((kind, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(torch.tensor(states["torch"], dtype=torch.uint8))
+
+
 def _versions() -> dict[str, str]:
-    names = ("torch", "deap", "tokenizers", "numpy")
+    names = ("torch", "deap", "tokenizers", "numpy", "optuna")
     return {"python": platform.python_version(), "genesis": version("genesis"),
             **{name: version(name) for name in names}}

@@ -4,13 +4,21 @@ Layout of `runs/<run-id>/`:
 
     config.json         the resolved configuration (search space, recipe, data, seed, ...)
     evaluations.jsonl   one `Record` per line, appended as evaluations finish
+    study.db            the Optuna study: one trial per evaluation (see `genesis.study`)
+    checkpoint.json     the evolution state after the last complete generation
+    run.lock            present while a process works on the run (its pid and host)
     summary.json        best genomes and per-generation statistics, written at the end
+
+Every file but the append-only record log is written atomically (temporary file and
+rename), so a run killed at any moment leaves only whole files behind.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
+import socket
 import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
@@ -22,6 +30,8 @@ from genesis.records import Record
 CONFIG_FILE = "config.json"
 RECORDS_FILE = "evaluations.jsonl"
 SUMMARY_FILE = "summary.json"
+CHECKPOINT_FILE = "checkpoint.json"
+LOCK_FILE = "run.lock"
 FORMAT_VERSION = 1
 
 
@@ -78,19 +88,43 @@ class RunStore:
         except OSError as error:
             raise GenesisError(f"cannot create a run folder in {output}: {error.strerror}") from None
         store = cls(path)
-        write_json_atomic(path / CONFIG_FILE, {**config, "run_id": store.id,
+        started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        write_json_atomic(path / CONFIG_FILE, {**config, "run_id": store.id, "started": started,
                                                "format_version": FORMAT_VERSION})
         return store
+
+    @classmethod
+    def open(cls, path: str | Path) -> RunStore:
+        """Open an existing run folder, checking that it is a genesis run of this format.
+
+        Raises:
+            GenesisError: not a folder, not a genesis run, or another format version.
+        """
+        store = cls(path)
+        if not store.path.is_dir():
+            raise GenesisError(f"{store.path} is not a folder")
+        version = store.config().get("format_version")
+        if version != FORMAT_VERSION:
+            raise GenesisError(f"{store.path} is a run of format version {version}; "
+                               f"this genesis reads version {FORMAT_VERSION}")
+        return store
+
+    def discard(self) -> None:
+        """Remove a run folder whose set-up failed, so no partial run is left behind."""
+        shutil.rmtree(self.path, ignore_errors=True)
 
     def config(self) -> dict[str, Any]:
         """The resolved configuration the run was started with."""
         path = self.path / CONFIG_FILE
         try:
-            return json.loads(path.read_text())
+            config = json.loads(path.read_text())
         except FileNotFoundError:
             raise GenesisError(f"{self.path} is not a genesis run (no {CONFIG_FILE})") from None
         except json.JSONDecodeError as error:
             raise GenesisError(f"{path} is corrupt: {error}") from None
+        if not isinstance(config, dict) or "run_id" not in config:
+            raise GenesisError(f"{self.path} is not a genesis run ({CONFIG_FILE} has no run_id)")
+        return config
 
     def append(self, record: Record) -> None:
         """Append one evaluation record and flush it to disk."""
@@ -115,6 +149,61 @@ class RunStore:
                 break
         return records
 
+    def drop_partial_record(self) -> list[Record]:
+        """Cut a half-written last line left by a crash, so appends start on a fresh line.
+
+        Returns the records that remain.
+        """
+        records = self.records()
+        path = self.path / RECORDS_FILE
+        if path.exists() and len(path.read_text().splitlines()) != len(records):
+            temporary = path.with_name(f".{RECORDS_FILE}.tmp")
+            temporary.write_text("".join(json.dumps(r.to_dict(), sort_keys=True) + "\n"
+                                         for r in records))
+            os.replace(temporary, path)
+        return records
+
+    def write_checkpoint(self, state: dict[str, Any]) -> None:
+        write_json_atomic(self.path / CHECKPOINT_FILE, state)
+
+    def checkpoint(self) -> dict[str, Any] | None:
+        """The state after the last complete generation, or None before the first."""
+        path = self.path / CHECKPOINT_FILE
+        if not path.exists():
+            return None
+        try:
+            return json.loads(path.read_text())
+        except json.JSONDecodeError as error:
+            raise GenesisError(f"{path} is corrupt: {error}") from None
+
+    def lock(self) -> None:
+        """Mark the run as being worked on by this process.
+
+        Raises:
+            GenesisError: another live process on this host holds the run.
+        """
+        holder = self._lock_holder()
+        if holder is not None and _alive(holder):
+            raise GenesisError(f"{self.path} is already running (pid {holder['pid']} on "
+                               f"{holder['host']})")
+        write_json_atomic(self.path / LOCK_FILE, {"pid": os.getpid(), "host": socket.gethostname()})
+
+    def unlock(self) -> None:
+        (self.path / LOCK_FILE).unlink(missing_ok=True)
+
+    def status(self) -> str:
+        """finished, running (a live process holds it) or interrupted."""
+        if (self.path / SUMMARY_FILE).exists():
+            return "finished"
+        holder = self._lock_holder()
+        return "running" if holder is not None and _alive(holder) else "interrupted"
+
+    def _lock_holder(self) -> dict[str, Any] | None:
+        try:
+            return json.loads((self.path / LOCK_FILE).read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return None
+
     def write_summary(self, summary: dict[str, Any]) -> None:
         write_json_atomic(self.path / SUMMARY_FILE, summary)
 
@@ -122,6 +211,27 @@ class RunStore:
         """The end-of-run summary, or None while the run has not finished."""
         path = self.path / SUMMARY_FILE
         return json.loads(path.read_text()) if path.exists() else None
+
+
+def _alive(holder: dict[str, Any]) -> bool:
+    """Whether the lock holder still runs; a holder on another host is assumed alive."""
+    if holder.get("host") != socket.gethostname():
+        return True
+    try:
+        os.kill(int(holder["pid"]), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def list_runs(folder: str | Path) -> list[RunStore]:
+    """The genesis runs directly inside `folder`, oldest first."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise GenesisError(f"{folder} is not a folder")
+    return [RunStore(p) for p in sorted(folder.iterdir()) if (p / CONFIG_FILE).is_file()]
 
 
 def best_records(records: Iterable[Record], k: int) -> list[Record]:

@@ -1,0 +1,100 @@
+"""Every evaluation as a trial of an Optuna study, so Optuna's tools read genesis runs.
+
+The study lives beside the run (`runs/<id>/study.db`, SQLite) or in any database Optuna
+accepts (`--storage postgresql://...` for a cluster). Trial params are the genome's
+traits with distributions taken from the search space; the value is the fitness
+(validation loss); user attributes hold generation, genome id, parents, operator,
+status and all metrics. `optuna-dashboard sqlite:///runs/<id>/study.db` opens a run.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+
+import optuna
+from optuna.distributions import (
+    BaseDistribution,
+    CategoricalDistribution,
+    FloatDistribution,
+    IntDistribution,
+)
+from optuna.trial import TrialState
+
+from genesis.errors import GenesisError
+from genesis.records import Record
+from genesis.space import ChoiceDomain, IntDomain, SearchSpace
+
+log = logging.getLogger(__name__)
+
+STUDY_FILE = "study.db"
+
+
+def default_storage(run_path: Path) -> str:
+    """The SQLite URL of the study file inside a run folder."""
+    return f"sqlite:///{(run_path / STUDY_FILE).resolve()}"
+
+
+def distributions(space: SearchSpace) -> dict[str, BaseDistribution]:
+    """Optuna distributions for the traits of a search space.
+
+    Evenly spaced integers become an `IntDistribution` with their step, other integer
+    sets and categorical traits a `CategoricalDistribution`, log floats a log-scale
+    `FloatDistribution`.
+    """
+    result: dict[str, BaseDistribution] = {}
+    for name, domain in space.domains.items():
+        if isinstance(domain, IntDomain):
+            values = domain.values
+            steps = {b - a for a, b in zip(values, values[1:])}
+            if len(steps) <= 1:
+                result[name] = IntDistribution(values[0], values[-1], step=steps.pop() if steps else 1)
+            else:
+                result[name] = CategoricalDistribution(values)
+        elif isinstance(domain, ChoiceDomain):
+            result[name] = CategoricalDistribution(domain.values)
+        else:
+            result[name] = FloatDistribution(domain.low, domain.high, log=True)
+    return result
+
+
+class StudyRecorder:
+    """Adds run records to an Optuna study, each exactly once."""
+
+    def __init__(self, storage: str, study_name: str, space: SearchSpace):
+        try:
+            self.study = optuna.create_study(storage=storage, study_name=study_name,
+                                             direction="minimize", load_if_exists=True)
+        except Exception as error:  # Optuna raises many types for a bad URL or database
+            raise GenesisError(f"cannot open the Optuna storage {storage}: {error}") from None
+        self.distributions = distributions(space)
+        self.known = {
+            (t.user_attrs.get("generation"), t.user_attrs.get("index"))
+            for t in self.study.get_trials(deepcopy=False)
+        }
+
+    def add(self, record: Record) -> None:
+        """Add `record` as a finished (or failed) trial unless it is already there."""
+        key = (record.generation, record.index)
+        if key in self.known:
+            return
+        fitness = record.outcome.fitness
+        metrics = {k: v for k, v in record.outcome.to_dict().items() if v is not None}
+        trial = optuna.trial.create_trial(
+            state=TrialState.COMPLETE if math.isfinite(fitness) else TrialState.FAIL,
+            value=fitness if math.isfinite(fitness) else None,
+            params=record.genome.to_dict(),
+            distributions=self.distributions,
+            user_attrs={
+                "generation": record.generation,
+                "index": record.index,
+                "genome_id": record.genome_id,
+                "parents": list(record.parents),
+                "operator": record.operator,
+                "cached": record.cached,
+                **metrics,
+            },
+        )
+        self.study.add_trial(trial)
+        self.known.add(key)

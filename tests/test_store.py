@@ -1,0 +1,223 @@
+"""Runs that survive: Optuna study, checkpoints, resume after SIGKILL, cache, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from typer.testing import CliRunner
+
+import genesis
+import genesis.run as run_module
+from genesis.cli import app
+from genesis.errors import GenesisError
+from genesis.records import TIMING_FIELDS
+
+from conftest import FIXTURES
+
+SMALL_SPACE = FIXTURES / "small_space.toml"
+runner = CliRunner()
+
+
+def _comparable(records) -> list[dict]:
+    result = []
+    for record in records:
+        data = record.to_dict()
+        data["metrics"] = {k: v for k, v in data["metrics"].items() if k not in TIMING_FIELDS}
+        result.append(data)
+    return result
+
+
+def _only_run(folder: Path) -> Path:
+    runs = [p for p in folder.iterdir() if p.is_dir()]
+    assert len(runs) == 1, runs
+    return runs[0]
+
+
+def _evolve_command(output: Path, data_folder: Path) -> list[str]:
+    return [sys.executable, "-m", "genesis", "evolve", "--population", "4", "--generations", "3",
+            "--search-space", str(SMALL_SPACE), "--recipe", str(FIXTURES / "small_steps.toml"),
+            "--data", str(data_folder), "--seed", "5", "--output", str(output)]
+
+
+def _records_written(output: Path) -> int:
+    files = list(output.glob("*/evaluations.jsonl"))
+    return len(files[0].read_text().splitlines()) if files else 0
+
+
+def _start_and_stop(output: Path, data_folder: Path, after_records: int, sig: int):
+    """Start a real `genesis evolve`, wait for `after_records` records, send `sig`."""
+    process = subprocess.Popen(_evolve_command(output, data_folder), stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while _records_written(output) < after_records:
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, "the run never got there"
+        time.sleep(0.01)
+    process.send_signal(sig)
+    stdout, stderr = process.communicate(timeout=60)
+    return process.returncode, stdout, stderr
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, data_folder):
+    output = tmp_path_factory.mktemp("straight")
+    subprocess.run(_evolve_command(output, data_folder), check=True, capture_output=True)
+    return genesis.run.Run.load(_only_run(output))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("after_records", [4, 6, 9])  # end of generation 0, mid 1, mid 2
+def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path, data_folder, uninterrupted,
+                                                          after_records):
+    code, _, _ = _start_and_stop(tmp_path, data_folder, after_records, signal.SIGKILL)
+    assert code == -signal.SIGKILL
+    folder = _only_run(tmp_path)
+    assert genesis.run.Run.load(folder).status == "interrupted"
+    before = [line for line in (folder / "evaluations.jsonl").read_text().splitlines(keepends=True)
+              if line.endswith("\n")]
+
+    result = subprocess.run([sys.executable, "-m", "genesis", "resume", str(folder)],
+                            capture_output=True, text=True, env={**os.environ, "COLUMNS": "200"})
+    assert result.returncode == 0, result.stderr
+    resumed = genesis.run.Run.load(folder)
+    assert resumed.status == "finished"
+    assert _comparable(resumed.population) == _comparable(uninterrupted.population)
+    assert resumed.best(1)[0].outcome.val_loss == uninterrupted.best(1)[0].outcome.val_loss
+    assert _comparable(resumed.records) == _comparable(uninterrupted.records)
+    # evaluations finished before the kill were not redone: their lines stand untouched
+    # and none is recorded twice
+    after = (folder / "evaluations.jsonl").read_text().splitlines(keepends=True)
+    assert after[: len(before)] == before and len(after) == len(resumed.records) == 12
+
+
+def test_optuna_reads_the_study_back(tmp_path, data_folder):
+    run = genesis.evolve(population=3, generations=2, search_space=SMALL_SPACE,
+                         recipe=FIXTURES / "tiny.toml", data=data_folder, output=tmp_path, seed=2)
+    study = optuna.load_study(study_name=run.id, storage=f"sqlite:///{run.path / 'study.db'}")
+    trials = study.get_trials()
+    assert len(trials) == len(run.records) == 6
+    for trial, record in zip(sorted(trials, key=lambda t: t.number), run.records):
+        assert trial.value == record.outcome.val_loss
+        assert trial.params == record.genome.to_dict()
+        assert trial.user_attrs["genome_id"] == record.genome_id
+        assert trial.user_attrs["operator"] == record.operator
+        assert trial.user_attrs["generation"] == record.generation
+    assert study.best_value == run.best(1)[0].outcome.val_loss
+
+
+def test_fitness_cache_skips_repeated_genomes(tmp_path, data_folder, monkeypatch):
+    import genesis.train
+
+    calls = []
+    real_train = genesis.train.train
+
+    def counting_train(genome, *args, **kwargs):
+        calls.append(genome.id)
+        return real_train(genome, *args, **kwargs)
+
+    monkeypatch.setattr(genesis.train, "train", counting_train)
+    run = genesis.evolve(population=4, generations=3, search_space=SMALL_SPACE,
+                         recipe=FIXTURES / "tiny.toml", data=data_folder, output=tmp_path, seed=1)
+    assert len(calls) == len(set(calls)) == len({r.genome_id for r in run.records})
+    summary = json.loads((run.path / "summary.json").read_text())
+    assert summary["cache_hits"] == len(run.records) - len(calls) > 0  # elites at least
+
+
+def test_a_diverging_genome_is_a_failed_trial_and_the_run_finishes(tmp_path, data_folder):
+    run = genesis.evolve(population=3, generations=2, search_space=SMALL_SPACE,
+                         recipe=FIXTURES / "huge_lr.toml", data=data_folder, output=tmp_path)
+    assert run.status == "finished"
+    study = optuna.load_study(study_name=run.id, storage=f"sqlite:///{run.path / 'study.db'}")
+    trials = study.get_trials()
+    assert {t.state for t in trials} == {optuna.trial.TrialState.FAIL}
+    assert all(t.user_attrs["status"] == "diverged" and t.user_attrs["reason"] for t in trials)
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_cleanly_and_prints_the_resume_command(tmp_path, data_folder):
+    code, _, stderr = _start_and_stop(tmp_path, data_folder, 2, signal.SIGINT)
+    folder = _only_run(tmp_path)
+    assert code == 130
+    assert f"genesis resume {folder}" in stderr.replace("\n", "")
+    assert genesis.run.Run.load(folder).status == "interrupted"
+    result = runner.invoke(app, ["runs", str(tmp_path)])
+    assert result.exit_code == 0 and "interrupted" in result.output
+    genesis.resume(folder)
+    result = runner.invoke(app, ["runs", str(tmp_path)])
+    assert "finished" in result.output and "3/3" in result.output
+
+
+def test_bad_storage_url_leaves_no_run_behind(tmp_path, data_folder):
+    with pytest.raises(GenesisError, match="cannot open the Optuna storage"):
+        genesis.evolve(population=2, generations=1, search_space=SMALL_SPACE,
+                       recipe=FIXTURES / "tiny.toml", data=data_folder, output=tmp_path,
+                       storage="nosuchdb://nowhere")
+    assert list(tmp_path.iterdir()) == []
+
+
+def _finished_run(tmp_path, data_folder) -> Path:
+    return genesis.evolve(population=2, generations=1, search_space=SMALL_SPACE,
+                          recipe=FIXTURES / "tiny.toml", data=data_folder,
+                          output=tmp_path / "runs").path
+
+
+def test_resume_errors_exit_2(tmp_path, data_folder):
+    not_a_run = tmp_path / "plain"
+    not_a_run.mkdir()
+    result = runner.invoke(app, ["resume", str(not_a_run)])
+    assert result.exit_code == 2 and "is not a genesis run" in result.output
+
+    run_path = _finished_run(tmp_path, data_folder)
+    result = runner.invoke(app, ["resume", str(run_path)])
+    assert result.exit_code == 2 and "already finished" in result.output
+
+    (run_path / "summary.json").unlink()  # now it looks interrupted
+    result = runner.invoke(app, ["evolve", "--resume", str(run_path), "--search-space", "default"])
+    assert result.exit_code == 2 and "differs from the one" in result.output
+
+    config = json.loads((run_path / "config.json").read_text())
+    (run_path / "config.json").write_text(json.dumps({**config, "format_version": 99}))
+    result = runner.invoke(app, ["resume", str(run_path)])
+    assert result.exit_code == 2 and "format version 99" in result.output
+
+
+def test_unwritable_output_and_missing_split_exit_2(tmp_path, data_folder):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    result = runner.invoke(app, ["evolve", "--output", str(blocker / "runs"), "--data",
+                                 str(data_folder), "--search-space", str(SMALL_SPACE),
+                                 "--recipe", str(FIXTURES / "tiny.toml")])
+    assert result.exit_code == 2 and "cannot create a run folder" in result.output
+
+    partial = tmp_path / "partial"
+    partial.mkdir()
+    for name in ("train", "valid"):
+        (partial / f"{name}.txt").write_text("text\n")
+    result = runner.invoke(app, ["evolve", "--output", str(tmp_path / "runs"), "--data", str(partial)])
+    assert result.exit_code == 2 and "no test.txt" in result.output
+    assert not (tmp_path / "runs").exists()
+
+
+def test_runs_lists_a_finished_run(tmp_path, data_folder):
+    run_path = _finished_run(tmp_path, data_folder)
+    result = CliRunner().invoke(app, ["runs", str(run_path.parent)], env={"COLUMNS": "200"})
+    assert result.exit_code == 0
+    assert run_path.name in result.output and "finished" in result.output and "1/1" in result.output
+
+
+def test_records_cut_by_a_crash_are_dropped_before_appending(tmp_path, data_folder):
+    run_path = _finished_run(tmp_path, data_folder)
+    log = run_path / "evaluations.jsonl"
+    whole = log.read_text()
+    log.write_text(whole + '{"generation": 0, "ind')  # a line cut mid-write
+    store = run_module.RunStore(run_path)
+    assert len(store.drop_partial_record()) == 2
+    assert log.read_text() == whole
