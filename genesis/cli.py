@@ -162,6 +162,99 @@ def list_runs(
     console.print(table)
 
 
+@app.command()
+def report(
+    runs: list[Path] = typer.Argument(..., metavar="RUN...", help="One or more run folders."),
+    output_format: str = typer.Option("text", "--format", help="text (rich tables) or json (stdout)."),
+    top: int = typer.Option(5, help="Champions to list."),
+    out: Optional[Path] = typer.Option(
+        None, help="Folder for the comparison of several runs (default: <runs folder>/comparison)."),
+) -> None:
+    """Trait–fitness report of a run (finished or running): tables, plots, HTML, JSON.
+
+    Writes RUN/report/ with report.md, report.html, report.json and PNG plots. With several
+    runs, also a side-by-side comparison.
+    """
+    import json
+
+    from genesis.report import build_report
+    from genesis.report_render import compare, write_comparison, write_report
+
+    if output_format not in ("text", "json"):
+        fail(f"--format must be text or json, not {output_format!r}")
+    reports = []
+    for path in runs:
+        try:
+            built = build_report(path, top=top)
+        except GenesisError as error:
+            fail(str(error))
+        written = write_report(built, Path(path) / "report")
+        reports.append(built)
+        if output_format == "text":
+            _print_report(built)
+            console.print(f"written: {written['html']} (and report.md, report.json, "
+                          f"{len(written) - 3} plots)")
+    comparison = None
+    if len(reports) > 1:
+        comparison = compare(reports)
+        written = write_comparison(comparison, out or Path(runs[0]).parent / "comparison")
+        if output_format == "text":
+            console.print(_comparison_table(comparison))
+            console.print(f"comparison written: {written['md']}")
+    if output_format == "json":
+        payload = reports[0] if comparison is None else {"runs": reports, "comparison": comparison}
+        typer.echo(json.dumps(payload, indent=2, sort_keys=True))
+
+
+def _print_report(built: dict) -> None:
+    run, conv = built["run"], built["convergence"]
+    console.rule(f"run {run['id']} ({run['status']}, {run['generations_seen']}/"
+                 f"{run['generations_planned']} generations, {run['evaluations']} evaluations)")
+    gain = conv["improvement"]
+    if gain:
+        console.print(f"best perplexity {gain['first_best_ppl']:.1f} → {gain['final_best_ppl']:.1f} "
+                      f"({gain['ppl_drop_percent']:.1f}% lower); 95% of the gain by generation "
+                      f"{conv['generations_to_95']}")
+    table = Table(title="Which traits matter (fitness = validation loss)")
+    for column in ("rank", "trait", "effect", "ρ [95% CI] / eta²", "p", "fANOVA", "note"):
+        table.add_column(column)
+    for row in built["traits"]["ranking"]:
+        if "rho" in row:
+            measure = f"ρ={row['rho']:+.2f} [{_num(row.get('ci_low'))}, {_num(row.get('ci_high'))}]"
+        else:
+            measure = f"eta²={row['eta2']:.2f}" if "eta2" in row else "-"
+        p_value = row.get("p_value")
+        p_text = "-" if p_value is None else (f"[bold]{p_value:.3g}[/]" if row["significant"] else f"{p_value:.3g}")
+        table.add_row(_num(row["rank"]), row["trait"], _num(row["effect"]), measure, p_text,
+                      _num(row["fanova"]), row["note"] or "")
+    console.print(table)
+    champions = Table(title="Champions")
+    for column in ("#", "genome", "traits", "val ppl", "params", "gen", "made by"):
+        champions.add_column(column, no_wrap=True)
+    for c in built["champions"]:
+        champions.add_row(str(c["rank"]), c["genome_id"], c["traits"], f"{c['metrics']['val_ppl']:.1f}",
+                          f"{c['metrics']['params']:,}", str(c["generation"]), c["operator"])
+    console.print(champions)
+
+
+def _comparison_table(comparison: dict) -> Table:
+    table = Table(title="Trait rankings side by side")
+    table.add_column("rank")
+    for run_id in comparison["runs"]:
+        table.add_column(run_id)
+    depth = max(len(v) for v in comparison["rankings"].values())
+    for rank in range(depth):
+        table.add_row(str(rank + 1), *[comparison["rankings"][r][rank] for r in comparison["runs"]])
+    table.add_row("best ppl", *[_num(comparison["final_best_ppl"][r]) for r in comparison["runs"]])
+    return table
+
+
+def _num(value) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
 def best_table(records: Sequence[Record], title: str) -> Table:
     """A rich table of records: rank, genome, perplexity, size and origin."""
     table = Table(title=title)

@@ -1,0 +1,334 @@
+"""Trait–fitness reports: which genes make a good µLM, and how the population got there.
+
+`build_report(path)` reads a run folder (finished or still going) and returns a
+JSON-ready dict; `genesis.report_render` turns it into Markdown, HTML and PNG plots.
+Statistics come from scipy and Optuna; where a test has too few samples the report
+says so instead of giving a number. Fitness is the validation loss (lower is better).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from itertools import combinations
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+from scipy import stats
+
+from genesis.genome import trait_names
+from genesis.records import Record
+from genesis.run import Run
+from genesis.space import ChoiceDomain, IntDomain, SearchSpace, parse_search_space
+from genesis.study import default_storage
+
+ALPHA = 0.05  # significance level of every test in the report
+MIN_SAMPLES = 5  # distinct trained genomes below which a correlation is not reported
+VARIATION_OPERATORS = ("crossover", "mutation", "crossover+mutation")
+
+
+def build_report(path: str | Path, top: int = 5, bootstrap_resamples: int = 2000) -> dict[str, Any]:
+    """Compute every section of the report for one run folder.
+
+    Args:
+        path: the run folder.
+        top: how many champions to list.
+        bootstrap_resamples: resamples of the bootstrap confidence intervals.
+    """
+    run = Run.load(path)
+    space = parse_search_space(
+        {k: v for k, v in run.config["search_space"].items() if k != "source"})
+    distinct = _distinct_trained(run.records)
+    return {
+        "run": _run_section(run),
+        "convergence": convergence(run.records),
+        "diversity": diversity(run.records, space),
+        "traits": trait_importance(distinct, space, _study_importance(run), bootstrap_resamples),
+        "operators": operator_effects(run.records),
+        "sigma": sigma_by_generation(run.records),
+        "pareto": pareto_front(distinct),
+        "champions": champions(run.records, top),
+        "alpha": ALPHA,
+    }
+
+
+def _run_section(run: Run) -> dict[str, Any]:
+    generations = sorted({r.generation for r in run.records})
+    return {
+        "id": run.id,
+        "path": str(run.path),
+        "status": run.status,
+        "started": run.config.get("started"),
+        "seed": run.config["seed"],
+        "recipe": run.config["recipe"]["name"],
+        "budget_tokens": run.config["recipe"]["steps"] * run.config["recipe"]["batch_size"]
+        * run.config["recipe"]["seq_len"],
+        "data": run.config["data"]["source"],
+        "generations_seen": len(generations),
+        "generations_planned": run.config["evolution"]["generations"],
+        "population": run.config["evolution"]["population_size"],
+        "evaluations": len(run.records),
+        "trained": sum(1 for r in run.records if not r.cached),
+        "cache_hits": sum(1 for r in run.records if r.cached),
+        "failed": sum(1 for r in run.records if r.outcome.status != "ok"),
+    }
+
+
+def _fitness(record: Record) -> float | None:
+    value = record.outcome.fitness
+    return value if math.isfinite(value) else None
+
+
+def _distinct_trained(records: Sequence[Record]) -> list[Record]:
+    """The first record of every genome that trained successfully."""
+    seen: dict[str, Record] = {}
+    for record in records:
+        if _fitness(record) is not None:
+            seen.setdefault(record.genome_id, record)
+    return list(seen.values())
+
+
+def _by_generation(records: Sequence[Record]) -> dict[int, list[Record]]:
+    groups: dict[int, list[Record]] = {}
+    for record in records:
+        groups.setdefault(record.generation, []).append(record)
+    return dict(sorted(groups.items()))
+
+
+def convergence(records: Sequence[Record]) -> dict[str, Any]:
+    """Best, mean and median fitness per generation, time to 95% and total improvement."""
+    rows = []
+    for generation, group in _by_generation(records).items():
+        values = [v for v in map(_fitness, group) if v is not None]
+        rows.append({
+            "generation": generation,
+            "best": min(values) if values else None,
+            "mean": float(np.mean(values)) if values else None,
+            "median": float(np.median(values)) if values else None,
+            "best_ppl": math.exp(min(values)) if values else None,
+            "trained": len(values),
+        })
+    bests = [row["best"] for row in rows if row["best"] is not None]
+    result: dict[str, Any] = {"generations": rows, "generations_to_95": None, "improvement": None}
+    if not bests:
+        return result
+    first, final = bests[0], min(bests)
+    # "95% of the final best": the first generation that achieved 95% of the run's total gain.
+    threshold = first - 0.95 * (first - final)
+    result["generations_to_95"] = next(
+        row["generation"] for row in rows if row["best"] is not None and row["best"] <= threshold)
+    result["improvement"] = {
+        "first_best": first, "final_best": final, "loss_drop": first - final,
+        "first_best_ppl": math.exp(first), "final_best_ppl": math.exp(final),
+        "ppl_drop_percent": 100 * (1 - math.exp(final - first)),
+    }
+    return result
+
+
+def _normalized(space: SearchSpace, name: str, value: Any) -> float:
+    """A numeric trait mapped to [0, 1] over its domain (sigma on a log scale)."""
+    domain = space.domains[name]
+    if isinstance(domain, IntDomain):
+        low, high, value = domain.values[0], domain.values[-1], value
+    else:
+        low, high, value = math.log(domain.low), math.log(domain.high), math.log(value)
+    return 0.0 if high == low else (value - low) / (high - low)
+
+
+def genome_distance(a: Record, b: Record, space: SearchSpace) -> float:
+    """Gower distance of two genomes: the mean per-trait distance, each in [0, 1]."""
+    total = 0.0
+    for name in trait_names():
+        if isinstance(space.domains[name], ChoiceDomain):
+            total += float(getattr(a.genome, name) != getattr(b.genome, name))
+        else:
+            total += abs(_normalized(space, name, getattr(a.genome, name))
+                         - _normalized(space, name, getattr(b.genome, name)))
+    return total / len(trait_names())
+
+
+def diversity(records: Sequence[Record], space: SearchSpace) -> list[dict[str, Any]]:
+    """Per generation: unique genomes, mean pairwise distance, and per-trait spread.
+
+    Categorical traits report Shannon entropy in bits; numeric traits the standard
+    deviation of their value normalized to [0, 1] over the domain.
+    """
+    rows = []
+    for generation, group in _by_generation(records).items():
+        traits: dict[str, dict[str, float]] = {}
+        for name in trait_names():
+            values = [getattr(r.genome, name) for r in group]
+            if isinstance(space.domains[name], ChoiceDomain):
+                counts = np.array(list(Counter(values).values()), dtype=float)
+                traits[name] = {"entropy_bits": float(stats.entropy(counts, base=2))}
+            else:
+                scaled = [_normalized(space, name, v) for v in values]
+                traits[name] = {"spread": float(np.std(scaled)), "distinct": len(set(values))}
+        pairs = list(combinations(group, 2))
+        rows.append({
+            "generation": generation,
+            "unique": len({r.genome_id for r in group}),
+            "size": len(group),
+            "mean_pairwise_distance": (float(np.mean([genome_distance(a, b, space) for a, b in pairs]))
+                                       if pairs else 0.0),
+            "traits": traits,
+        })
+    return rows
+
+
+def trait_importance(distinct: Sequence[Record], space: SearchSpace,
+                     fanova: dict[str, Any], resamples: int) -> dict[str, Any]:
+    """Each trait's association with fitness, ranked by evidence, then variance explained.
+
+    Numeric traits: Spearman ρ with its p-value and a bootstrap confidence interval;
+    effect = ρ². Categorical traits: Kruskal–Wallis H test and eta² (share of fitness
+    variance between values), with each value's mean fitness; effect = eta². fANOVA
+    importance from the run's Optuna study is listed beside them.
+    """
+    fitness = np.array([_fitness(r) for r in distinct], dtype=float)
+    rows = []
+    for name in trait_names():
+        values = [getattr(r.genome, name) for r in distinct]
+        categorical = isinstance(space.domains[name], ChoiceDomain)
+        row: dict[str, Any] = {"trait": name, "kind": "categorical" if categorical else "numeric",
+                               "n": len(values), "effect": None, "significant": None, "note": None,
+                               "fanova": fanova.get("importances", {}).get(name)}
+        if len(values) < MIN_SAMPLES:
+            row["note"] = f"needs at least {MIN_SAMPLES} distinct trained genomes, has {len(values)}"
+        elif len(set(values)) < 2:
+            row["note"] = "the trait did not vary"
+        elif categorical:
+            row.update(_categorical_effect(values, fitness))
+        else:
+            row.update(_numeric_effect(np.array(values, dtype=float), fitness, resamples))
+        rows.append(row)
+    # Significant traits first, then by effect: a large but untested or non-significant
+    # eta² (it grows with the number of values on small samples) does not outrank evidence.
+    ranked = sorted(rows, key=lambda r: (not r["significant"], -(r["effect"] if r["effect"] is not None else -1)))
+    for rank, row in enumerate(ranked, 1):
+        row["rank"] = rank if row["effect"] is not None else None
+    return {"ranking": ranked, "fanova_note": fanova.get("note")}
+
+
+def _numeric_effect(values: np.ndarray, fitness: np.ndarray, resamples: int) -> dict[str, Any]:
+    result = stats.spearmanr(values, fitness)
+    rho, p_value = float(result.statistic), float(result.pvalue)
+    if not math.isfinite(rho):
+        return {"note": "no rank correlation is defined (ties throughout)"}
+    interval = stats.bootstrap(
+        (values, fitness), lambda x, y: stats.spearmanr(x, y).statistic, paired=True,
+        vectorized=False, n_resamples=resamples, method="percentile",
+        random_state=np.random.default_rng(0))
+    low, high = interval.confidence_interval
+    return {"rho": rho, "p_value": p_value, "ci_low": _finite(low), "ci_high": _finite(high),
+            "effect": rho * rho, "significant": p_value < ALPHA}
+
+
+def _categorical_effect(values: list, fitness: np.ndarray) -> dict[str, Any]:
+    groups: dict[Any, list[float]] = {}
+    for value, f in zip(values, fitness):
+        groups.setdefault(value, []).append(float(f))
+    per_value = {str(k): {"n": len(v), "mean_fitness": float(np.mean(v)),
+                          "mean_ppl": math.exp(float(np.mean(v)))} for k, v in sorted(groups.items())}
+    grand = float(np.mean(fitness))
+    between = sum(len(v) * (np.mean(v) - grand) ** 2 for v in groups.values())
+    total = float(np.sum((fitness - grand) ** 2))
+    eta2 = float(between / total) if total > 0 else 0.0
+    result: dict[str, Any] = {"eta2": eta2, "per_value": per_value, "effect": eta2}
+    testable = [v for v in groups.values() if len(v) >= 2]
+    if len(testable) >= 2:
+        h, p_value = stats.kruskal(*testable)
+        result.update({"kruskal_h": float(h), "p_value": float(p_value),
+                       "significant": float(p_value) < ALPHA})
+    else:
+        result["note"] = "Kruskal–Wallis needs two values with at least two genomes each"
+    return result
+
+
+def _finite(value: float) -> float | None:
+    return float(value) if math.isfinite(value) else None
+
+
+def _study_importance(run: Run) -> dict[str, Any]:
+    """fANOVA importance of each trait from the run's Optuna study, or a note why not."""
+    import optuna
+    from optuna.importance import FanovaImportanceEvaluator, get_param_importances
+
+    storage = run.config.get("storage") or default_storage(run.path)
+    try:
+        study = optuna.load_study(study_name=run.id, storage=storage)
+        complete = [t for t in study.get_trials(deepcopy=False)
+                    if t.state == optuna.trial.TrialState.COMPLETE]
+        if len({t.user_attrs.get("genome_id") for t in complete}) < MIN_SAMPLES:
+            return {"note": f"fANOVA needs at least {MIN_SAMPLES} distinct trained genomes"}
+        importances = get_param_importances(study, evaluator=FanovaImportanceEvaluator(seed=0))
+    except Exception as error:  # a missing study or a degenerate one must not stop the report
+        return {"note": f"fANOVA importance unavailable: {type(error).__name__}: {error}"}
+    return {"importances": {k: float(v) for k, v in importances.items()}}
+
+
+def operator_effects(records: Sequence[Record]) -> list[dict[str, Any]]:
+    """How children compare with their best parent, for each variation operator.
+
+    A negative change is an improvement (fitness is a loss). Children that failed to
+    train count as not improved and are left out of the mean change.
+    """
+    fitness_of: dict[str, float | None] = {}
+    for record in records:
+        fitness_of.setdefault(record.genome_id, _fitness(record))
+    rows = []
+    for operator in VARIATION_OPERATORS:
+        changes, failed = [], 0
+        for record in records:
+            if record.operator != operator or record.cached:
+                continue
+            parents = [fitness_of.get(p) for p in record.parents]
+            parents = [p for p in parents if p is not None]
+            child = _fitness(record)
+            if not parents:
+                continue
+            if child is None:
+                failed += 1
+            else:
+                changes.append(child - min(parents))
+        count = len(changes) + failed
+        rows.append({
+            "operator": operator, "children": count, "failed": failed,
+            "improved_share": (sum(c < 0 for c in changes) / count) if count else None,
+            "mean_change": float(np.mean(changes)) if changes else None,
+        })
+    return rows
+
+
+def sigma_by_generation(records: Sequence[Record]) -> list[dict[str, Any]]:
+    """Median, minimum and maximum weight-mutation σ per generation."""
+    return [{"generation": g, "median": float(np.median([r.genome.sigma for r in group])),
+             "min": min(r.genome.sigma for r in group), "max": max(r.genome.sigma for r in group)}
+            for g, group in _by_generation(records).items()]
+
+
+def pareto_front(distinct: Sequence[Record]) -> dict[str, Any]:
+    """Genomes not dominated in (validation perplexity, parameter count), both minimized."""
+    points = [(r.outcome.val_ppl, r.outcome.params, r) for r in distinct]
+    front = [p for p in points
+             if not any(q[0] <= p[0] and q[1] <= p[1] and (q[0], q[1]) != (p[0], p[1]) for q in points)]
+    front.sort(key=lambda p: p[1])
+    return {
+        "objectives": ["val_ppl", "params"],
+        "note": "inference latency is not measured by this run's trainer",
+        "points": [{"genome_id": r.genome_id, "genome": r.genome.to_dict(), "val_ppl": ppl,
+                    "params": params} for ppl, params, r in points],
+        "front": [{"genome_id": r.genome_id, "traits": r.genome.describe(), "val_ppl": ppl,
+                   "params": params} for ppl, params, r in front],
+    }
+
+
+def champions(records: Sequence[Record], top: int) -> list[dict[str, Any]]:
+    """The best distinct genomes with all their metrics and lineage."""
+    from genesis.store import best_records
+
+    return [{"rank": rank, "genome_id": r.genome_id, "genome": r.genome.to_dict(),
+             "traits": r.genome.describe(), "generation": r.generation, "operator": r.operator,
+             "parents": list(r.parents), "metrics": r.outcome.to_dict()}
+            for rank, r in enumerate(best_records([r for r in records if _fitness(r) is not None], top), 1)]

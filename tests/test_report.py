@@ -1,0 +1,138 @@
+"""Trait–fitness reports: the statistics find a planted effect, and every format renders."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+
+import matplotlib.image
+import pytest
+from typer.testing import CliRunner
+
+import genesis
+from genesis.cli import app
+from genesis.evolution import Candidate
+from genesis.genome import Genome
+from genesis.records import Outcome
+from genesis.report import build_report
+from genesis.report_render import write_report
+from genesis.space import load_search_space
+from genesis.store import RunStore
+from genesis.study import StudyRecorder, default_storage
+
+from conftest import FIXTURES
+
+runner = CliRunner()
+
+
+def _synthetic_run(tmp_path):
+    """A run folder whose fitness depends on d_model alone, over a full factorial design.
+
+    Every other trait is balanced against d_model, so it carries no information about
+    fitness at all: the report must find d_model and nothing else.
+    """
+    space = load_search_space()
+    store = RunStore.create(tmp_path, "synthetic", {
+        "seed": 0, "evolution": {"generations": 2, "population_size": 160},
+        "search_space": space.describe(), "recipe": {"name": "synthetic", "steps": 1,
+                                                      "batch_size": 1, "seq_len": 1},
+        "data": {"source": "synthetic"}, "storage": None})
+    recorder = StudyRecorder(default_storage(store.path), store.id, space)
+    grid = itertools.product([1, 2, 3, 4], [1, 2], [64, 96, 128, 160, 192],
+                             ["relu", "gelu", "silu", "swiglu"], [0.001, 0.01])
+    for index, (n_layer, n_head, d_model, activation, sigma) in enumerate(grid):
+        genome = Genome(n_layer, n_head, d_model, activation, sigma)
+        loss = 7.0 - d_model / 100
+        outcome = Outcome("ok", val_loss=loss, val_ppl=2.718281828 ** loss, params=d_model * 1000)
+        record = Candidate(index // 160, index % 160, genome).to_record(outcome)
+        store.append(record)
+        recorder.add(record)
+    return store.path
+
+
+def test_a_planted_effect_ranks_first_and_the_rest_are_not_significant(tmp_path):
+    report = build_report(_synthetic_run(tmp_path), bootstrap_resamples=200)
+    ranking = report["traits"]["ranking"]
+    first = ranking[0]
+    assert first["trait"] == "d_model" and first["significant"] and first["rho"] == pytest.approx(-1)
+    assert first["ci_high"] < 0
+    for row in ranking[1:]:
+        assert row["significant"] is False and row["p_value"] > 0.05, row
+    fanova = {row["trait"]: row["fanova"] for row in ranking}
+    assert max(fanova, key=fanova.get) == "d_model"
+    assert set(report["traits"]["ranking"][-1]) >= {"fanova", "effect", "n"}
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory, data_folder):
+    return genesis.evolve(population=4, generations=3, search_space=FIXTURES / "small_space.toml",
+                          recipe=FIXTURES / "tiny.toml", data=data_folder, seed=4,
+                          output=tmp_path_factory.mktemp("runs"))
+
+
+def test_a_real_run_renders_every_format(tiny_run, tmp_path):
+    report = build_report(tiny_run.path, bootstrap_resamples=100)
+    paths = write_report(report, tmp_path / "report")
+    for name in ("convergence", "diversity", "traits", "operators_sigma", "pareto"):
+        png = paths[name]
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        height, width, _ = matplotlib.image.imread(png).shape
+        assert height > 100 and width > 100
+    page = paths["html"].read_text()
+    assert "<script" not in page and not re.search(r"(src|href)=['\"]https?:", page)
+    assert page.count("data:image/png;base64,") == 5
+
+    saved = json.loads(paths["json"].read_text())
+    assert saved == json.loads(json.dumps(report))
+    markdown = paths["md"].read_text()
+    for row in saved["convergence"]["generations"]:
+        assert f"| {row['generation']} | {row['best']:.4g} | {row['best_ppl']:.4g} |" in markdown
+    for champion in saved["champions"]:
+        assert f"| {champion['rank']} | {champion['genome_id']} |" in markdown
+    assert len(saved["convergence"]["generations"]) == 3
+
+
+def test_too_few_samples_are_said_not_computed(tmp_path, data_folder):
+    run = genesis.evolve(population=3, generations=1, search_space=FIXTURES / "small_space.toml",
+                         recipe=FIXTURES / "tiny.toml", data=data_folder, output=tmp_path)
+    report = build_report(run.path, bootstrap_resamples=100)
+    for row in report["traits"]["ranking"]:
+        assert "needs at least 5" in row["note"] and row["effect"] is None and "rho" not in row
+    assert "fANOVA needs at least 5" in report["traits"]["fanova_note"]
+
+
+def test_a_run_still_going_can_be_reported(tiny_run, tmp_path):
+    import shutil
+
+    partial = tmp_path / tiny_run.id
+    shutil.copytree(tiny_run.path, partial)
+    (partial / "summary.json").unlink()
+    lines = (partial / "evaluations.jsonl").read_text().splitlines(keepends=True)
+    (partial / "evaluations.jsonl").write_text("".join(lines[:6]))
+    report = build_report(partial, bootstrap_resamples=100)
+    assert report["run"]["status"] == "interrupted" and report["run"]["evaluations"] == 6
+
+
+def test_cli_report_text_json_and_comparison(tiny_run, tmp_path, data_folder):
+    result = runner.invoke(app, ["report", str(tiny_run.path)])
+    assert result.exit_code == 0, result.output
+    assert "Which traits matter" in result.output and (tiny_run.path / "report/report.html").exists()
+
+    result = runner.invoke(app, ["report", str(tiny_run.path), "--format", "json"])
+    assert json.loads(result.stdout)["run"]["id"] == tiny_run.id
+
+    other = genesis.evolve(population=3, generations=2, search_space=FIXTURES / "small_space.toml",
+                           recipe=FIXTURES / "tiny.toml", data=data_folder, seed=9,
+                           output=tmp_path)
+    result = runner.invoke(app, ["report", str(tiny_run.path), str(other.path), "--out",
+                                 str(tmp_path / "cmp")])
+    assert result.exit_code == 0, result.output
+    comparison = json.loads((tmp_path / "cmp/comparison.json").read_text())
+    assert comparison["runs"] == [tiny_run.id, other.id]
+    assert (tmp_path / "cmp/convergence.png").stat().st_size > 1000
+
+
+def test_cli_report_on_a_folder_that_is_not_a_run_exits_2(tmp_path):
+    result = runner.invoke(app, ["report", str(tmp_path)])
+    assert result.exit_code == 2 and "is not a genesis run" in result.output
