@@ -7,8 +7,11 @@ embedding. `GPTConfig.from_genome` is the only place where traits become layers.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
+import safetensors.torch
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -144,6 +147,28 @@ class GPT(nn.Module):
         if targets is not None:
             loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1))
         return logits, loss
+
+
+def save_weights(model: nn.Module, path: str | Path) -> None:
+    """Save a model's weights as safetensors, atomically (temporary file and rename).
+
+    Tied tensors are stored once (safetensors refuses shared storage otherwise).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    safetensors.torch.save_model(model, str(temporary))
+    temporary.chmod(0o644)
+    os.replace(temporary, path)
+
+
+def load_weights(model: nn.Module, path: str | Path) -> None:
+    """Load safetensors weights into `model`; every tensor must be present and fit.
+
+    Raises:
+        RuntimeError: a missing, unexpected or misshapen tensor.
+    """
+    safetensors.torch.load_model(model, str(path), strict=True)
 
 
 def count_parameters(genome: Genome, vocab_size: int, block_size: int) -> int:

@@ -33,6 +33,8 @@ from genesis.study import StudyRecorder, default_storage
 
 log = logging.getLogger(__name__)
 
+KEPT_WEIGHTS = 5  # trained weights kept on disk for this many best genomes, for export
+
 
 @dataclass
 class Run:
@@ -261,7 +263,10 @@ class _CachingEvaluator:
                 cached = genome_id in self.known
                 if not cached:
                     self.known[genome_id] = train(candidate.genome, self.recipe, self.tokens,
-                                                  training_seed(self.seed, genome_id), self.device)
+                                                  training_seed(self.seed, genome_id), self.device,
+                                                  weights_path=self.store.weights_path(genome_id))
+                    best = sorted(self.known, key=lambda g: self.known[g].fitness)[:KEPT_WEIGHTS]
+                    self.store.prune_weights(set(best))
                 record = candidate.to_record(self.known[genome_id], cached=cached)
                 self.store.append(record)
                 self.recorder.add(record)

@@ -7,6 +7,7 @@ Layout of `runs/<run-id>/`:
     study.db            the Optuna study: one trial per evaluation (see `genesis.study`)
     checkpoint.json     the evolution state after the last complete generation
     run.lock            present while a process works on the run (its pid and host)
+    weights/            trained weights (safetensors) of the best genomes so far
     summary.json        best genomes and per-generation statistics, written at the end
 
 Every file but the append-only record log is written atomically (temporary file and
@@ -32,6 +33,7 @@ RECORDS_FILE = "evaluations.jsonl"
 SUMMARY_FILE = "summary.json"
 CHECKPOINT_FILE = "checkpoint.json"
 LOCK_FILE = "run.lock"
+WEIGHTS_DIR = "weights"
 FORMAT_VERSION = 1
 
 
@@ -203,6 +205,16 @@ class RunStore:
             return json.loads((self.path / LOCK_FILE).read_text())
         except (FileNotFoundError, json.JSONDecodeError):
             return None
+
+    def weights_path(self, genome_id: str) -> Path:
+        """Where the trained weights of a genome are kept (if they are)."""
+        return self.path / WEIGHTS_DIR / f"{genome_id}.safetensors"
+
+    def prune_weights(self, keep: set[str]) -> None:
+        """Delete kept weights of every genome not in `keep`."""
+        for path in (self.path / WEIGHTS_DIR).glob("*.safetensors"):
+            if path.stem not in keep:
+                path.unlink(missing_ok=True)
 
     def write_summary(self, summary: dict[str, Any]) -> None:
         write_json_atomic(self.path / SUMMARY_FILE, summary)

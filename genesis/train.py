@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -18,7 +19,7 @@ import torch
 
 from genesis.data import TokenData
 from genesis.genome import Genome
-from genesis.model import GPT, GPTConfig
+from genesis.model import GPT, GPTConfig, save_weights
 from genesis.recipe import Recipe
 from genesis.records import Outcome
 
@@ -35,6 +36,7 @@ def train(
     seed: int,
     device: str = "cpu",
     on_step: Callable[[int, float], None] | None = None,
+    weights_path: Path | None = None,
 ) -> Outcome:
     """Build the genome's model, train it for `recipe.steps` and measure it.
 
@@ -45,13 +47,15 @@ def train(
         seed: seeds weight init and batch sampling; same seed, same outcome on CPU.
         device: torch device string.
         on_step: called as `on_step(step, loss)` every few steps.
+        weights_path: where to save the trained weights (safetensors) if training
+            succeeds; nothing is saved without it.
 
     Returns:
         An `Outcome`; its status says whether training succeeded.
     """
     started = time.perf_counter()
     try:
-        return _train(genome, recipe, data, seed, device, on_step, started)
+        return _train(genome, recipe, data, seed, device, on_step, started, weights_path)
     except torch.OutOfMemoryError as error:
         return _failure("oom", error, recipe, started)
     except Exception as error:  # a bad genome must not stop the run; the record keeps why
@@ -64,7 +68,7 @@ def _failure(status: str, error: BaseException, recipe: Recipe, started: float) 
     return Outcome(status=status, reason=reason, wall_s=time.perf_counter() - started)
 
 
-def _train(genome, recipe, data, seed, device, on_step, started) -> Outcome:
+def _train(genome, recipe, data, seed, device, on_step, started, weights_path) -> Outcome:
     torch.manual_seed(seed)
     config = GPTConfig.from_genome(genome, data.vocab_size, recipe.seq_len)
     model = GPT(config).to(device)
@@ -106,6 +110,8 @@ def _train(genome, recipe, data, seed, device, on_step, started) -> Outcome:
         return Outcome(status="diverged", reason=f"validation loss is {val_loss}",
                        params=params, tokens=recipe.tokens,
                        wall_s=time.perf_counter() - started)
+    if weights_path is not None:
+        save_weights(model, weights_path)
     return Outcome(
         status="ok",
         val_loss=val_loss,
