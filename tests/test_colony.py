@@ -1,0 +1,224 @@
+"""Champions as agents: bundles, generation, and a colony that divides and is selected."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+import genesis
+from genesis.bundle import export_champions, load_bundle
+from genesis.cli import app
+from genesis.colony import Colony, ColonySettings, mutate_weights
+from genesis.model import GPT, load_weights
+from genesis.sampling import mixture, next_token_probs
+from genesis.simulate import simulate
+
+from conftest import FIXTURES
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, data_folder):
+    return genesis.evolve(population=3, generations=2, search_space=FIXTURES / "small_space.toml",
+                          recipe=FIXTURES / "tiny.toml", data=data_folder, seed=6,
+                          output=tmp_path_factory.mktemp("runs"))
+
+
+@pytest.fixture(scope="module")
+def bundles(run, tmp_path_factory):
+    return export_champions(run.path, top=2, out=tmp_path_factory.mktemp("champions"))
+
+
+def _state(model: GPT) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def test_bundles_round_trip_bit_exactly(run, bundles, tmp_path):
+    first = load_bundle(bundles[0])
+    kept = GPT(first.model.config)
+    load_weights(kept, run.store.weights_path(first.genome.id))
+    assert all(torch.equal(a, b) for a, b in zip(_state(kept).values(), _state(first.model).values()))
+    assert first.genome == run.best(1)[0].genome
+    assert first.manifest["metrics"]["val_loss"] == run.best(1)[0].outcome.val_loss
+    again = export_champions(run.path, top=1, out=tmp_path)
+    assert (again[0] / "model.safetensors").read_bytes() == (bundles[0] / "model.safetensors").read_bytes()
+    for name in ("genome.json", "model.safetensors", "tokenizer.json", "card.md", "bundle.json"):
+        assert (bundles[0] / name).is_file()
+
+
+def test_export_retrains_missing_weights_exactly(run, tmp_path):
+    copy = tmp_path / run.id
+    shutil.copytree(run.path, copy)
+    shutil.rmtree(copy / "weights")
+    retrained = load_bundle(export_champions(copy, top=1, out=tmp_path / "out")[0])
+    assert retrained.manifest["metrics"]["val_loss"] == run.best(1)[0].outcome.val_loss
+
+
+def _broken_copy(bundles, tmp_path, name="broken"):
+    target = tmp_path / name
+    shutil.copytree(bundles[0], target)
+    return target
+
+
+def _generate(path):
+    return runner.invoke(app, ["generate", str(path), "The", "--max-tokens", "3"])
+
+
+def test_corrupt_and_mismatched_bundles_exit_2(bundles, tmp_path, data_folder):
+    truncated = _broken_copy(bundles, tmp_path, "truncated")
+    data = (truncated / "model.safetensors").read_bytes()
+    (truncated / "model.safetensors").write_bytes(data[: len(data) // 2])
+    result = _generate(truncated)
+    assert result.exit_code == 2 and "is corrupt" in result.output
+
+    other_tokenizer = _broken_copy(bundles, tmp_path, "tokenizer")
+    from genesis.data import load_data
+
+    load_data(data_folder, vocab_size=512, cache_dir=tmp_path / "cache").tokenizer.save(
+        str(other_tokenizer / "tokenizer.json"))
+    result = _generate(other_tokenizer)
+    assert result.exit_code == 2 and "tokenizer.json is corrupt" in result.output
+
+    # A consistent manifest over weights of another genome: the shapes give it away.
+    mismatched = _broken_copy(bundles, tmp_path, "mismatched")
+    genome = genesis.Genome.from_json((mismatched / "genome.json").read_text())
+    wider = genesis.Genome(**{**genome.to_dict(), "d_model": 96 if genome.d_model != 96 else 64})
+    (mismatched / "genome.json").write_text(wider.to_json())
+    from genesis.bundle import sha256_file
+
+    manifest = json.loads((mismatched / "bundle.json").read_text())
+    manifest["genome_id"] = wider.id
+    manifest["sha256"]["genome.json"] = sha256_file(mismatched / "genome.json")
+    (mismatched / "bundle.json").write_text(json.dumps(manifest))
+    result = _generate(mismatched)
+    assert result.exit_code == 2 and "do not fit genome" in result.output
+
+    result = _generate(tmp_path)
+    assert result.exit_code == 2 and "not an agent bundle" in result.output
+
+
+def test_generate_samples_text_from_a_bundle(bundles):
+    result = runner.invoke(app, ["generate", str(bundles[0]), "The history of", "--max-tokens", "8",
+                                 "--seed", "3"])
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("The history of") and len(result.output.strip()) > len("The history of")
+    again = runner.invoke(app, ["generate", str(bundles[0]), "The history of", "--max-tokens", "8",
+                                "--seed", "3"])
+    assert again.output == result.output
+
+
+def _colony(tmp_path, bundles, **settings) -> Colony:
+    return Colony.seed(tmp_path / "colony", bundles, ColonySettings(**settings))
+
+
+def test_division_adds_noise_of_scale_sigma_and_records_lineage(tmp_path, bundles):
+    colony = _colony(tmp_path, bundles, population_cap=10)
+    parent = colony.agents()[0]
+    child_id = colony.divide(parent.id)
+    child = next(a for a in colony.agents() if a.id == child_id)
+    assert child.parent == parent.id and child.genome == parent.genome
+    difference = torch.cat([(c - p).flatten() for c, p in zip(
+        _state(colony.model(child)).values(), _state(colony.model(parent)).values())])
+    assert difference.std().item() == pytest.approx(parent.genome.sigma, rel=0.05)
+    assert abs(difference.mean().item()) < parent.genome.sigma / 10
+    replayed = mutate_weights(colony.model(parent), parent.genome.sigma, child.identity_seed)
+    assert all(torch.equal(a, b) for a, b in zip(_state(replayed).values(), _state(colony.model(child)).values()))
+    kinds = [(e["kind"], e["agent"]) for e in colony.status()["events"]]
+    assert ("division", parent.id) in kinds and ("birth", child_id) in kinds
+
+
+def test_population_cap_holds_and_the_weakest_retire(tmp_path, bundles):
+    colony = _colony(tmp_path, bundles, division_threshold=1, population_cap=3, adapt_steps=0)
+    for seed in range(3):
+        colony.ask("The", max_tokens=2, seed=seed)
+        assert len(colony.agents()) <= 3
+    everyone = colony.agents(alive_only=False)
+    retired = [a for a in everyone if a.status == "retired"]
+    assert retired and len(everyone) > 3
+    assert any(e["kind"] == "retirement" for e in colony.status(events=100)["events"])
+    # without feedback fitness stays put, so selection must have kept the fittest
+    assert max(a.fitness for a in retired) <= min(a.fitness for a in colony.agents())
+
+
+def test_consensus_of_one_agent_is_that_agent_and_weights_sum_to_one(tmp_path, bundles):
+    solo = Colony.seed(tmp_path / "solo", bundles[:1])
+    agent = solo.agents()[0]
+    assert solo.consensus_weights([agent]) == [1.0]
+    probs = next_token_probs(solo.model(agent), [1, 2, 3])
+    assert torch.allclose(mixture([probs], [1.0]), probs)
+    pair = _colony(tmp_path, bundles)
+    assert sum(pair.consensus_weights(pair.agents())) == pytest.approx(1.0)
+    top = Colony.seed(tmp_path / "top", bundles, ColonySettings(consensus="top_k", consensus_top_k=1))
+    assert top.consensus_weights(top.agents()) == [1.0, 0.0]  # fittest first
+    mixed = mixture([probs, torch.roll(probs, 1)], [3.0, 1.0])
+    assert mixed.sum().item() == pytest.approx(1.0, abs=1e-5)
+
+
+def test_feedback_moves_fitness_and_agents_learn(tmp_path, bundles):
+    colony = _colony(tmp_path, bundles, fitness_smoothing=0.5, adapt_steps=2, learning_rate=1e-3)
+    before = {a.id: a.fitness for a in colony.agents()}
+    weights_before = {a.id: _state(colony.model(a)) for a in colony.agents()}
+    received = colony.feedback("The history of the city", " is long and old")
+    for agent in colony.agents():
+        assert agent.fitness == pytest.approx(0.5 * before[agent.id] + 0.5 * received[agent.id])
+        changed = [not torch.equal(a, b) for a, b in zip(weights_before[agent.id].values(),
+                                                         _state(colony.model(agent)).values())]
+        assert any(changed)
+    answer = colony.ask("The", max_tokens=2, seed=0)
+    colony.feedback("The", score=0.5, memory_id=answer.memory_id)
+    assert colony.status()["memories"] == 2
+
+
+def test_eight_concurrent_asks_lose_no_memory_and_no_agent(tmp_path, bundles):
+    colony = _colony(tmp_path, bundles, division_threshold=1, population_cap=5, adapt_steps=0)
+    processes = [subprocess.Popen([sys.executable, "-m", "genesis", "colony", "ask", str(colony.folder),
+                                   f"Prompt number {i}", "--max-tokens", "2", "--seed", str(i)],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                 for i in range(8)]
+    for process in processes:
+        _, stderr = process.communicate(timeout=300)
+        assert process.returncode == 0, stderr
+    status = colony.status(events=10_000)
+    assert status["memories"] == 8
+    agents = colony.agents(alive_only=False)
+    births = [e for e in status["events"] if e["kind"] == "birth"]
+    divisions = [e for e in status["events"] if e["kind"] == "division"]
+    assert len(divisions) >= 8 and len(agents) == len(births) == 2 + len(divisions)
+    assert {e["detail"]["child"] for e in divisions} <= {a.id for a in agents}
+    for agent in agents:
+        colony.model(agent)  # every agent's weights file exists and loads
+    assert len(colony.agents()) <= 5
+
+
+def test_simulate_predicts_before_learning_and_writes_its_summary(tmp_path, bundles, data_folder):
+    colony = _colony(tmp_path, bundles, division_threshold=3, population_cap=3)
+    summary = simulate(colony, data_folder, chunks=8, prompt_tokens=16, continuation_tokens=8)
+    assert summary["chunks"] == 8 and summary["divisions"] >= 2
+    assert set(summary["online_ppl"]) == {"consensus", "frozen_best", "learning_best"}
+    assert isinstance(summary["colony_beats_frozen_best"], bool)
+    series = summary["series"]
+    assert [p["chunk"] for p in series] == list(range(1, 9))
+    assert all(p["agents"] <= 3 for p in series)
+    saved = json.loads((colony.folder / "simulation.json").read_text())
+    assert saved["online_ppl"] == summary["online_ppl"]
+    assert (colony.folder / "simulation.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_colony_cli_seed_ask_status(tmp_path, bundles):
+    folder = tmp_path / "cli-colony"
+    result = runner.invoke(app, ["colony", "seed", str(folder), *map(str, bundles), "--theta", "2"])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["colony", "ask", str(folder), "The", "--max-tokens", "3", "--seed", "1",
+                                 "--continuation", " city"])
+    assert result.exit_code == 0 and "memory 1" in result.output
+    result = runner.invoke(app, ["colony", "status", str(folder)], env={"COLUMNS": "160"})
+    assert result.exit_code == 0 and "2 alive" in result.output and "birth" in result.output
+    result = runner.invoke(app, ["colony", "seed", str(folder), *map(str, bundles)])
+    assert result.exit_code == 2 and "already holds a colony" in result.output
