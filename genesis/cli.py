@@ -68,7 +68,12 @@ def evolve(
         "Default: study.db in the run folder."),
     resume_path: Optional[Path] = typer.Option(
         None, "--resume", help="Continue this interrupted run folder instead of starting one."),
-    device: str = typer.Option("cpu", help="Torch device to train on."),
+    device: str = typer.Option("cpu", help="Torch device: cpu, cuda, or auto (CUDA when available)."),
+    backend: str = typer.Option("inprocess", help="Where trainings run: inprocess, processes or ray."),
+    workers: int = typer.Option(2, help="Worker processes (processes) or local Ray CPUs (ray)."),
+    threads: Optional[int] = typer.Option(
+        None, help="Torch threads per evaluation (default: all cores in process, else cores / workers)."),
+    ray_address: Optional[str] = typer.Option(None, help="Join this Ray cluster instead of a local one."),
 ) -> None:
     """Evolve a population of µLM genomes; each one really trains on WikiText."""
     if resume_path is not None:
@@ -81,7 +86,8 @@ def evolve(
     _run_with_progress(generations, lambda progress: run_evolve(
         population=population, generations=generations, recipe=recipe,
         search_space=search_space or "default", data=data, seed=seed, output=output,
-        evolution=settings, storage=storage, observers=[progress], device=device))
+        evolution=settings, storage=storage, observers=[progress], device=device, backend=backend,
+        workers=workers, threads=threads, ray_address=ray_address))
 
 
 @app.command()

@@ -82,9 +82,21 @@ def load_data(
     if not (entry / "meta.json").is_file():
         log.info("tokenizing %s with a new BPE-%d tokenizer", source, vocab_size)
         _build_cache_entry(texts, vocab_size, entry)
+    return load_cached(key, cache_dir, source)
+
+
+def load_cached(key: str, cache_dir: str | Path | None = None, source: str = "") -> TokenData:
+    """Load a corpus already tokenized by `load_data`, by its key (for worker processes).
+
+    Raises:
+        GenesisError: no cache entry with that key.
+    """
+    entry = Path(cache_dir or default_cache_dir()) / "data" / key
+    if not (entry / "meta.json").is_file():
+        raise GenesisError(f"no tokenized corpus {key} in {entry.parent}")
     arrays = {name: np.load(entry / f"{name}.npy") for name in SPLITS}
     tokenizer = Tokenizer.from_file(str(entry / "tokenizer.json"))
-    return TokenData(**arrays, tokenizer=tokenizer, source=source, key=key)
+    return TokenData(**arrays, tokenizer=tokenizer, source=source or key, key=key)
 
 
 def train_tokenizer(text: str, vocab_size: int) -> Tokenizer:

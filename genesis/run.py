@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import platform
 import random
 from dataclasses import dataclass
@@ -22,8 +23,9 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any, Sequence
 
-from genesis.data import TokenData, load_data
+from genesis.data import TokenData, default_cache_dir, load_data
 from genesis.errors import GenesisError
+from genesis.evaluate import BACKENDS, Job, TrainingSetup, make_backend
 from genesis.evolution import Candidate, Evolution, EvolutionConfig, Observer
 from genesis.recipe import DEFAULT_RECIPE, Recipe, load_recipe
 from genesis.records import Outcome, Record, training_seed
@@ -95,6 +97,10 @@ def evolve(
     observers: Sequence[Observer] = (),
     device: str = "cpu",
     cache_dir: str | Path | None = None,
+    backend: str = "inprocess",
+    workers: int = 2,
+    threads: int | None = None,
+    ray_address: str | None = None,
 ) -> Run:
     """Evolve a population of µLM genomes that really train on WikiText.
 
@@ -111,8 +117,13 @@ def evolve(
         storage: an Optuna storage URL for the run's study; default a SQLite file in
             the run folder.
         observers: progress callbacks (see `genesis.evolution.Observer`).
-        device: torch device to train on.
+        device: torch device to train on ("auto": CUDA when available).
         cache_dir: tokenizer and token cache (default `~/.cache/genesis`).
+        backend: where trainings run: "inprocess", "processes" or "ray".
+        workers: worker processes (processes) or local Ray CPUs (ray).
+        threads: torch threads per evaluation; default all cores in process, else
+            cores divided among the workers.
+        ray_address: a Ray cluster to join instead of starting a local instance.
 
     Returns:
         The finished `Run`.
@@ -132,6 +143,7 @@ def evolve(
     except ValueError as error:
         raise GenesisError(str(error)) from None
     tokens = data if isinstance(data, TokenData) else load_data(data, recipe.vocab_size, cache_dir)
+    evaluator = _evaluator_config(backend, workers, threads, ray_address, resolve_device(device))
 
     store = RunStore.create(output, new_run_id(seed), {
         "seed": seed,
@@ -141,7 +153,8 @@ def evolve(
         "data": {"source": tokens.source, "key": tokens.key, "vocab_size": tokens.vocab_size,
                  "tokens": {name: int(tokens.split(name).size) for name in ("train", "valid", "test")}},
         "storage": storage,
-        "device": device,
+        "device": evaluator["device"],
+        "evaluator": evaluator,
         "versions": _versions(),
     })
     try:
@@ -150,7 +163,7 @@ def evolve(
         store.discard()
         raise
     log.info("run %s started in %s", store.id, store.path)
-    return _drive(store, space, recipe, tokens, config, recorder, observers, device)
+    return _drive(store, space, recipe, tokens, config, recorder, observers, evaluator, cache_dir)
 
 
 def resume(
@@ -199,21 +212,49 @@ def resume(
         raise GenesisError(f"the data differs from the data {store.path} was started with "
                            f"({tokens.key} instead of {config['data']['key']})")
     recorder = StudyRecorder(config["storage"] or default_storage(store.path), store.id, space)
-    return _drive(store, space, recipe, tokens, evolution, recorder, observers,
-                  device or config["device"], checkpoint=store.checkpoint())
+    evaluator = dict(config["evaluator"])
+    if device is not None:
+        evaluator["device"] = resolve_device(device)
+    return _drive(store, space, recipe, tokens, evolution, recorder, observers, evaluator,
+                  cache_dir, checkpoint=store.checkpoint())
 
 
-def _drive(store, space, recipe, tokens, config, recorder, observers, device,
+def resolve_device(device: str) -> str:
+    """"auto" becomes "cuda" when a GPU is visible, else "cpu"; other names pass through."""
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _evaluator_config(backend: str, workers: int, threads: int | None, ray_address: str | None,
+                      device: str) -> dict[str, Any]:
+    if backend not in BACKENDS:
+        raise GenesisError(f"unknown backend {backend!r} (choose from {', '.join(BACKENDS)})")
+    if workers < 1 or (threads is not None and threads < 1):
+        raise GenesisError("workers and threads must be at least 1")
+    cores = os.cpu_count() or 1
+    default_threads = cores if backend == "inprocess" else max(1, cores // workers)
+    return {"backend": backend, "workers": workers, "threads": threads or default_threads,
+            "ray_address": ray_address, "device": device}
+
+
+def _drive(store, space, recipe, tokens, config, recorder, observers, evaluator_config, cache_dir,
            checkpoint: dict[str, Any] | None = None) -> Run:
     store.lock()
     for observer in observers:
         observer.on_run_start(store.id, store.path)
+    setup = TrainingSetup(recipe, tokens.key, str(cache_dir or default_cache_dir()),
+                          evaluator_config["device"], evaluator_config["threads"])
+    backend = None
     try:
+        backend = make_backend(evaluator_config["backend"], setup, tokens, evaluator_config["workers"],
+                               evaluator_config["ray_address"])
         previous = store.drop_partial_record()
         for record in previous:  # a kill between the log and the study leaves a gap
             recorder.add(record)
-        evaluator = _CachingEvaluator(store, recorder, recipe, tokens, config.seed, device,
-                                      observers, previous)
+        evaluator = _CachingEvaluator(store, recorder, backend, config.seed, observers, previous)
         loop = Evolution(space, config, evaluator, observers)
         if checkpoint is not None:
             loop.restore(checkpoint["evolution"])
@@ -231,49 +272,60 @@ def _drive(store, space, recipe, tokens, config, recorder, observers, device,
             "cache_hits": sum(1 for r in records if r.cached),
         })
     finally:
+        if backend is not None:
+            backend.close()
         store.unlock()
     return Run(store, store.config(), records, logbook)
 
 
 class _CachingEvaluator:
-    """Trains candidates one by one, reusing what is already known.
+    """Evaluates a generation's candidates on a backend, reusing what is already known.
 
     A candidate recorded before an interruption (same generation, index and genome) is
     taken from the record log as it is. A genome evaluated before is not trained again:
     its training seed depends only on the run seed and the genome, so a repeat would
-    reproduce the same outcome, and reusing it is exact.
+    reproduce the same outcome, and reusing it is exact. Records are written as
+    trainings finish; the trained weights of the best genomes so far are kept.
     """
 
-    def __init__(self, store: RunStore, recorder: StudyRecorder, recipe: Recipe,
-                 tokens: TokenData, seed: int, device: str, observers: Sequence[Observer],
-                 previous: Sequence[Record]):
-        self.store, self.recorder, self.recipe, self.tokens = store, recorder, recipe, tokens
-        self.seed, self.device, self.observers = seed, device, observers
+    def __init__(self, store: RunStore, recorder: StudyRecorder, backend, seed: int,
+                 observers: Sequence[Observer], previous: Sequence[Record]):
+        self.store, self.recorder, self.backend = store, recorder, backend
+        self.seed, self.observers = seed, observers
         self.recorded = {(r.generation, r.index): r for r in previous}
         self.known: dict[str, Outcome] = {r.genome_id: r.outcome for r in previous}
 
     def __call__(self, candidates: Sequence[Candidate]) -> list[Record]:
-        from genesis.train import train  # torch loads only when training starts
-
-        records = []
+        done: dict[int, Record] = {}
+        waiting: dict[str, list[Candidate]] = {}  # genome id -> candidates awaiting its training
         for candidate in candidates:
             record = self.recorded.get((candidate.generation, candidate.index))
-            if record is None or record.genome != candidate.genome:
-                genome_id = candidate.genome.id
-                cached = genome_id in self.known
-                if not cached:
-                    self.known[genome_id] = train(candidate.genome, self.recipe, self.tokens,
-                                                  training_seed(self.seed, genome_id), self.device,
-                                                  weights_path=self.store.weights_path(genome_id))
-                    best = sorted(self.known, key=lambda g: self.known[g].fitness)[:KEPT_WEIGHTS]
-                    self.store.prune_weights(set(best))
-                record = candidate.to_record(self.known[genome_id], cached=cached)
-                self.store.append(record)
-                self.recorder.add(record)
-            for observer in self.observers:
-                observer.on_evaluation(record)
-            records.append(record)
-        return records
+            if record is not None and record.genome == candidate.genome:
+                done[candidate.index] = self._notify(record)
+            elif candidate.genome.id in self.known:
+                done[candidate.index] = self._keep(candidate, self.known[candidate.genome.id], True)
+            else:
+                waiting.setdefault(candidate.genome.id, []).append(candidate)
+        jobs = [Job(group[0].genome, training_seed(self.seed, genome_id),
+                    str(self.store.weights_path(genome_id))) for genome_id, group in waiting.items()]
+        for job, outcome in self.backend.run(jobs):
+            self.known[job.genome.id] = outcome
+            best = sorted(self.known, key=lambda g: self.known[g].fitness)[:KEPT_WEIGHTS]
+            self.store.prune_weights(set(best))
+            for position, candidate in enumerate(waiting[job.genome.id]):
+                done[candidate.index] = self._keep(candidate, outcome, cached=position > 0)
+        return [done[candidate.index] for candidate in candidates]
+
+    def _keep(self, candidate: Candidate, outcome: Outcome, cached: bool) -> Record:
+        record = candidate.to_record(outcome, cached=cached)
+        self.store.append(record)
+        self.recorder.add(record)
+        return self._notify(record)
+
+    def _notify(self, record: Record) -> Record:
+        for observer in self.observers:
+            observer.on_evaluation(record)
+        return record
 
 
 def _global_rng_states() -> dict[str, Any]:

@@ -136,7 +136,8 @@ class RunStore:
             os.fsync(out.fileno())
 
     def records(self) -> list[Record]:
-        """All evaluation records, in the order they were written.
+        """All evaluation records, by generation and index (the log holds them in the
+        order trainings finished).
 
         A last line cut short by a crash is ignored; it is the evaluation in progress.
         """
@@ -149,7 +150,7 @@ class RunStore:
                 records.append(Record.from_dict(json.loads(line)))
             except json.JSONDecodeError:
                 break
-        return records
+        return sorted(records, key=lambda r: (r.generation, r.index))
 
     def drop_partial_record(self) -> list[Record]:
         """Cut a half-written last line left by a crash, so appends start on a fresh line.
