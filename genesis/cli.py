@@ -68,7 +68,7 @@ def evolve(
         "Default: study.db in the run folder."),
     resume_path: Optional[Path] = typer.Option(
         None, "--resume", help="Continue this interrupted run folder instead of starting one."),
-    device: str = typer.Option("cpu", help="Torch device: cpu, cuda, or auto (CUDA when available)."),
+    device: str = typer.Option("auto", help="Torch device: cpu, cuda, or auto (CUDA when available)."),
     backend: str = typer.Option("inprocess", help="Where trainings run: inprocess, processes or ray."),
     workers: int = typer.Option(2, help="Worker processes (processes) or local Ray CPUs (ray)."),
     threads: Optional[int] = typer.Option(

@@ -14,6 +14,7 @@ from genesis.config import check_keys, read_toml, resolve_data_file
 from genesis.errors import GenesisError
 
 DEFAULT_RECIPE = "quick"
+PRECISIONS = ("fp32", "bf16", "auto")
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,9 @@ class Recipe:
     eval_batches: int = 8  # fixed validation batches that give the fitness
     eval_batch_size: int = 32  # sequences per validation batch
     vocab_size: int = 4096  # BPE vocabulary trained on the train split
+    precision: str = "fp32"  # fp32, bf16 (autocast), or auto (bf16 where the hardware has it)
+    fused_optimizer: bool = False  # one fused AdamW kernel instead of a loop over tensors
+    compile: bool = False  # torch.compile the model (pays off only on long budgets)
 
     @property
     def tokens(self) -> int:
@@ -64,17 +68,19 @@ def load_recipe(name_or_path: str | Path = DEFAULT_RECIPE) -> Recipe:
     check_keys(data, set(fields), str(path))
     data.setdefault("name", Path(path).stem)
     for key, value in data.items():
-        expected = {"int": int, "float": float, "str": str}[fields[key].type]
-        if expected is float and isinstance(value, int):
+        expected = {"int": int, "float": float, "str": str, "bool": bool}[fields[key].type]
+        if expected is float and isinstance(value, int) and not isinstance(value, bool):
             value = data[key] = float(value)
-        if not isinstance(value, expected) or isinstance(value, bool):
+        if not isinstance(value, expected) or (expected is not bool and isinstance(value, bool)):
             raise GenesisError(f"{path}: {key} must be {fields[key].type}, got {value!r}")
-        if expected is not str and value < 0:
+        if expected in (int, float) and value < 0:
             raise GenesisError(f"{path}: {key} must not be negative, got {value}")
     recipe = Recipe(**data)
     for key in ("steps", "batch_size", "seq_len", "eval_batches", "eval_batch_size"):
         if getattr(recipe, key) < 1:
             raise GenesisError(f"{path}: {key} must be at least 1")
+    if recipe.precision not in PRECISIONS:
+        raise GenesisError(f"{path}: precision must be one of {', '.join(PRECISIONS)}")
     if recipe.vocab_size < 256 + 2:
         raise GenesisError(f"{path}: vocab_size must exceed the 256 byte tokens")
     return recipe

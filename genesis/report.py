@@ -9,6 +9,7 @@ says so instead of giving a number. Fitness is the validation loss (lower is bet
 from __future__ import annotations
 
 import math
+import warnings
 from collections import Counter
 from itertools import combinations
 from pathlib import Path
@@ -216,10 +217,15 @@ def _numeric_effect(values: np.ndarray, fitness: np.ndarray, resamples: int) -> 
     rho, p_value = float(result.statistic), float(result.pvalue)
     if not math.isfinite(rho):
         return {"note": "no rank correlation is defined (ties throughout)"}
-    interval = stats.bootstrap(
-        (values, fitness), lambda x, y: stats.spearmanr(x, y).statistic, paired=True,
-        vectorized=False, n_resamples=resamples, method="percentile",
-        random_state=np.random.default_rng(0))
+    with warnings.catch_warnings():
+        # Resamples of a small sample can be constant; their ρ is NaN and the interval
+        # then widens or becomes undefined (reported as missing), which is the honest answer.
+        warnings.simplefilter("ignore", stats.ConstantInputWarning)
+        warnings.simplefilter("ignore", stats.DegenerateDataWarning)
+        interval = stats.bootstrap(
+            (values, fitness), lambda x, y: stats.spearmanr(x, y).statistic, paired=True,
+            vectorized=False, n_resamples=resamples, method="percentile",
+            random_state=np.random.default_rng(0))
     low, high = interval.confidence_interval
     return {"rho": rho, "p_value": p_value, "ci_low": _finite(low), "ci_high": _finite(high),
             "effect": rho * rho, "significant": p_value < ALPHA}

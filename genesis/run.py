@@ -95,7 +95,7 @@ def evolve(
     evolution: EvolutionConfig | None = None,
     storage: str | None = None,
     observers: Sequence[Observer] = (),
-    device: str = "cpu",
+    device: str = "auto",
     cache_dir: str | Path | None = None,
     backend: str = "inprocess",
     workers: int = 2,

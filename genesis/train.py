@@ -68,11 +68,23 @@ def _failure(status: str, error: BaseException, recipe: Recipe, started: float) 
     return Outcome(status=status, reason=reason, wall_s=time.perf_counter() - started)
 
 
+def uses_bf16(recipe: Recipe, device: str) -> bool:
+    """Whether training runs under bf16 autocast: asked for, or "auto" on capable hardware."""
+    if recipe.precision == "auto":
+        if device.startswith("cuda"):
+            return torch.cuda.is_bf16_supported()
+        return torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    return recipe.precision == "bf16"
+
+
 def _train(genome, recipe, data, seed, device, on_step, started, weights_path) -> Outcome:
     torch.manual_seed(seed)
     config = GPTConfig.from_genome(genome, data.vocab_size, recipe.seq_len)
     model = GPT(config).to(device)
     optimizer = _make_optimizer(model, recipe)
+    autocast = torch.autocast(device.split(":")[0], dtype=torch.bfloat16,
+                              enabled=uses_bf16(recipe, device))
+    step_model = torch.compile(model) if recipe.compile else model
     train_tokens = torch.from_numpy(data.train.astype(np.int64)).to(device)
     generator = torch.Generator(device="cpu").manual_seed(seed)
 
@@ -83,7 +95,8 @@ def _train(genome, recipe, data, seed, device, on_step, started, weights_path) -
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(step, recipe)
         x, y = _random_batch(train_tokens, recipe.batch_size, recipe.seq_len, generator)
-        _, loss = model(x, y)
+        with autocast:
+            _, loss = step_model(x, y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if recipe.grad_clip > 0:
@@ -103,7 +116,8 @@ def _train(genome, recipe, data, seed, device, on_step, started, weights_path) -
                 on_step(step + 1, current)
     train_seconds = time.perf_counter() - train_started
 
-    val_loss = evaluate(model, data.valid, recipe, device)
+    with autocast:
+        val_loss = evaluate(model, data.valid, recipe, device)
     tail = max(1, recipe.steps // 10)
     params = model.num_parameters()
     if not math.isfinite(val_loss):
@@ -149,7 +163,7 @@ def evaluate(model: GPT, tokens: np.ndarray, recipe: Recipe, device: str = "cpu"
     total = torch.zeros((), device=device)
     for batch in windows.to(device).split(recipe.eval_batch_size):
         _, loss = model(batch[:, :-1], batch[:, 1:])
-        total += loss
+        total += loss.float()
     return (total / recipe.eval_batches).item()
 
 
@@ -168,4 +182,5 @@ def _make_optimizer(model: GPT, recipe: Recipe) -> torch.optim.AdamW:
          {"params": no_decay, "weight_decay": 0.0}],
         lr=recipe.lr,
         betas=(recipe.beta1, recipe.beta2),
+        fused=recipe.fused_optimizer or None,
     )

@@ -1,0 +1,128 @@
+"""Evaluator scaling: evaluations per hour on each backend, framework overhead, Ray at scale.
+
+1. Evaluations per hour of the default recipe for each backend and worker layout that fits
+   this machine (in-process 1x2 threads, processes 2x1, processes 1x2, Ray 2x1): the same
+   population is evolved for one generation on each.
+2. Framework overhead per evaluation: the wall time of the in-process run minus the wall
+   time of its evaluations (build, training, validation), per evaluation and as a share of
+   an evaluation's wall time. It is everything genesis itself does: data loading, DEAP,
+   records, the Optuna study, checkpoints.
+3. Ray orchestration overhead with more workers than cores: a stand-in workload of known
+   duration (a task that sleeps) run by 8, 32 and 64 workers on a local Ray instance, once
+   to start the workers and then measured; overhead = wall time over the task duration.
+
+    pip install -e ".[ray]"
+    python benchmarks/evaluator_scaling.py --data /path/to/wikitext-2
+
+Writes benchmarks/results/evaluator_scaling.json and the table in benchmarks/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+
+from common import machine, table, update_readme, write_results
+
+LAYOUTS = [  # (backend, workers, threads per evaluation)
+    ("inprocess", 1, 2),
+    ("processes", 2, 1),
+    ("processes", 1, 2),
+    ("ray", 2, 1),
+]
+
+
+def measure_layout(backend: str, workers: int, threads: int, data: str, population: int) -> dict:
+    import genesis
+
+    with tempfile.TemporaryDirectory() as output:
+        started = time.perf_counter()
+        run = genesis.evolve(population=population, generations=1, data=data, seed=0, output=output,
+                             backend=backend, workers=workers, threads=threads)
+        wall = time.perf_counter() - started
+    evaluations = sum(r.outcome.wall_s for r in run.records)
+    return {"backend": backend, "workers": workers, "threads": threads, "evaluations": len(run.records),
+            "wall_s": wall, "evaluations_per_hour": 3600 * len(run.records) / wall,
+            "evaluation_wall_s": evaluations / len(run.records),
+            "overhead_s_per_evaluation": (wall - evaluations) / len(run.records)
+            if backend == "inprocess" else None}
+
+
+def _stand_in(seconds: float) -> float:
+    time.sleep(seconds)
+    return seconds
+
+
+def measure_ray(workers: int, seconds: float) -> dict:
+    import ray
+
+    ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
+    try:
+        task = ray.remote(num_cpus=1)(_stand_in)
+        ray.get([task.remote(0.5) for _ in range(workers)])  # start every worker first
+        started = time.perf_counter()
+        ray.get([task.remote(seconds) for _ in range(workers)])
+        wall = time.perf_counter() - started
+    finally:
+        ray.shutdown()
+    return {"workers": workers, "task_s": seconds, "wall_s": wall,
+            "overhead_share": (wall - seconds) / seconds}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", required=True, help="local WikiText folder")
+    parser.add_argument("--population", type=int, default=6, help="genomes evaluated per layout")
+    parser.add_argument("--task-seconds", type=float, default=5.0, help="stand-in task duration")
+    args = parser.parse_args()
+
+    layouts = []
+    for backend, workers, threads in LAYOUTS:
+        layouts.append(measure_layout(backend, workers, threads, args.data, args.population))
+        print(layouts[-1])
+    ray_rows = []
+    for workers in (8, 32, 64):
+        ray_rows.append(measure_ray(workers, args.task_seconds))
+        print(ray_rows[-1])
+    in_process = layouts[0]
+    results = {"machine": machine(), "population": args.population, "layouts": layouts,
+               "framework_overhead": {
+                   "seconds_per_evaluation": in_process["overhead_s_per_evaluation"],
+                   "share_of_evaluation": in_process["overhead_s_per_evaluation"]
+                   / in_process["evaluation_wall_s"]},
+               "ray_stand_in": ray_rows}
+    path = write_results("evaluator_scaling", results)
+    update_readme("evaluator_scaling", render(results))
+    print(f"wrote {path}")
+
+
+def render(results: dict) -> str:
+    """The README tables of a results dict."""
+    m = results["machine"]
+    best = max(results["layouts"], key=lambda r: r["evaluations_per_hour"])
+    overhead = results["framework_overhead"]
+    layout_rows = [[r["backend"], f"{r['workers']}x{r['threads']}", f"{r['evaluations_per_hour']:,.0f}",
+                    f"{r['evaluation_wall_s']:.1f}", "**best**" if r is best else ""]
+                   for r in results["layouts"]]
+    ray_rows = [[str(r["workers"]), f"{r['task_s']:.1f}", f"{r['wall_s']:.2f}", f"{100 * r['overhead_share']:.1f}%"]
+                for r in results["ray_stand_in"]]
+    return "\n".join([
+        f"Measured {m['measured']} on {m['cpu']} ({m['cores']} cores, torch {m['torch']}): one "
+        f"generation of {results['population']} genomes of the default space, `quick` recipe.",
+        "",
+        table(["backend", "workers x threads", "evaluations / hour", "s per evaluation", ""], layout_rows),
+        "",
+        f"Framework overhead (in-process run wall time minus its evaluations' wall time): "
+        f"{overhead['seconds_per_evaluation']:.3f} s per evaluation, "
+        f"{100 * overhead['share_of_evaluation']:.2f}% of an evaluation.",
+        "",
+        "Ray orchestration overhead on a local instance with more workers than cores "
+        "(stand-in task that sleeps; workers started before timing):",
+        "",
+        table(["workers", "task s", "wall s", "overhead"], ray_rows),
+    ])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,182 @@
+"""Trainer throughput: the genesis trainer against transformers' GPT2LMHeadModel.
+
+For a grid of genomes, one evaluation of the default recipe (model build, training and
+validation, any compile time included) is timed for each trainer option of genesis and
+for GPT2LMHeadModel at the same width, depth, heads, batch, sequence length, optimizer,
+schedule and validation, alternating the two in one run. Reported per genome:
+
+- end-to-end tokens/s (training tokens over the whole evaluation's wall time);
+- model FLOPs utilization (MFU): model FLOPs per token x training tokens/s over the
+  matmul peak measured in the same run (the bf16 peak where bf16 is on);
+- the speed-up of genesis' best option over GPT2LMHeadModel's best.
+
+    pip install -e ".[bench]"
+    python benchmarks/trainer_throughput.py --data /path/to/wikitext-2
+
+Writes benchmarks/results/trainer_throughput.json and the table in benchmarks/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import statistics
+import time
+
+import torch
+
+from common import machine, matmul_peak, table, update_readme, write_results
+from genesis.data import load_data
+from genesis.genome import Genome
+from genesis.model import GPT, GPTConfig
+from genesis.recipe import Recipe, load_recipe
+from genesis.train import _random_batch, learning_rate, train, uses_bf16
+
+GENOMES = [  # small to large within the default space, and one wider for the MFU target
+    Genome(1, 1, 64, "relu", 0.01),
+    Genome(2, 2, 128, "gelu", 0.01),
+    Genome(3, 2, 160, "gelu", 0.01),
+    Genome(4, 4, 192, "gelu", 0.01),
+    Genome(4, 4, 256, "gelu", 0.01),
+]
+GENESIS_OPTIONS = {  # name -> recipe overrides
+    "fp32": {},
+    "fp32+fused": {"fused_optimizer": True},
+    "bf16": {"precision": "bf16"},
+    "bf16+fused": {"precision": "bf16", "fused_optimizer": True},
+    "bf16+fused+compile": {"precision": "bf16", "fused_optimizer": True, "compile": True},
+}
+HF_OPTIONS = {"fp32": False, "bf16": True}  # name -> bf16 autocast
+
+
+def model_flops_per_token(genome: Genome, vocab: int, seq_len: int) -> float:
+    """Training FLOPs per token: 6·(non-embedding params + LM head) + 12·L·d·T attention."""
+    model = GPT(GPTConfig.from_genome(genome, vocab, seq_len))
+    matmul_params = model.num_parameters(non_embedding=True) + genome.d_model * vocab
+    return 6 * matmul_params + 12 * genome.n_layer * genome.d_model * seq_len
+
+
+def run_genesis(genome: Genome, recipe: Recipe, tokens) -> dict:
+    started = time.perf_counter()
+    outcome = train(genome, recipe, tokens, seed=1)
+    wall = time.perf_counter() - started
+    assert outcome.status == "ok", outcome.reason
+    return {"wall_s": wall, "train_tokens_per_s": outcome.tokens_per_s,
+            "val_loss": outcome.val_loss, "bf16": uses_bf16(recipe, "cpu")}
+
+
+def run_gpt2(genome: Genome, recipe: Recipe, tokens, bf16: bool) -> dict:
+    """The same evaluation with Hugging Face's GPT2LMHeadModel: build, train, validate."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    started = time.perf_counter()
+    torch.manual_seed(1)
+    config = GPT2Config(vocab_size=tokens.vocab_size, n_positions=recipe.seq_len, n_embd=genome.d_model,
+                        n_layer=genome.n_layer, n_head=genome.n_head, activation_function=genome.activation,
+                        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, tie_word_embeddings=True)
+    model = GPT2LMHeadModel(config)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.lr, betas=(recipe.beta1, recipe.beta2),
+                                  weight_decay=recipe.weight_decay)
+    data = torch.from_numpy(tokens.train.astype("int64"))
+    generator = torch.Generator().manual_seed(1)
+    train_started = time.perf_counter()
+    model.train()
+    for step in range(recipe.steps):
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(step, recipe)
+        x, _ = _random_batch(data, recipe.batch_size, recipe.seq_len, generator)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = model(input_ids=x, labels=x).loss  # GPT-2 shifts the labels itself
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
+        optimizer.step()
+    loss.item()
+    train_seconds = time.perf_counter() - train_started
+    model.eval()
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        windows = torch.linspace(0, len(tokens.valid) - recipe.seq_len - 1,
+                                 recipe.eval_batches * recipe.eval_batch_size).long()
+        batch = torch.from_numpy(tokens.valid.astype("int64"))[windows[:, None] + torch.arange(recipe.seq_len)]
+        for part in batch.split(recipe.eval_batch_size):
+            model(input_ids=part, labels=part)
+    return {"wall_s": time.perf_counter() - started, "train_tokens_per_s": recipe.tokens / train_seconds,
+            "bf16": bf16}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", required=True, help="local WikiText folder")
+    parser.add_argument("--rounds", type=int, default=1, help="alternating rounds per genome")
+    parser.add_argument("--genomes", type=int, default=len(GENOMES), help="use the first N genomes")
+    args = parser.parse_args()
+
+    recipe = load_recipe("quick")
+    tokens = load_data(args.data, recipe.vocab_size)
+    peaks = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
+    rows = []
+    for genome in GENOMES[: args.genomes]:
+        flops = model_flops_per_token(genome, tokens.vocab_size, recipe.seq_len)
+        runs: dict[str, list[dict]] = {}
+        for _ in range(args.rounds):  # alternate: every genesis option, then every GPT-2 option
+            for name, overrides in GENESIS_OPTIONS.items():
+                runs.setdefault(f"genesis {name}", []).append(
+                    run_genesis(genome, dataclasses.replace(recipe, **overrides), tokens))
+            for name, bf16 in HF_OPTIONS.items():
+                runs.setdefault(f"gpt2 {name}", []).append(run_gpt2(genome, recipe, tokens, bf16))
+        measured = {}
+        for name, samples in runs.items():
+            wall = statistics.median(s["wall_s"] for s in samples)
+            train_rate = statistics.median(s["train_tokens_per_s"] for s in samples)
+            peak = peaks["bf16" if samples[0]["bf16"] else "fp32"]
+            measured[name] = {"end_to_end_tokens_per_s": recipe.tokens / wall, "wall_s": wall,
+                              "train_tokens_per_s": train_rate, "mfu": flops * train_rate / (peak * 1e9),
+                              "val_loss": samples[0].get("val_loss")}
+        best_genesis = max((k for k in measured if k.startswith("genesis")),
+                           key=lambda k: measured[k]["end_to_end_tokens_per_s"])
+        best_gpt2 = max((k for k in measured if k.startswith("gpt2")),
+                        key=lambda k: measured[k]["end_to_end_tokens_per_s"])
+        rows.append({"genome": genome.describe(), "d_model": genome.d_model, "flops_per_token": flops,
+                     "measured": measured, "best_genesis": best_genesis, "best_gpt2": best_gpt2,
+                     "speedup": measured[best_genesis]["end_to_end_tokens_per_s"]
+                     / measured[best_gpt2]["end_to_end_tokens_per_s"]})
+        print(f"{genome.describe()}: best {best_genesis} vs {best_gpt2}: x{rows[-1]['speedup']:.2f}")
+
+    results = {"machine": machine(), "recipe": recipe.to_dict(), "peaks_gflops": peaks,
+               "rounds": args.rounds, "genomes": rows}
+    path = write_results("trainer_throughput", results)
+    update_readme("trainer_throughput", render(results))
+    print(f"wrote {path}")
+
+
+def render(results: dict) -> str:
+    """The README table of a results dict."""
+    peaks = results["peaks_gflops"]
+    options = list(results["genomes"][0]["measured"])
+    header = ["genome"] + [f"{o} tok/s (MFU)" for o in options] + ["speed-up (best vs best)"]
+    rows = []
+    for row in results["genomes"]:
+        cells = [row["genome"]]
+        for option in options:
+            m = row["measured"][option]
+            mark = "**" if option in (row["best_genesis"], row["best_gpt2"]) else ""
+            cells.append(f"{mark}{m['end_to_end_tokens_per_s']:,.0f} ({100 * m['mfu']:.0f}%){mark}")
+        cells.append(f"x{row['speedup']:.2f}")
+        rows.append(cells)
+    m = results["machine"]
+    return "\n".join([
+        f"Measured {m['measured']} on {m['cpu']} ({m['cores']} cores, torch {m['torch']}, "
+        f"{m['torch_threads']} threads); matmul peak {peaks['fp32']:.0f} GFLOP/s fp32, "
+        f"{peaks['bf16']:.0f} GFLOP/s bf16. One evaluation of the `quick` recipe "
+        f"({results['recipe']['steps']} steps x {results['recipe']['batch_size']} x "
+        f"{results['recipe']['seq_len']} tokens), median of {results['rounds']} alternating round(s). "
+        "End-to-end tokens/s include model build, any compile and validation; MFU uses the "
+        "training steps' throughput. Bold: each side's best.",
+        "",
+        table(header, rows),
+    ])
+
+
+if __name__ == "__main__":
+    main()
