@@ -24,13 +24,12 @@ from typing import Any, Sequence
 
 from tokenizers import Tokenizer
 
-from genesis.data import load_data
 from genesis.errors import GenesisError
 from genesis.genome import Genome
 from genesis.model import GPT, GPTConfig, load_weights
 from genesis.recipe import Recipe, load_recipe
 from genesis.records import Record, training_seed
-from genesis.run import Run
+from genesis.run import Run, tokens_of
 
 BUNDLE_FORMAT = 1
 MANIFEST = "bundle.json"
@@ -91,11 +90,7 @@ def export_champions(
         raise GenesisError(f"{run.path} has no trained genome to export")
     run_recipe = Recipe(**config["recipe"])
     new_recipe = None if recipe is None else (recipe if isinstance(recipe, Recipe) else load_recipe(recipe))
-    source = config["data"]["source"]
-    tokens = load_data(data if data is not None or source.startswith("hub:") else source,
-                       run_recipe.vocab_size, cache_dir)
-    if tokens.key != config["data"]["key"]:
-        raise GenesisError("the data differs from the data the run was trained on")
+    tokens = tokens_of(config, data, cache_dir)
     out = Path(out) if out is not None else Path("genomes") / "champions" / run.id
     out.mkdir(parents=True, exist_ok=True)
     written = []

@@ -20,8 +20,8 @@ from scipy import stats
 
 from genesis.genome import trait_names
 from genesis.records import Record
-from genesis.run import Run
-from genesis.space import ChoiceDomain, IntDomain, SearchSpace, parse_search_space
+from genesis.run import Run, space_of
+from genesis.space import ChoiceDomain, IntDomain, SearchSpace
 from genesis.study import default_storage
 
 ALPHA = 0.05  # significance level of every test in the report
@@ -38,8 +38,7 @@ def build_report(path: str | Path, top: int = 5, bootstrap_resamples: int = 2000
         bootstrap_resamples: resamples of the bootstrap confidence intervals.
     """
     run = Run.load(path)
-    space = parse_search_space(
-        {k: v for k, v in run.config["search_space"].items() if k != "source"})
+    space = space_of(run.config)
     distinct = _distinct_trained(run.records)
     return {
         "run": _run_section(run),

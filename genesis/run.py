@@ -194,9 +194,7 @@ def resume(
     config = store.config()
     if store.status() == "finished":
         raise GenesisError(f"{store.path} has already finished")
-    space = parse_search_space(
-        {k: v for k, v in config["search_space"].items() if k != "source"},
-        source=config["search_space"].get("source", "run config"))
+    space = space_of(config)
     if search_space is not None:
         given = search_space if isinstance(search_space, SearchSpace) else load_search_space(search_space)
         if given != space:
@@ -204,19 +202,38 @@ def resume(
                                f"{store.path} was started with; resume it without --search-space")
     recipe = Recipe(**config["recipe"])
     evolution = EvolutionConfig(**config["evolution"])
-    source = config["data"]["source"]
-    if data is None and not source.startswith("hub:"):
-        data = source
-    tokens = data if isinstance(data, TokenData) else load_data(data, recipe.vocab_size, cache_dir)
-    if tokens.key != config["data"]["key"]:
-        raise GenesisError(f"the data differs from the data {store.path} was started with "
-                           f"({tokens.key} instead of {config['data']['key']})")
+    tokens = data if isinstance(data, TokenData) else tokens_of(config, data, cache_dir)
     recorder = StudyRecorder(config["storage"] or default_storage(store.path), store.id, space)
     evaluator = dict(config["evaluator"])
     if device is not None:
         evaluator["device"] = resolve_device(device)
     return _drive(store, space, recipe, tokens, evolution, recorder, observers, evaluator,
                   cache_dir, checkpoint=store.checkpoint())
+
+
+def space_of(config: dict[str, Any]) -> SearchSpace:
+    """The search space a run was started with, from its resolved config."""
+    described = config["search_space"]
+    return parse_search_space({k: v for k, v in described.items() if k != "source"},
+                              source=described.get("source") or "run config")
+
+
+def tokens_of(config: dict[str, Any], data: str | Path | None = None,
+              cache_dir: str | Path | None = None) -> TokenData:
+    """The tokenized corpus a run was trained on: its own folder (or the hub), or `data`
+    if the folder moved.
+
+    Raises:
+        GenesisError: the data found is not the data the run used.
+    """
+    source = config["data"]["source"]
+    if data is None and not source.startswith("hub:"):
+        data = source
+    tokens = load_data(data, config["recipe"]["vocab_size"], cache_dir)
+    if tokens.key != config["data"]["key"]:
+        raise GenesisError(f"the data differs from the data run {config['run_id']} was trained on "
+                           f"({tokens.key} instead of {config['data']['key']})")
+    return tokens
 
 
 def resolve_device(device: str) -> str:
