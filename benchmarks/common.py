@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -52,6 +53,30 @@ def write_results(name: str, results: dict) -> Path:
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps(results, indent=2) + "\n")
     return path
+
+
+def benchmark_parser(doc: str) -> argparse.ArgumentParser:
+    """An argument parser with the options every benchmark has: --data and --render-only."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    parser.add_argument("--data", help="local WikiText folder (required unless --render-only)")
+    parser.add_argument("--render-only", action="store_true",
+                        help="rewrite the README table from the last results, measuring nothing")
+    return parser
+
+
+def rendered_only(parser: argparse.ArgumentParser, args: argparse.Namespace, name: str, render) -> bool:
+    """Handle --render-only (rewrite the README from saved results); demand --data otherwise."""
+    if args.render_only:
+        update_readme(name, render(read_results(name)))
+        return True
+    if not args.data:
+        parser.error("--data is required")
+    return False
+
+
+def read_results(name: str) -> dict:
+    """The last results written by `write_results(name, ...)`."""
+    return json.loads((RESULTS / f"{name}.json").read_text())
 
 
 def update_readme(name: str, markdown: str) -> None:

@@ -18,7 +18,6 @@ Writes benchmarks/results/trainer_throughput.json and the table in benchmarks/RE
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import math
 import statistics
@@ -26,7 +25,7 @@ import time
 
 import torch
 
-from common import machine, matmul_peak, table, update_readme, write_results
+from common import benchmark_parser, machine, rendered_only, matmul_peak, table, update_readme, write_results
 from genesis.data import load_data
 from genesis.genome import Genome
 from genesis.model import GPT, GPTConfig
@@ -106,11 +105,12 @@ def run_gpt2(genome: Genome, recipe: Recipe, tokens, bf16: bool) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", required=True, help="local WikiText folder")
+    parser = benchmark_parser(__doc__)
     parser.add_argument("--rounds", type=int, default=1, help="alternating rounds per genome")
     parser.add_argument("--genomes", type=int, default=len(GENOMES), help="use the first N genomes")
     args = parser.parse_args()
+    if rendered_only(parser, args, "trainer_throughput", render):
+        return
 
     recipe = load_recipe("quick")
     tokens = load_data(args.data, recipe.vocab_size)
@@ -168,6 +168,16 @@ def render(results: dict) -> str:
         cells.append(f"x{row['speedup']:.2f}")
         rows.append(cells)
     m = results["machine"]
+    mid = [r for r in results["genomes"] if 128 <= r["d_model"] <= 192]
+    wide = [r for r in results["genomes"] if r["d_model"] >= 256]
+    speedups = [r["speedup"] for r in mid]
+    mfus = [r["measured"][r["best_genesis"]]["mfu"] for r in wide]
+    targets = table(["target", "measured", "met"], [
+        ["genesis >= 1.5x GPT2LMHeadModel end-to-end tokens/s, mid-size genomes (d 128-192)",
+         ", ".join(f"x{v:.2f}" for v in speedups), "yes" if speedups and min(speedups) >= 1.5 else "**no**"],
+        ["MFU >= 50% of the measured peak for d_model >= 256 (best genesis option)",
+         ", ".join(f"{100 * v:.0f}%" for v in mfus), "yes" if mfus and min(mfus) >= 0.5 else "**no**"],
+    ])
     return "\n".join([
         f"Measured {m['measured']} on {m['cpu']} ({m['cores']} cores, torch {m['torch']}, "
         f"{m['torch_threads']} threads); matmul peak {peaks['fp32']:.0f} GFLOP/s fp32, "
@@ -178,6 +188,8 @@ def render(results: dict) -> str:
         "training steps' throughput. Bold: each side's best.",
         "",
         table(header, rows),
+        "",
+        targets,
     ])
 
 

@@ -63,6 +63,9 @@ def evolve(
     tournament_size: int = typer.Option(EvolutionConfig.tournament_size, help="Tournament size."),
     crossover_rate: float = typer.Option(EvolutionConfig.crossover_rate, help="Crossover probability."),
     mutation_rate: float = typer.Option(EvolutionConfig.mutation_rate, help="Mutation probability."),
+    strategy: str = typer.Option(
+        "evolution", help="evolution (generational), aging (regularized evolution) or random."),
+    aging_batch: int = typer.Option(0, help="Children per generation of aging evolution (0: half the population)."),
     storage: Optional[str] = typer.Option(
         None, help="Optuna storage URL for the run's study (e.g. postgresql://...). "
         "Default: study.db in the run folder."),
@@ -82,7 +85,8 @@ def evolve(
     from genesis.run import evolve as run_evolve
 
     settings = EvolutionConfig(elites=elites, tournament_size=tournament_size,
-                               crossover_rate=crossover_rate, mutation_rate=mutation_rate)
+                               crossover_rate=crossover_rate, mutation_rate=mutation_rate,
+                               strategy=strategy, aging_batch=aging_batch)
     _run_with_progress(generations, lambda progress: run_evolve(
         population=population, generations=generations, recipe=recipe,
         search_space=search_space or "default", data=data, seed=seed, output=output,
@@ -234,6 +238,12 @@ def _print_report(built: dict) -> None:
         table.add_row(_num(row["rank"]), row["trait"], _num(row["effect"]), measure, p_text,
                       _num(row["fanova"]), row["note"] or "")
     console.print(table)
+    proxies = Table(title="Training-free proxies (Spearman ρ with validation loss)")
+    for column in ("proxy", "n", "ρ", "p", "note"):
+        proxies.add_column(column)
+    for row in built["proxies"]:
+        proxies.add_row(row["proxy"], str(row["n"]), _num(row["rho"]), _num(row["p_value"]), row["note"] or "")
+    console.print(proxies)
     champions = Table(title="Champions")
     for column in ("#", "genome", "traits", "val ppl", "params", "gen", "made by"):
         champions.add_column(column, no_wrap=True)

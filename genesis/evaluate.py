@@ -16,6 +16,7 @@ be reachable from every worker (a shared folder on a cluster).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import multiprocessing
 import os
@@ -102,6 +103,19 @@ def _worker_main(connection, setup: TrainingSetup) -> None:
         connection.send(("done", _run_job(setup, job, tokens).to_dict()))
 
 
+def _worker_device(device: str, index: int) -> str:
+    """Spread workers over the GPUs: worker i trains on GPU i mod count.
+
+    With more workers than GPUs, several small evaluations share a GPU.
+    """
+    if device != "cuda":
+        return device
+    import torch
+
+    count = torch.cuda.device_count()
+    return f"cuda:{index % count}" if count > 1 else device
+
+
 @dataclass
 class _Worker:
     process: Any
@@ -124,11 +138,12 @@ class ProcessPoolBackend:
             raise GenesisError("a process pool needs at least one worker")
         self.setup = setup
         self.context = multiprocessing.get_context("spawn")
-        self.workers = [self._start() for _ in range(workers)]
+        self.workers = [self._start(index) for index in range(workers)]
 
-    def _start(self) -> _Worker:
+    def _start(self, index: int) -> _Worker:
         parent, child = self.context.Pipe()
-        process = self.context.Process(target=_worker_main, args=(child, self.setup), daemon=True)
+        setup = dataclasses.replace(self.setup, device=_worker_device(self.setup.device, index))
+        process = self.context.Process(target=_worker_main, args=(child, setup), daemon=True)
         process.start()
         child.close()
         return _Worker(process, parent)
@@ -152,7 +167,7 @@ class ProcessPoolBackend:
                     yield job, outcome
                 elif not worker.process.is_alive():
                     code = worker.process.exitcode
-                    self.workers[index] = self._start()
+                    self.workers[index] = self._start(index)
                     early_deaths[job.genome.id] = early_deaths.get(job.genome.id, 0) + 1
                     if not worker.started and early_deaths[job.genome.id] < MAX_EARLY_DEATHS:
                         queue.insert(0, job)
@@ -183,7 +198,7 @@ class ProcessPoolBackend:
                 raise BrokenPipeError
             worker.connection.send(job)
         except (BrokenPipeError, OSError):
-            worker = self.workers[index] = self._start()
+            worker = self.workers[index] = self._start(index)
             worker.connection.send(job)
         worker.job, worker.started = job, False
         return worker

@@ -28,6 +28,7 @@ from genesis.records import Outcome, Record
 from genesis.space import SearchSpace
 
 MAX_REDRAWS = 10  # attempts to make a child that is new within its generation
+STRATEGIES = ("evolution", "aging", "random")
 
 
 class Fitness(base.Fitness):
@@ -62,6 +63,13 @@ class EvolutionConfig:
         trait_mutation_rate: per-trait probability of change inside a mutation.
         elites: best genomes so far carried unchanged into every new generation.
         seed: the run seed; all randomness of the loop and of training derives from it.
+        strategy: "evolution" (generational: tournament, crossover, mutation, elitism),
+            "aging" (regularized evolution, Real et al. 2019: each generation mutates
+            tournament winners into `aging_batch` children and the oldest genomes, not the
+            worst, leave the population) or "random" (every generation samples anew: the
+            baseline any search must beat).
+        aging_batch: children per generation of aging evolution; 0 means half the
+            population.
     """
 
     population_size: int = 8
@@ -72,9 +80,15 @@ class EvolutionConfig:
     trait_mutation_rate: float = 0.3
     elites: int = 1
     seed: int = 0
+    strategy: str = "evolution"
+    aging_batch: int = 0
 
     def validate(self) -> None:
         """Raise `ValueError` for settings the loop cannot run with."""
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, not {self.strategy!r}")
+        if self.aging_batch < 0:
+            raise ValueError("aging batch must not be negative")
         if self.population_size < 2:
             raise ValueError("population size must be at least 2")
         if self.generations < 1:
@@ -165,11 +179,20 @@ class Evolution:
 
     def step(self) -> list[Record]:
         """Breed, evaluate and select one generation; returns its records."""
-        candidates = self._initial() if self.generation == 0 else self._offspring()
+        if self.generation == 0 or self.config.strategy == "random":
+            candidates = self._random_candidates()
+        elif self.config.strategy == "aging":
+            candidates = self._aging_offspring()
+        else:
+            candidates = self._offspring()
         for observer in self.observers:
             observer.on_generation_start(self.generation, candidates)
         records = list(self.evaluate(candidates))
-        self.population = records
+        if self.config.strategy == "aging" and self.generation > 0:
+            # the youngest population_size genomes live on; the oldest die, however fit
+            self.population = (self.population + records)[-self.config.population_size:]
+        else:
+            self.population = records
         self.hall_of_fame.update([Individual(r) for r in records])
         stats = generation_stats(records)
         self.logbook.record(gen=self.generation, **stats)
@@ -178,7 +201,7 @@ class Evolution:
         self.generation += 1
         return records
 
-    def _initial(self) -> list[Candidate]:
+    def _random_candidates(self) -> list[Candidate]:
         genomes: list[Genome] = []
         for _ in range(self.config.population_size):
             genome = self.space.sample(self.rng)
@@ -187,7 +210,24 @@ class Evolution:
                     break
                 genome = self.space.sample(self.rng)
             genomes.append(genome)
-        return [Candidate(0, i, g) for i, g in enumerate(genomes)]
+        return [Candidate(self.generation, i, g) for i, g in enumerate(genomes)]
+
+    def _aging_offspring(self) -> list[Candidate]:
+        wanted = self.config.aging_batch or max(1, self.config.population_size // 2)
+        with _isolated_random(self.rng):
+            chosen = self.toolbox.select([Individual(r) for r in self.population], wanted)
+        seen = {r.genome for r in self.population}
+        candidates = []
+        for index, winner in enumerate(chosen):
+            parent = winner.record.genome
+            child = self.toolbox.mutate(parent)
+            for _ in range(MAX_REDRAWS):
+                if child not in seen:
+                    break
+                child = self.toolbox.mutate(child)
+            seen.add(child)
+            candidates.append(Candidate(self.generation, index, child, (parent.id,), "mutation"))
+        return candidates
 
     def _offspring(self) -> list[Candidate]:
         generation = self.generation

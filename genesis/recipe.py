@@ -39,8 +39,8 @@ class Recipe:
     eval_batches: int = 8  # fixed validation batches that give the fitness
     eval_batch_size: int = 32  # sequences per validation batch
     vocab_size: int = 4096  # BPE vocabulary trained on the train split
-    precision: str = "fp32"  # fp32, bf16 (autocast), or auto (bf16 where the hardware has it)
-    fused_optimizer: bool = False  # one fused AdamW kernel instead of a loop over tensors
+    precision: str = "auto"  # fp32, bf16 (autocast), or auto (bf16 on CUDA and AMX CPUs)
+    fused_optimizer: bool = True  # one fused AdamW kernel instead of a loop over tensors
     compile: bool = False  # torch.compile the model (pays off only on long budgets)
 
     @property

@@ -31,6 +31,8 @@ class Outcome:
         train_loss: mean training loss over the last tenth of the steps.
         params: exact trainable parameter count (tied head counted once).
         non_embedding_params: params without token and position embeddings.
+        init_grad_norm: global gradient norm on the first batch, before any update
+            (a training-free proxy of trainability).
         tokens: training tokens consumed.
         tokens_per_s: training throughput (wall clock, evaluation excluded).
         wall_s: wall time of the whole evaluation, model build to validation.
@@ -43,6 +45,7 @@ class Outcome:
     train_loss: float | None = None
     params: int | None = None
     non_embedding_params: int | None = None
+    init_grad_norm: float | None = None
     tokens: int = 0
     tokens_per_s: float | None = None
     wall_s: float = 0.0

@@ -47,6 +47,7 @@ def build_report(path: str | Path, top: int = 5, bootstrap_resamples: int = 2000
         "traits": trait_importance(distinct, space, _study_importance(run), bootstrap_resamples),
         "operators": operator_effects(run.records),
         "sigma": sigma_by_generation(run.records),
+        "proxies": proxy_correlations(distinct),
         "pareto": pareto_front(distinct),
         "champions": champions(run.records, top),
         "alpha": ALPHA,
@@ -271,6 +272,32 @@ def _study_importance(run: Run) -> dict[str, Any]:
     except Exception as error:  # a missing study or a degenerate one must not stop the report
         return {"note": f"fANOVA importance unavailable: {type(error).__name__}: {error}"}
     return {"importances": {k: float(v) for k, v in importances.items()}}
+
+
+PROXIES = ("non_embedding_params", "init_grad_norm")
+
+
+def proxy_correlations(distinct: Sequence[Record]) -> list[dict[str, Any]]:
+    """How well each training-free proxy ranks genomes: Spearman ρ with validation loss.
+
+    The non-embedding parameter count ranks transformer LMs well in the literature
+    (Lightweight Transformer Search, 2022); the gradient norm at initialization is a
+    zero-cost proxy. A negative ρ means larger values go with lower loss.
+    """
+    rows = []
+    for name in PROXIES:
+        pairs = [(getattr(r.outcome, name), _fitness(r)) for r in distinct
+                 if getattr(r.outcome, name) is not None]
+        row: dict[str, Any] = {"proxy": name, "n": len(pairs), "rho": None, "p_value": None, "note": None}
+        if len(pairs) < MIN_SAMPLES:
+            row["note"] = f"needs at least {MIN_SAMPLES} distinct trained genomes, has {len(pairs)}"
+        elif len({p for p, _ in pairs}) < 2:
+            row["note"] = "the proxy did not vary"
+        else:
+            result = stats.spearmanr([p for p, _ in pairs], [f for _, f in pairs])
+            row.update(rho=float(result.statistic), p_value=float(result.pvalue))
+        rows.append(row)
+    return rows
 
 
 def operator_effects(records: Sequence[Record]) -> list[dict[str, Any]]:

@@ -156,6 +156,12 @@ def report_sections(report: dict[str, Any]) -> list[tuple[str, str, list[str], l
         sections.append(("Categorical values", None, ["trait", "value", "n", "mean loss", "mean ppl"],
                          per_value, None))
     sections.append((
+        "Training-free proxies", None, ["proxy", "n", "Spearman ρ with val loss", "p", "note"],
+        [[r["proxy"], str(r["n"]), _fmt(r["rho"]), _fmt(r["p_value"]), r["note"] or ""]
+         for r in report["proxies"]],
+        "How well each number known before (or at the first step of) training ranks the "
+        "trained genomes; negative ρ: larger values, lower loss."))
+    sections.append((
         "Operators", "operators_sigma", ["operator", "children", "failed", "improved on best parent", "mean change"],
         [[r["operator"], str(r["children"]), str(r["failed"]), _fmt(r["improved_share"]),
           _fmt(r["mean_change"])] for r in report["operators"]],

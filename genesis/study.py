@@ -63,11 +63,16 @@ class StudyRecorder:
     """Adds run records to an Optuna study, each exactly once."""
 
     def __init__(self, storage: str, study_name: str, space: SearchSpace):
+        # Optuna announces every new study on stderr; genesis' library code does not print.
+        verbosity = optuna.logging.get_verbosity()
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
         try:
             self.study = optuna.create_study(storage=storage, study_name=study_name,
                                              direction="minimize", load_if_exists=True)
         except Exception as error:  # Optuna raises many types for a bad URL or database
             raise GenesisError(f"cannot open the Optuna storage {storage}: {error}") from None
+        finally:
+            optuna.logging.set_verbosity(verbosity)
         self.distributions = distributions(space)
         self.known = {
             (t.user_attrs.get("generation"), t.user_attrs.get("index"))

@@ -79,6 +79,31 @@ def test_evolution_improves_a_known_fitness_and_keeps_the_elite():
     assert bests[-1] < bests[0]
 
 
+def test_aging_evolution_removes_the_oldest_not_the_worst():
+    space = load_search_space()
+    config = EvolutionConfig(population_size=6, generations=8, seed=4, strategy="aging", aging_batch=2)
+    loop = Evolution(space, config, _fake_evaluate)
+    history = []
+    for _ in range(config.generations):
+        alive = {r.genome_id for r in loop.population}
+        children = loop.step()
+        if history:  # every child mutates a tournament winner of the living population
+            assert all(r.operator == "mutation" and r.parents[0] in alive for r in children)
+            assert all(r.genome_id not in alive for r in children)
+        history.extend(children)
+        assert [r.genome for r in loop.population] == [r.genome for r in history[-6:]]
+    assert len(history) == 6 + 7 * 2
+
+
+def test_random_search_samples_every_generation_anew():
+    space = load_search_space()
+    loop = Evolution(space, EvolutionConfig(population_size=5, generations=3, seed=2, strategy="random"),
+                     _fake_evaluate)
+    loop.run()
+    assert loop.population[0].generation == 2
+    assert all(r.operator == "random" and not r.parents for r in loop.population)
+
+
 def test_deap_state_does_not_leak_between_interleaved_runs():
     space = load_search_space()
     config = EvolutionConfig(population_size=6, generations=4, seed=11)

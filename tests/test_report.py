@@ -44,7 +44,8 @@ def _synthetic_run(tmp_path):
     for index, (n_layer, n_head, d_model, activation, sigma) in enumerate(grid):
         genome = Genome(n_layer, n_head, d_model, activation, sigma)
         loss = 7.0 - d_model / 100
-        outcome = Outcome("ok", val_loss=loss, val_ppl=2.718281828 ** loss, params=d_model * 1000)
+        outcome = Outcome("ok", val_loss=loss, val_ppl=2.718281828 ** loss, params=d_model * 1000,
+                          non_embedding_params=d_model * 800, init_grad_norm=float(n_layer))
         record = Candidate(index // 160, index % 160, genome).to_record(outcome)
         store.append(record)
         recorder.add(record)
@@ -62,6 +63,9 @@ def test_a_planted_effect_ranks_first_and_the_rest_are_not_significant(tmp_path)
     fanova = {row["trait"]: row["fanova"] for row in ranking}
     assert max(fanova, key=fanova.get) == "d_model"
     assert set(report["traits"]["ranking"][-1]) >= {"fanova", "effect", "n"}
+    proxies = {row["proxy"]: row for row in report["proxies"]}
+    assert proxies["non_embedding_params"]["rho"] == pytest.approx(-1)  # size ranks perfectly here
+    assert proxies["init_grad_norm"]["rho"] == pytest.approx(0, abs=1e-9)  # depth carries nothing
 
 
 @pytest.fixture(scope="module")

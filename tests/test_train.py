@@ -24,6 +24,7 @@ def test_training_on_wikitext_lowers_the_loss(tokens):
     assert outcome.val_loss < shorter.val_loss - 0.5
     assert outcome.val_ppl == math.exp(outcome.val_loss)
     assert outcome.tokens == 40 * 8 * 32 and outcome.tokens_per_s > 0
+    assert outcome.init_grad_norm > 0 and outcome.non_embedding_params < outcome.params
 
 
 def test_same_seed_same_outcome_different_seed_different(tokens, tiny_recipe):
