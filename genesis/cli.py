@@ -64,7 +64,8 @@ def evolve(
     crossover_rate: float = typer.Option(EvolutionConfig.crossover_rate, help="Crossover probability."),
     mutation_rate: float = typer.Option(EvolutionConfig.mutation_rate, help="Mutation probability."),
     strategy: str = typer.Option(
-        "evolution", help="evolution (generational), aging (regularized evolution) or random."),
+        "evolution", help="evolution (generational), aging (regularized evolution), random, "
+        "tpe or nsga2-optuna (Optuna samplers)."),
     aging_batch: int = typer.Option(0, help="Children per generation of aging evolution (0: half the population)."),
     storage: Optional[str] = typer.Option(
         None, help="Optuna storage URL for the run's study (e.g. postgresql://...). "

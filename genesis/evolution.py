@@ -25,10 +25,11 @@ from deap import base, tools
 from genesis.genome import Genome
 from genesis.operators import crossover_uniform, mutate
 from genesis.records import Outcome, Record
+from genesis.samplers import OPTUNA_STRATEGIES, generation_seed, sample_genomes
 from genesis.space import SearchSpace
 
 MAX_REDRAWS = 10  # attempts to make a child that is new within its generation
-STRATEGIES = ("evolution", "aging", "random")
+STRATEGIES = ("evolution", "aging", "random", *OPTUNA_STRATEGIES)
 
 
 class Fitness(base.Fitness):
@@ -66,8 +67,9 @@ class EvolutionConfig:
         strategy: "evolution" (generational: tournament, crossover, mutation, elitism),
             "aging" (regularized evolution, Real et al. 2019: each generation mutates
             tournament winners into `aging_batch` children and the oldest genomes, not the
-            worst, leave the population) or "random" (every generation samples anew: the
-            baseline any search must beat).
+            worst, leave the population), "random" (every generation samples anew: the
+            baseline any search must beat), or "tpe" / "nsga2-optuna" (Optuna's samplers,
+            asked for each generation given every genome evaluated so far).
         aging_batch: children per generation of aging evolution; 0 means half the
             population.
     """
@@ -159,6 +161,7 @@ class Evolution:
         self.rng = random.Random(config.seed)
         self.generation = 0
         self.population: list[Record] = []
+        self.history: dict[str, tuple[Genome, float]] = {}  # every genome evaluated, by id
         self.hall_of_fame = tools.HallOfFame(max(1, config.elites))
         self.logbook = tools.Logbook()
         self.toolbox = base.Toolbox()
@@ -183,11 +186,19 @@ class Evolution:
             candidates = self._random_candidates()
         elif self.config.strategy == "aging":
             candidates = self._aging_offspring()
+        elif self.config.strategy in OPTUNA_STRATEGIES:
+            genomes = sample_genomes(self.config.strategy, self.space, list(self.history.values()),
+                                     self.config.population_size,
+                                     generation_seed(self.config.seed, self.generation))
+            candidates = [Candidate(self.generation, i, g, (), self.config.strategy)
+                          for i, g in enumerate(genomes)]
         else:
             candidates = self._offspring()
         for observer in self.observers:
             observer.on_generation_start(self.generation, candidates)
         records = list(self.evaluate(candidates))
+        for record in records:
+            self.history.setdefault(record.genome_id, (record.genome, record.outcome.fitness))
         if self.config.strategy == "aging" and self.generation > 0:
             # the youngest population_size genomes live on; the oldest die, however fit
             self.population = (self.population + records)[-self.config.population_size:]
@@ -269,6 +280,8 @@ class Evolution:
             "population": [r.to_dict() for r in self.population],
             "hall_of_fame": [ind.record.to_dict() for ind in self.hall_of_fame],
             "logbook": list(self.logbook),
+            "history": [[genome.to_dict(), fitness if math.isfinite(fitness) else None]
+                        for genome, fitness in self.history.values()],
             "rng": [version, list(internal), gauss],
         }
 
@@ -283,6 +296,10 @@ class Evolution:
         self.logbook = tools.Logbook()
         for entry in state["logbook"]:
             self.logbook.record(**entry)
+        self.history = {}
+        for traits, fitness in state["history"]:
+            genome = Genome.from_dict(traits)
+            self.history[genome.id] = (genome, math.inf if fitness is None else fitness)
 
 
 def generation_stats(records: Sequence[Record]) -> dict[str, Any]:

@@ -76,7 +76,8 @@ class Record:
         genome: the evaluated genome.
         parents: ids of the parent genomes (none for random ones).
         operator: how it was made: random, elite, crossover, mutation,
-            crossover+mutation, or clone (a selected parent copied unchanged).
+            crossover+mutation, clone (a selected parent copied unchanged), or the
+            Optuna sampler that proposed it (tpe, nsga2-optuna).
         outcome: the training result.
         cached: true when the outcome was reused from an earlier evaluation of the same
             genome instead of training again.

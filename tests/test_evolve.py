@@ -95,6 +95,20 @@ def test_aging_evolution_removes_the_oldest_not_the_worst():
     assert len(history) == 6 + 7 * 2
 
 
+@pytest.mark.parametrize("strategy", ["tpe", "nsga2-optuna"])
+def test_optuna_samplers_propose_valid_new_genomes_and_learn(strategy):
+    space = load_search_space()
+    loop = Evolution(space, EvolutionConfig(population_size=6, generations=5, seed=1, strategy=strategy),
+                     _fake_evaluate)
+    loop.run()
+    later = [r for r in loop.history.values()]
+    assert len(later) == len({g.id for g, _ in later}) >= 25  # new genomes, not repeats
+    assert all(space.is_valid(genome) for genome, _ in later)
+    assert loop.population[0].operator == strategy
+    bests = [entry["best"] for entry in loop.logbook]
+    assert min(bests[1:]) < bests[0]
+
+
 def test_random_search_samples_every_generation_anew():
     space = load_search_space()
     loop = Evolution(space, EvolutionConfig(population_size=5, generations=3, seed=2, strategy="random"),
@@ -131,9 +145,10 @@ def test_a_failing_genome_gets_the_worst_fitness_and_the_run_goes_on(tmp_path, d
     assert run.generation_best() == [None, None]
 
 
-def test_state_round_trip_continues_identically():
+@pytest.mark.parametrize("strategy", ["evolution", "aging", "random", "tpe", "nsga2-optuna"])
+def test_state_round_trip_continues_identically(strategy):
     space = load_search_space()
-    config = EvolutionConfig(population_size=6, generations=5, seed=5)
+    config = EvolutionConfig(population_size=6, generations=5, seed=5, strategy=strategy)
     straight = Evolution(space, config, _fake_evaluate)
     straight.run()
     interrupted = Evolution(space, config, _fake_evaluate)
