@@ -65,8 +65,10 @@ def evolve(
     mutation_rate: float = typer.Option(EvolutionConfig.mutation_rate, help="Mutation probability."),
     strategy: str = typer.Option(
         "evolution", help="evolution (generational), aging (regularized evolution), random, "
-        "tpe or nsga2-optuna (Optuna samplers)."),
+        "nsga2 (multi-objective, see --objectives), tpe or nsga2-optuna (Optuna samplers)."),
     aging_batch: int = typer.Option(0, help="Children per generation of aging evolution (0: half the population)."),
+    objectives: str = typer.Option(
+        "val_loss", help="What nsga2 minimizes, comma-separated: val_loss, params (non-embedding), latency_ms."),
     storage: Optional[str] = typer.Option(
         None, help="Optuna storage URL for the run's study (e.g. postgresql://...). "
         "Default: study.db in the run folder."),
@@ -87,7 +89,8 @@ def evolve(
 
     settings = EvolutionConfig(elites=elites, tournament_size=tournament_size,
                                crossover_rate=crossover_rate, mutation_rate=mutation_rate,
-                               strategy=strategy, aging_batch=aging_batch)
+                               strategy=strategy, aging_batch=aging_batch,
+                               objectives=tuple(o.strip() for o in objectives.split(",") if o.strip()))
     _run_with_progress(generations, lambda progress: run_evolve(
         population=population, generations=generations, recipe=recipe,
         search_space=search_space or "default", data=data, seed=seed, output=output,

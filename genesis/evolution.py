@@ -24,12 +24,12 @@ from deap import base, tools
 
 from genesis.genome import Genome
 from genesis.operators import crossover_uniform, mutate
-from genesis.records import Outcome, Record
+from genesis.records import OBJECTIVES, Outcome, Record
 from genesis.samplers import OPTUNA_STRATEGIES, generation_seed, sample_genomes
 from genesis.space import SearchSpace
 
 MAX_REDRAWS = 10  # attempts to make a child that is new within its generation
-STRATEGIES = ("evolution", "aging", "random", *OPTUNA_STRATEGIES)
+STRATEGIES = ("evolution", "aging", "random", "nsga2", *OPTUNA_STRATEGIES)
 
 
 class Fitness(base.Fitness):
@@ -38,12 +38,28 @@ class Fitness(base.Fitness):
     weights = (-1.0,)
 
 
+class Fitness2(base.Fitness):
+    """DEAP fitness over two objectives, both minimized."""
+
+    weights = (-1.0, -1.0)
+
+
+class Fitness3(base.Fitness):
+    """DEAP fitness over three objectives, all minimized."""
+
+    weights = (-1.0, -1.0, -1.0)
+
+
+_FITNESS_OF_SIZE = {1: Fitness, 2: Fitness2, 3: Fitness3}
+
+
 class Individual:
     """A genome as DEAP sees it: something with a `fitness`; equal when genomes are equal."""
 
-    def __init__(self, record: Record):
+    def __init__(self, record: Record, objectives: Sequence[str] = ("val_loss",)):
         self.record = record
-        self.fitness = Fitness((record.outcome.fitness,))
+        values = tuple(record.outcome.objective(name) for name in objectives)
+        self.fitness = _FITNESS_OF_SIZE[len(values)](values)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Individual) and other.record.genome == self.record.genome
@@ -69,9 +85,12 @@ class EvolutionConfig:
             tournament winners into `aging_batch` children and the oldest genomes, not the
             worst, leave the population), "random" (every generation samples anew: the
             baseline any search must beat), or "tpe" / "nsga2-optuna" (Optuna's samplers,
-            asked for each generation given every genome evaluated so far).
+            asked for each generation given every genome evaluated so far), or "nsga2"
+            (multi-objective: DEAP's NSGA-II survival over `objectives`).
         aging_batch: children per generation of aging evolution; 0 means half the
             population.
+        objectives: what "nsga2" minimizes, any of `records.OBJECTIVES`; the other
+            strategies minimize validation loss.
     """
 
     population_size: int = 8
@@ -84,9 +103,18 @@ class EvolutionConfig:
     seed: int = 0
     strategy: str = "evolution"
     aging_batch: int = 0
+    objectives: tuple[str, ...] = ("val_loss",)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "objectives", tuple(self.objectives))  # JSON gives lists
 
     def validate(self) -> None:
         """Raise `ValueError` for settings the loop cannot run with."""
+        unknown = [o for o in self.objectives if o not in OBJECTIVES]
+        if unknown or not 1 <= len(set(self.objectives)) == len(self.objectives) <= 3:
+            raise ValueError(f"objectives must be 1 to 3 distinct names of: {', '.join(OBJECTIVES)}")
+        if len(self.objectives) > 1 and self.strategy != "nsga2":
+            raise ValueError("several objectives need --strategy nsga2")
         if self.strategy not in STRATEGIES:
             raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, not {self.strategy!r}")
         if self.aging_batch < 0:
@@ -202,6 +230,8 @@ class Evolution:
         if self.config.strategy == "aging" and self.generation > 0:
             # the youngest population_size genomes live on; the oldest die, however fit
             self.population = (self.population + records)[-self.config.population_size:]
+        elif self.config.strategy == "nsga2" and self.generation > 0:
+            self.population = self._survivors(records)
         else:
             self.population = records
         self.hall_of_fame.update([Individual(r) for r in records])
@@ -241,14 +271,23 @@ class Evolution:
         return candidates
 
     def _offspring(self) -> list[Candidate]:
-        generation = self.generation
-        elites = [ind.record.genome for ind in self.hall_of_fame[: self.config.elites]]
-        candidates = [Candidate(generation, i, g, (g.id,), "elite") for i, g in enumerate(elites)]
-        seen = set(elites)
+        """Generational breeding: elites, then tournament winners crossed and mutated.
+
+        Under NSGA-II there are no elites (survival selection keeps the best) and mates
+        are drawn at random; the pressure comes from `_survivors`.
+        """
+        nsga2 = self.config.strategy == "nsga2"
+        elites = [] if nsga2 else [ind.record.genome for ind in self.hall_of_fame[: self.config.elites]]
+        candidates = [Candidate(self.generation, i, g, (g.id,), "elite") for i, g in enumerate(elites)]
         wanted = self.config.population_size - len(elites)
         with _isolated_random(self.rng):
-            chosen = self.toolbox.select([Individual(r) for r in self.population], wanted)
-        parents = [ind.record.genome for ind in chosen]
+            pool = [self._individual(r) for r in self.population]
+            chosen = tools.selRandom(pool, wanted) if nsga2 else self.toolbox.select(pool, wanted)
+        return candidates + self._breed([ind.record.genome for ind in chosen], len(candidates), set(elites))
+
+    def _breed(self, parents: list[Genome], start: int, seen: set[Genome]) -> list[Candidate]:
+        """Pair `parents`, cross them over and mutate the children; one child per parent."""
+        candidates: list[Candidate] = []
         for first, second in zip(parents[0::2], parents[1::2] + parents[:1]):
             if self.rng.random() < self.config.crossover_rate:
                 children = self.toolbox.mate(first, second)
@@ -257,7 +296,7 @@ class Evolution:
                 children = (first, second)
                 origin, operator = None, "clone"
             for parent, child in zip((first, second), children):
-                if len(candidates) - len(elites) == wanted:
+                if len(candidates) == len(parents):
                     break
                 child_origin = origin or (parent.id,)
                 child_operator = operator
@@ -268,9 +307,20 @@ class Evolution:
                     child, mutated = self.toolbox.mutate(child), False
                     child_operator = "mutation" if operator == "clone" else "crossover+mutation"
                 seen.add(child)
-                candidates.append(Candidate(generation, len(candidates), child, child_origin,
-                                            child_operator))
+                candidates.append(Candidate(self.generation, start + len(candidates), child,
+                                            child_origin, child_operator))
         return candidates
+
+    def _individual(self, record: Record) -> Individual:
+        return Individual(record, self.config.objectives)
+
+    def _survivors(self, records: list[Record]) -> list[Record]:
+        """NSGA-II survival: the best `population_size` of parents and children by Pareto
+        rank, then crowding distance (DEAP's selNSGA2)."""
+        pool = {r.genome_id: r for r in self.population + records}  # a genome counts once
+        chosen = tools.selNSGA2([self._individual(r) for r in pool.values()],
+                                min(len(pool), self.config.population_size))
+        return [ind.record for ind in chosen]
 
     def state(self) -> dict[str, Any]:
         """The loop's full state as JSON-ready data (for checkpoints)."""

@@ -16,7 +16,12 @@ from genesis.genome import Genome
 
 STATUSES = ("ok", "diverged", "oom", "error")
 WORST_FITNESS = math.inf  # validation loss given to a genome that failed to train
-TIMING_FIELDS = ("tokens_per_s", "wall_s")  # the only fields that vary between equal runs
+TIMING_FIELDS = ("tokens_per_s", "wall_s", "latency_ms")  # the only fields that vary between equal runs
+OBJECTIVES = {  # name -> what it minimizes, read from an Outcome
+    "val_loss": "validation loss",
+    "params": "non-embedding parameter count",
+    "latency_ms": "inference latency of one sequence, milliseconds",
+}
 
 
 @dataclass(frozen=True)
@@ -35,6 +40,8 @@ class Outcome:
             (a training-free proxy of trainability).
         tokens: training tokens consumed.
         tokens_per_s: training throughput (wall clock, evaluation excluded).
+        latency_ms: median time of one forward pass over a single full-length sequence
+            (inference latency; varies with the machine and its load).
         wall_s: wall time of the whole evaluation, model build to validation.
         reason: for a failed status, a one-line explanation.
     """
@@ -48,6 +55,7 @@ class Outcome:
     init_grad_norm: float | None = None
     tokens: int = 0
     tokens_per_s: float | None = None
+    latency_ms: float | None = None
     wall_s: float = 0.0
     reason: str = ""
 
@@ -57,6 +65,15 @@ class Outcome:
         if self.status != "ok" or self.val_loss is None or not math.isfinite(self.val_loss):
             return WORST_FITNESS
         return self.val_loss
+
+    def objective(self, name: str) -> float:
+        """The value of objective `name` (see `OBJECTIVES`), worst for a failure."""
+        if self.status != "ok":
+            return WORST_FITNESS
+        if name == "val_loss":
+            return self.fitness
+        value = self.non_embedding_params if name == "params" else self.latency_ms
+        return WORST_FITNESS if value is None else float(value)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -348,11 +348,11 @@ def pareto_front(distinct: Sequence[Record]) -> dict[str, Any]:
     front.sort(key=lambda p: p[1])
     return {
         "objectives": ["val_ppl", "params"],
-        "note": "inference latency is not measured by this run's trainer",
+        "note": "front over perplexity and parameters; each point's inference latency is listed",
         "points": [{"genome_id": r.genome_id, "genome": r.genome.to_dict(), "val_ppl": ppl,
                     "params": params} for ppl, params, r in points],
         "front": [{"genome_id": r.genome_id, "traits": r.genome.describe(), "val_ppl": ppl,
-                   "params": params} for ppl, params, r in front],
+                   "params": params, "latency_ms": r.outcome.latency_ms} for ppl, params, r in front],
     }
 
 

@@ -169,8 +169,10 @@ def report_sections(report: dict[str, Any]) -> list[tuple[str, str, list[str], l
         "left out. The plot also shows how the weight-mutation σ evolved."))
     pareto = report["pareto"]
     sections.append((
-        "Pareto front: perplexity vs parameters", "pareto", ["genome", "traits", "val ppl", "params"],
-        [[p["genome_id"], p["traits"], _fmt(p["val_ppl"], 4), _fmt(p["params"])] for p in pareto["front"]],
+        "Pareto front: perplexity vs parameters", "pareto",
+        ["genome", "traits", "val ppl", "params", "latency ms"],
+        [[p["genome_id"], p["traits"], _fmt(p["val_ppl"], 4), _fmt(p["params"]), _fmt(p.get("latency_ms"))]
+         for p in pareto["front"]],
         pareto["note"].capitalize() + "."))
     sections.append((
         "Champions", None, ["rank", "genome", "traits", "val ppl", "params", "gen", "made by", "parents"],

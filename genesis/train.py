@@ -122,6 +122,7 @@ def _train(genome, recipe, data, seed, device, on_step, started, weights_path) -
 
     with autocast:
         val_loss = evaluate(model, data.valid, recipe, device)
+        latency_ms = inference_latency_ms(model, recipe.seq_len, device)
     tail = max(1, recipe.steps // 10)
     params = model.num_parameters()
     if not math.isfinite(val_loss):
@@ -140,6 +141,7 @@ def _train(genome, recipe, data, seed, device, on_step, started, weights_path) -
         init_grad_norm=init_grad_norm.item(),
         tokens=recipe.tokens,
         tokens_per_s=recipe.tokens / train_seconds,
+        latency_ms=latency_ms,
         wall_s=time.perf_counter() - started,
     )
 
@@ -170,6 +172,24 @@ def evaluate(model: GPT, tokens: np.ndarray, recipe: Recipe, device: str = "cpu"
         _, loss = model(batch[:, :-1], batch[:, 1:])
         total += loss.float()
     return (total / recipe.eval_batches).item()
+
+
+@torch.no_grad()
+def inference_latency_ms(model: GPT, seq_len: int, device: str = "cpu", repeats: int = 5) -> float:
+    """Median wall time of one forward pass over a single sequence of `seq_len` tokens."""
+    model.eval()
+    tokens = torch.zeros((1, seq_len), dtype=torch.long, device=device)
+    model(tokens)  # warm-up
+    times = []
+    for _ in range(repeats):
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        started = time.perf_counter()
+        model(tokens)
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - started)
+    return 1000 * sorted(times)[len(times) // 2]
 
 
 def _random_batch(tokens: torch.Tensor, batch_size: int, seq_len: int, generator: torch.Generator):

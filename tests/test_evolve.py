@@ -109,6 +109,53 @@ def test_optuna_samplers_propose_valid_new_genomes_and_learn(strategy):
     assert min(bests[1:]) < bests[0]
 
 
+def _two_objectives(candidates):
+    """Loss falls with size, size is the second objective: a true trade-off. The other
+    traits break ties by a hair, so no two genomes share a point of the front."""
+    def loss(g):
+        return (10.0 - g.d_model / 64 - g.n_layer + 1e-4 * abs(math.log10(g.sigma) + 3)
+                + 1e-5 * ("relu", "gelu", "silu", "swiglu").index(g.activation) + 1e-6 * g.n_head)
+    return [c.to_record(Outcome("ok", val_loss=loss(c.genome),
+                                non_embedding_params=c.genome.n_layer * c.genome.d_model ** 2))
+            for c in candidates]
+
+
+def _vector(record, objectives):
+    return tuple(record.outcome.objective(o) for o in objectives)
+
+
+def _dominates(a, b, objectives):
+    left = [a.outcome.objective(o) for o in objectives]
+    right = [b.outcome.objective(o) for o in objectives]
+    return all(x <= y for x, y in zip(left, right)) and left != right
+
+
+def test_nsga2_keeps_the_non_dominated_front_of_everything_evaluated():
+    objectives = ("val_loss", "params")
+    space = load_search_space()
+    config = EvolutionConfig(population_size=8, generations=6, seed=2, strategy="nsga2",
+                             objectives=objectives)
+    seen = []
+    loop = Evolution(space, config, lambda cs: seen.extend(_two_objectives(cs)) or seen[-len(cs):])
+    loop.run()
+    distinct = {r.genome_id: r for r in seen}.values()
+    front = {_vector(r, objectives) for r in distinct
+             if not any(_dominates(o, r, objectives) for o in distinct)}
+    kept = {_vector(r, objectives) for r in loop.population}
+    assert 2 <= len(front) <= config.population_size  # a trade-off that fits the population
+    assert front <= kept  # elitist survival lost no point of the front found so far
+    survivors = list(loop.population)
+    best_front = [r for r in survivors if not any(_dominates(o, r, objectives) for o in survivors)]
+    assert all(not _dominates(a, b, objectives) for a in best_front for b in best_front)
+
+
+def test_several_objectives_need_nsga2():
+    with pytest.raises(ValueError, match="need --strategy nsga2"):
+        EvolutionConfig(objectives=("val_loss", "params")).validate()
+    with pytest.raises(ValueError, match="objectives must be"):
+        EvolutionConfig(strategy="nsga2", objectives=("val_loss", "wings")).validate()
+
+
 def test_random_search_samples_every_generation_anew():
     space = load_search_space()
     loop = Evolution(space, EvolutionConfig(population_size=5, generations=3, seed=2, strategy="random"),
