@@ -80,6 +80,9 @@ def evolve(
     threads: Optional[int] = typer.Option(
         None, help="Torch threads per evaluation (default: all cores in process, else cores / workers)."),
     ray_address: Optional[str] = typer.Option(None, help="Join this Ray cluster instead of a local one."),
+    rungs: str = typer.Option(
+        "1", help="Successive halving: fractions of the recipe's steps, e.g. 0.25,0.5,1; the better "
+        "half of each rung trains on at the next."),
 ) -> None:
     """Evolve a population of µLM genomes; each one really trains on WikiText."""
     if resume_path is not None:
@@ -95,7 +98,7 @@ def evolve(
         population=population, generations=generations, recipe=recipe,
         search_space=search_space or "default", data=data, seed=seed, output=output,
         evolution=settings, storage=storage, observers=[progress], device=device, backend=backend,
-        workers=workers, threads=threads, ray_address=ray_address))
+        workers=workers, threads=threads, ray_address=ray_address, rungs=_fractions(rungs)))
 
 
 @app.command()
@@ -132,6 +135,13 @@ def _run_with_progress(generations: int, start) -> None:
             errors.print(f"interrupted: finished evaluations are recorded. "
                          f"Continue with: genesis resume {where}", highlight=False)
             raise typer.Exit(130)
+        except OSError as error:  # a full disk or a vanished folder: the run so far is safe
+            progress.stop()
+            where = progress.run_path or "the run folder"
+            errors.print(f"[bold red]error:[/] cannot write the run: {error.strerror or error}. "
+                         f"Finished evaluations are recorded; when fixed, continue with: "
+                         f"genesis resume {where}", highlight=False, soft_wrap=True)
+            raise typer.Exit(1)
     console.print(best_table(run.best(5), title=f"Best genomes of run {run.id}"))
     bests = run.generation_best()
     console.print(
@@ -474,6 +484,13 @@ def colony_simulate(
                   f"{summary['divisions']} divisions, {summary['retirements']} retirements, "
                   f"{summary['agents_at_end']} agents at the end.")
     console.print(f"summary: {colony.folder / SIMULATION_FILE}")
+
+
+def _fractions(text: str) -> list[float]:
+    try:
+        return [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        fail(f"--rungs takes comma-separated fractions such as 0.25,0.5,1, not {text!r}")
 
 
 def best_table(records: Sequence[Record], title: str) -> Table:

@@ -38,11 +38,13 @@ MAX_EARLY_DEATHS = 3  # workers that may die before starting a job until it coun
 
 @dataclass(frozen=True)
 class Job:
-    """One training to run: a genome, its seed, and where to keep its weights."""
+    """One training to run: a genome, its seed, where to keep its weights, and a step
+    budget that replaces the recipe's (a lower fidelity) when given."""
 
     genome: Genome
     seed: int
     weights_path: str | None = None
+    steps: int | None = None
 
 
 @dataclass(frozen=True)
@@ -59,7 +61,8 @@ class TrainingSetup:
 def _run_job(setup: TrainingSetup, job: Job, tokens) -> Outcome:
     from genesis.train import train
 
-    return train(job.genome, setup.recipe, tokens, job.seed, setup.device,
+    recipe = setup.recipe if job.steps is None else dataclasses.replace(setup.recipe, steps=job.steps)
+    return train(job.genome, recipe, tokens, job.seed, setup.device,
                  weights_path=Path(job.weights_path) if job.weights_path else None)
 
 

@@ -32,12 +32,6 @@ MAX_REDRAWS = 10  # attempts to make a child that is new within its generation
 STRATEGIES = ("evolution", "aging", "random", "nsga2", *OPTUNA_STRATEGIES)
 
 
-class Fitness(base.Fitness):
-    """DEAP fitness of a genome: its validation loss, minimized."""
-
-    weights = (-1.0,)
-
-
 class Fitness2(base.Fitness):
     """DEAP fitness over two objectives, both minimized."""
 
@@ -50,7 +44,14 @@ class Fitness3(base.Fitness):
     weights = (-1.0, -1.0, -1.0)
 
 
-_FITNESS_OF_SIZE = {1: Fitness, 2: Fitness2, 3: Fitness3}
+class FidelityFitness(base.Fitness):
+    """Single-objective fitness compared at equal fidelity: more training tokens first,
+    then lower validation loss. With one fidelity it orders by loss alone."""
+
+    weights = (1.0, -1.0)
+
+
+_FITNESS_OF_SIZE = {2: Fitness2, 3: Fitness3}
 
 
 class Individual:
@@ -58,8 +59,13 @@ class Individual:
 
     def __init__(self, record: Record, objectives: Sequence[str] = ("val_loss",)):
         self.record = record
-        values = tuple(record.outcome.objective(name) for name in objectives)
-        self.fitness = _FITNESS_OF_SIZE[len(values)](values)
+        outcome = record.outcome
+        if len(objectives) == 1:
+            self.fitness = FidelityFitness((outcome.tokens if outcome.status == "ok" else 0,
+                                            outcome.objective(objectives[0])))
+        else:
+            self.fitness = _FITNESS_OF_SIZE[len(objectives)](
+                tuple(outcome.objective(name) for name in objectives))
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Individual) and other.record.genome == self.record.genome

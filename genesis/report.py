@@ -82,10 +82,15 @@ def _fitness(record: Record) -> float | None:
 
 
 def _distinct_trained(records: Sequence[Record]) -> list[Record]:
-    """The first record of every genome that trained successfully."""
+    """The first record of every genome that trained successfully at the full budget.
+
+    Under successive halving, genomes stopped at a lower rung are left out: losses are
+    only compared at equal fidelity.
+    """
+    full = max((r.outcome.tokens for r in records if _fitness(r) is not None), default=0)
     seen: dict[str, Record] = {}
     for record in records:
-        if _fitness(record) is not None:
+        if _fitness(record) is not None and record.outcome.tokens == full:
             seen.setdefault(record.genome_id, record)
     return list(seen.values())
 

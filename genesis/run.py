@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import os
 import platform
 import random
@@ -101,6 +102,7 @@ def evolve(
     workers: int = 2,
     threads: int | None = None,
     ray_address: str | None = None,
+    rungs: Sequence[float] = (1.0,),
 ) -> Run:
     """Evolve a population of µLM genomes that really train on WikiText.
 
@@ -124,6 +126,9 @@ def evolve(
         threads: torch threads per evaluation; default all cores in process, else
             cores divided among the workers.
         ray_address: a Ray cluster to join instead of starting a local instance.
+        rungs: multi-fidelity successive halving inside each generation, as increasing
+            fractions of the recipe's steps ending at 1: every new genome trains at the
+            first, the better half goes on to the next. (1.0,) trains everything fully.
 
     Returns:
         The finished `Run`.
@@ -143,7 +148,7 @@ def evolve(
     except ValueError as error:
         raise GenesisError(str(error)) from None
     tokens = data if isinstance(data, TokenData) else load_data(data, recipe.vocab_size, cache_dir)
-    evaluator = _evaluator_config(backend, workers, threads, ray_address, resolve_device(device))
+    evaluator = _evaluator_config(backend, workers, threads, ray_address, resolve_device(device), rungs)
 
     store = RunStore.create(output, new_run_id(seed), {
         "seed": seed,
@@ -246,7 +251,10 @@ def resolve_device(device: str) -> str:
 
 
 def _evaluator_config(backend: str, workers: int, threads: int | None, ray_address: str | None,
-                      device: str) -> dict[str, Any]:
+                      device: str, rungs: Sequence[float]) -> dict[str, Any]:
+    rungs = [float(f) for f in rungs]
+    if not rungs or rungs[-1] != 1.0 or any(not 0 < a < b for a, b in zip(rungs, rungs[1:])) or rungs[0] <= 0:
+        raise GenesisError("rungs must be increasing fractions of the recipe's steps ending at 1")
     if backend not in BACKENDS:
         raise GenesisError(f"unknown backend {backend!r} (choose from {', '.join(BACKENDS)})")
     if workers < 1 or (threads is not None and threads < 1):
@@ -254,7 +262,7 @@ def _evaluator_config(backend: str, workers: int, threads: int | None, ray_addre
     cores = os.cpu_count() or 1
     default_threads = cores if backend == "inprocess" else max(1, cores // workers)
     return {"backend": backend, "workers": workers, "threads": threads or default_threads,
-            "ray_address": ray_address, "device": device}
+            "ray_address": ray_address, "device": device, "rungs": rungs}
 
 
 def _drive(store, space, recipe, tokens, config, recorder, observers, evaluator_config, cache_dir,
@@ -271,7 +279,9 @@ def _drive(store, space, recipe, tokens, config, recorder, observers, evaluator_
         previous = store.drop_partial_record()
         for record in previous:  # a kill between the log and the study leaves a gap
             recorder.add(record)
-        evaluator = _CachingEvaluator(store, recorder, backend, config.seed, observers, previous)
+        rung_steps = [max(1, round(f * recipe.steps)) for f in evaluator_config.get("rungs", [1.0])]
+        evaluator = _CachingEvaluator(store, recorder, backend, config.seed, observers, previous,
+                                      rung_steps)
         loop = Evolution(space, config, evaluator, observers)
         if checkpoint is not None:
             loop.restore(checkpoint["evolution"])
@@ -306,9 +316,11 @@ class _CachingEvaluator:
     """
 
     def __init__(self, store: RunStore, recorder: StudyRecorder, backend, seed: int,
-                 observers: Sequence[Observer], previous: Sequence[Record]):
+                 observers: Sequence[Observer], previous: Sequence[Record], rung_steps: Sequence[int],
+                 keep: float = 0.5):
         self.store, self.recorder, self.backend = store, recorder, backend
         self.seed, self.observers = seed, observers
+        self.rung_steps, self.keep = list(rung_steps), keep
         self.recorded = {(r.generation, r.index): r for r in previous}
         self.known: dict[str, Outcome] = {r.genome_id: r.outcome for r in previous}
 
@@ -323,15 +335,37 @@ class _CachingEvaluator:
                 done[candidate.index] = self._keep(candidate, self.known[candidate.genome.id], True)
             else:
                 waiting.setdefault(candidate.genome.id, []).append(candidate)
-        jobs = [Job(group[0].genome, training_seed(self.seed, genome_id),
-                    str(self.store.weights_path(genome_id))) for genome_id, group in waiting.items()]
-        for job, outcome in self.backend.run(jobs):
-            self.known[job.genome.id] = outcome
-            best = sorted(self.known, key=lambda g: self.known[g].fitness)[:KEPT_WEIGHTS]
-            self.store.prune_weights(set(best))
-            for position, candidate in enumerate(waiting[job.genome.id]):
-                done[candidate.index] = self._keep(candidate, outcome, cached=position > 0)
+        # Successive halving: every new genome trains at the first rung's budget, the best
+        # `keep` share of them goes on to the next rung, and so on; only the last rung is
+        # the recipe's full budget. A genome stops with the outcome of the last rung it
+        # reached, which records its fidelity (tokens). With one rung this is plain training.
+        alive = list(waiting)
+        for level, steps in enumerate(self.rung_steps):
+            final = level == len(self.rung_steps) - 1
+            jobs = [Job(waiting[g][0].genome, training_seed(self.seed, g),
+                        str(self.store.weights_path(g)) if final else None, None if final else steps)
+                    for g in alive]
+            reached: dict[str, Outcome] = {}
+            for job, outcome in self.backend.run(jobs):
+                reached[job.genome.id] = outcome
+                if final:
+                    self._settle(job.genome.id, outcome, waiting, done)
+            if final:
+                break
+            ranked = sorted(alive, key=lambda g: reached[g].fitness)
+            alive = ranked[: max(1, math.ceil(len(ranked) * self.keep))]
+            for genome_id in ranked[len(alive):]:
+                self._settle(genome_id, reached[genome_id], waiting, done)
         return [done[candidate.index] for candidate in candidates]
+
+    def _settle(self, genome_id: str, outcome: Outcome, waiting: dict[str, list[Candidate]],
+                done: dict[int, Record]) -> None:
+        """Record a genome's final outcome for every candidate that waited for it."""
+        self.known[genome_id] = outcome
+        best = sorted(self.known, key=lambda g: self.known[g].fitness)[:KEPT_WEIGHTS]
+        self.store.prune_weights(set(best))
+        for position, candidate in enumerate(waiting[genome_id]):
+            done[candidate.index] = self._keep(candidate, outcome, cached=position > 0)
 
     def _keep(self, candidate: Candidate, outcome: Outcome, cached: bool) -> Record:
         record = candidate.to_record(outcome, cached=cached)

@@ -95,3 +95,33 @@ def test_the_genome_of_a_worker_killed_mid_training_is_recorded_as_failed(tokens
     assert results[slow].reason == "worker process died (exit code -9)"
     assert all(results[g].status == "ok" for g in [quick, *extra])
     assert all(not w.process.is_alive() for w in backend.workers)
+
+
+def test_successive_halving_promotes_the_best_at_each_rung(tmp_path, data_folder, tokens):
+    import dataclasses
+
+    from genesis.records import training_seed
+    from genesis.train import train
+
+    recipe = Recipe(name="halving", steps=8, batch_size=4, seq_len=32, warmup_steps=1,
+                    eval_batches=2, eval_batch_size=4)
+    run = genesis.evolve(population=6, generations=1, search_space=FIXTURES / "small_space.toml",
+                         recipe=recipe, data=tokens, seed=5, output=tmp_path, rungs=(0.25, 0.5, 1.0))
+    by_tokens = {}
+    for record in run.records:
+        by_tokens.setdefault(record.outcome.tokens, []).append(record)
+    per_step = recipe.batch_size * recipe.seq_len
+    assert {k // per_step: len(v) for k, v in by_tokens.items()} == {2: 3, 4: 1, 8: 2}
+    assert run.config["evaluator"]["rungs"] == [0.25, 0.5, 1.0]
+
+    def loss_at(record, steps):  # what the rung measured: training is deterministic per seed
+        return train(record.genome, dataclasses.replace(recipe, steps=steps), tokens,
+                     training_seed(5, record.genome_id)).val_loss
+
+    first = {r.genome_id: loss_at(r, 2) for r in run.records}
+    went_on = [r.genome_id for r in run.records if r.outcome.tokens > 2 * per_step]
+    stopped = [r.genome_id for r in run.records if r.outcome.tokens == 2 * per_step]
+    assert max(first[g] for g in went_on) <= min(first[g] for g in stopped)
+    second = {g: loss_at(next(r for r in run.records if r.genome_id == g), 4) for g in went_on}
+    finalists = [r.genome_id for r in run.records if r.outcome.tokens == 8 * per_step]
+    assert max(second[g] for g in finalists) <= min(v for g, v in second.items() if g not in finalists)

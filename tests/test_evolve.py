@@ -149,6 +149,18 @@ def test_nsga2_keeps_the_non_dominated_front_of_everything_evaluated():
     assert all(not _dominates(a, b, objectives) for a in best_front for b in best_front)
 
 
+def test_fitness_is_compared_at_equal_fidelity_first():
+    from genesis.evolution import Individual
+
+    genome = load_search_space().sample(random.Random(0))
+    full = Candidate(0, 0, genome).to_record(Outcome("ok", val_loss=6.0, tokens=1000))
+    brief = Candidate(0, 1, genome).to_record(Outcome("ok", val_loss=5.0, tokens=250))
+    failed = Candidate(0, 2, genome).to_record(Outcome("diverged", tokens=1000))
+    assert Individual(full).fitness > Individual(brief).fitness > Individual(failed).fitness
+    better = Candidate(0, 3, genome).to_record(Outcome("ok", val_loss=5.5, tokens=1000))
+    assert Individual(better).fitness > Individual(full).fitness
+
+
 def test_several_objectives_need_nsga2():
     with pytest.raises(ValueError, match="need --strategy nsga2"):
         EvolutionConfig(objectives=("val_loss", "params")).validate()
