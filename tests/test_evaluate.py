@@ -37,7 +37,7 @@ def test_in_process_and_process_pool_give_identical_records(tmp_path, data_folde
     pooled = _evolve(tmp_path, data_folder, "processes", backend="processes", workers=2)
     assert _comparable(in_process) == _comparable(pooled)
     assert pooled.config["evaluator"] == {"backend": "processes", "workers": 2, "threads": 1,
-                                          "ray_address": None, "device": "cpu"}
+                                          "ray_address": None, "device": "cpu", "rungs": [1.0]}
 
 
 def test_ray_backend_on_a_local_instance_gives_identical_records(tmp_path, data_folder):
