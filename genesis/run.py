@@ -3,8 +3,7 @@ the run store.
 
     import genesis
     run = genesis.evolve(population=8, generations=4, data="path/to/wikitext", seed=0)
-    for record in run.best(3):
-        print(record.genome.describe(), record.outcome.val_ppl)
+    champion = run.best(1)[0]          # champion.genome, champion.outcome.val_ppl
 
 A run checkpoints after every generation and records every evaluation as it finishes,
 so `genesis.resume(run.path)` continues a run killed at any moment and reaches the same
