@@ -15,7 +15,7 @@ from typing import Any
 
 from genesis.errors import GenesisError
 
-ACTIVATIONS = ("relu", "gelu", "silu", "swiglu")
+ACTIVATIONS = ("relu", "gelu", "silu", "swiglu", "relu2")  # relu2: squared ReLU (Primer)
 
 
 @dataclass(frozen=True)

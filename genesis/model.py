@@ -26,7 +26,7 @@ class GPTConfig:
     n_layer: int  # transformer blocks
     n_head: int  # attention heads per block
     d_model: int  # residual stream width
-    activation: str = "gelu"  # relu | gelu | silu | swiglu
+    activation: str = "gelu"  # relu | gelu | silu | swiglu | relu2
 
     @classmethod
     def from_genome(cls, genome: Genome, vocab_size: int, block_size: int) -> GPTConfig:
@@ -72,9 +72,8 @@ class MLP(nn.Module):
         hidden = config.ffn_hidden
         self.up = nn.Linear(config.d_model, 2 * hidden if self.gated else hidden)
         self.down = nn.Linear(hidden, config.d_model)
-        self.act = {"relu": F.relu, "gelu": F.gelu, "silu": F.silu, "swiglu": F.silu}[
-            config.activation
-        ]
+        self.act = {"relu": F.relu, "gelu": F.gelu, "silu": F.silu, "swiglu": F.silu,
+                    "relu2": _squared_relu}[config.activation]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.up(x)  # (B, T, hidden) or (B, T, 2·hidden) when gated
@@ -82,6 +81,11 @@ class MLP(nn.Module):
             gate, value = h.chunk(2, dim=-1)
             return self.down(self.act(gate) * value)
         return self.down(self.act(h))
+
+
+def _squared_relu(x: torch.Tensor) -> torch.Tensor:
+    """relu(x)², the feed-forward activation Primer found (So et al., 2021)."""
+    return F.relu(x).square()
 
 
 class Block(nn.Module):
