@@ -16,11 +16,16 @@ from typing import Any
 from genesis.errors import GenesisError
 
 ACTIVATIONS = ("relu", "gelu", "silu", "swiglu", "relu2")  # relu2: squared ReLU (Primer)
+NORMS = ("layernorm", "rmsnorm")
+CORE_TRAITS = ("n_layer", "n_head", "d_model", "activation", "sigma")
 
 
 @dataclass(frozen=True)
 class Genome:
     """Architecture traits of one µLM.
+
+    The five core traits are always searched; the optional ones keep their default
+    unless a search space gives them a domain.
 
     Attributes:
         n_layer: number of transformer blocks.
@@ -28,6 +33,8 @@ class Genome:
         d_model: width of the residual stream.
         activation: feed-forward non-linearity, one of `ACTIVATIONS`.
         sigma: weight-mutation standard deviation used when a colony agent divides.
+        norm: normalization of each block, one of `NORMS` (optional).
+        ffn_mult: feed-forward width as a multiple of `d_model` (optional).
     """
 
     n_layer: int
@@ -35,11 +42,19 @@ class Genome:
     d_model: int
     activation: str
     sigma: float
+    norm: str = "layernorm"
+    ffn_mult: int = 4
 
     @property
     def id(self) -> str:
-        """A stable content hash: equal genomes share an id in every process and run."""
-        canonical = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        """A stable content hash: equal genomes share an id in every process and run.
+
+        Optional traits at their default are left out of the hash, so adding a trait to
+        genesis does not change the id of any genome recorded before.
+        """
+        traits = {k: v for k, v in self.to_dict().items()
+                  if k in CORE_TRAITS or v != OPTIONAL_DEFAULTS[k]}
+        canonical = json.dumps(traits, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:12]
 
     @property
@@ -57,17 +72,18 @@ class Genome:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Genome:
-        """Build a genome from a dict, rejecting unknown or missing traits and bad types."""
+        """Build a genome from a dict, rejecting unknown or missing core traits and bad types;
+        a missing optional trait takes its default."""
         names = trait_names()
         unknown = sorted(set(data) - set(names))
         if unknown:
             raise GenesisError(f"unknown trait '{unknown[0]}' (traits are: {', '.join(names)})")
-        missing = [name for name in names if name not in data]
+        missing = [name for name in CORE_TRAITS if name not in data]
         if missing:
             raise GenesisError(f"genome lacks trait '{missing[0]}'")
         values = {}
         for field in dataclasses.fields(cls):
-            value = data[field.name]
+            value = data.get(field.name, field.default)
             expected = {"int": int, "str": str, "float": float}[field.type]
             if expected is float and isinstance(value, int) and not isinstance(value, bool):
                 value = float(value)
@@ -91,12 +107,17 @@ class Genome:
 
     def describe(self) -> str:
         """A short human-readable summary, e.g. `3L 4H 128d swiglu σ=0.01`."""
+        extra = "".join(f" {k}={v}" for k, v in self.to_dict().items()
+                        if k not in CORE_TRAITS and v != OPTIONAL_DEFAULTS[k])
         return (
             f"{self.n_layer}L {self.n_head}H {self.d_model}d {self.activation} "
-            f"σ={self.sigma:.3g}"
+            f"σ={self.sigma:.3g}{extra}"
         )
 
 
 def trait_names() -> tuple[str, ...]:
     """The names of all genome traits, in declaration order."""
     return tuple(field.name for field in dataclasses.fields(Genome))
+
+
+OPTIONAL_DEFAULTS = {f.name: f.default for f in dataclasses.fields(Genome) if f.name not in CORE_TRAITS}

@@ -27,6 +27,8 @@ class GPTConfig:
     n_head: int  # attention heads per block
     d_model: int  # residual stream width
     activation: str = "gelu"  # relu | gelu | silu | swiglu | relu2
+    norm: str = "layernorm"  # layernorm | rmsnorm
+    ffn_mult: int = 4  # feed-forward width as a multiple of d_model
 
     @classmethod
     def from_genome(cls, genome: Genome, vocab_size: int, block_size: int) -> GPTConfig:
@@ -38,15 +40,18 @@ class GPTConfig:
             n_head=genome.n_head,
             d_model=genome.d_model,
             activation=genome.activation,
+            norm=genome.norm,
+            ffn_mult=genome.ffn_mult,
         )
 
     @property
     def ffn_hidden(self) -> int:
-        """Feed-forward width: 4·d, or 8/3·d (rounded up to 8) for the gated SwiGLU,
-        which keeps the feed-forward parameter count about equal across activations."""
+        """Feed-forward width: ffn_mult·d, or 2/3 of it (rounded up to 8) for the gated
+        SwiGLU, which keeps the feed-forward parameter count about equal across
+        activations."""
         if self.activation == "swiglu":
-            return -(-8 * self.d_model // 3 // 8) * 8
-        return 4 * self.d_model
+            return -(-2 * self.ffn_mult * self.d_model // 3 // 8) * 8
+        return self.ffn_mult * self.d_model
 
 
 class CausalSelfAttention(nn.Module):
@@ -88,12 +93,17 @@ def _squared_relu(x: torch.Tensor) -> torch.Tensor:
     return F.relu(x).square()
 
 
+def make_norm(config: GPTConfig) -> nn.Module:
+    """The normalization a genome asks for: LayerNorm, or RMSNorm (scale only)."""
+    return nn.RMSNorm(config.d_model) if config.norm == "rmsnorm" else nn.LayerNorm(config.d_model)
+
+
 class Block(nn.Module):
     def __init__(self, config: GPTConfig):
         super().__init__()
-        self.ln_1 = nn.LayerNorm(config.d_model)
+        self.ln_1 = make_norm(config)
         self.attn = CausalSelfAttention(config)
-        self.ln_2 = nn.LayerNorm(config.d_model)
+        self.ln_2 = make_norm(config)
         self.mlp = MLP(config)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -110,7 +120,7 @@ class GPT(nn.Module):
         self.tok_emb = nn.Embedding(config.vocab_size, config.d_model)
         self.pos_emb = nn.Embedding(config.block_size, config.d_model)
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
-        self.ln_f = nn.LayerNorm(config.d_model)
+        self.ln_f = make_norm(config)
         self.head = nn.Linear(config.d_model, config.vocab_size, bias=False)
         self.head.weight = self.tok_emb.weight  # weight tying
         self.apply(self._init_weights)
@@ -184,7 +194,7 @@ def count_parameters(genome: Genome, vocab_size: int, block_size: int) -> int:
     config = GPTConfig.from_genome(genome, vocab_size, block_size)
     d, hidden = config.d_model, config.ffn_hidden
     up_out = 2 * hidden if config.activation == "swiglu" else hidden
-    layer_norm = 2 * d
+    layer_norm = d if config.norm == "rmsnorm" else 2 * d
     attention = (d * 3 * d + 3 * d) + (d * d + d)
     mlp = (d * up_out + up_out) + (hidden * d + d)
     block = 2 * layer_norm + attention + mlp

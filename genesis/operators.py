@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import random
 
-from genesis.genome import Genome, trait_names
+from genesis.genome import Genome
 from genesis.space import SearchSpace
 
 
@@ -22,7 +22,7 @@ def crossover_uniform(
     `n_head` if that fits, and is repaired only when neither does.
     """
     left, right = first.to_dict(), second.to_dict()
-    for name in trait_names():
+    for name in space.domains:  # traits the space does not search are equal in both parents
         if rng.random() < swap_prob:
             left[name], right[name] = right[name], left[name]
     for child, other in ((left, right), (right, left)):
@@ -38,9 +38,10 @@ def mutate(genome: Genome, space: SearchSpace, rng: random.Random, trait_prob: f
     Integer traits step to a neighbouring value, categorical traits are resampled and
     `sigma` undergoes log-normal self-adaptation (see `space.LogFloatDomain`).
     """
-    names = [name for name in trait_names() if rng.random() < trait_prob]
+    searched = list(space.domains)
+    names = [name for name in searched if rng.random() < trait_prob]
     if not names:
-        names = [rng.choice(trait_names())]
+        names = [rng.choice(searched)]
     traits = genome.to_dict()
     for name in names:
         traits[name] = space.domains[name].mutate(traits[name], rng)

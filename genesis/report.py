@@ -18,7 +18,6 @@ from typing import Any, Sequence
 import numpy as np
 from scipy import stats
 
-from genesis.genome import trait_names
 from genesis.records import Record
 from genesis.run import Run, space_of
 from genesis.space import ChoiceDomain, IntDomain, SearchSpace
@@ -145,13 +144,13 @@ def _normalized(space: SearchSpace, name: str, value: Any) -> float:
 def genome_distance(a: Record, b: Record, space: SearchSpace) -> float:
     """Gower distance of two genomes: the mean per-trait distance, each in [0, 1]."""
     total = 0.0
-    for name in trait_names():
+    for name in space.domains:
         if isinstance(space.domains[name], ChoiceDomain):
             total += float(getattr(a.genome, name) != getattr(b.genome, name))
         else:
             total += abs(_normalized(space, name, getattr(a.genome, name))
                          - _normalized(space, name, getattr(b.genome, name)))
-    return total / len(trait_names())
+    return total / len(space.domains)
 
 
 def diversity(records: Sequence[Record], space: SearchSpace) -> list[dict[str, Any]]:
@@ -163,7 +162,7 @@ def diversity(records: Sequence[Record], space: SearchSpace) -> list[dict[str, A
     rows = []
     for generation, group in _by_generation(records).items():
         traits: dict[str, dict[str, float]] = {}
-        for name in trait_names():
+        for name in space.domains:
             values = [getattr(r.genome, name) for r in group]
             if isinstance(space.domains[name], ChoiceDomain):
                 counts = np.array(list(Counter(values).values()), dtype=float)
@@ -194,7 +193,7 @@ def trait_importance(distinct: Sequence[Record], space: SearchSpace,
     """
     fitness = np.array([_fitness(r) for r in distinct], dtype=float)
     rows = []
-    for name in trait_names():
+    for name in space.domains:
         values = [getattr(r.genome, name) for r in distinct]
         categorical = isinstance(space.domains[name], ChoiceDomain)
         row: dict[str, Any] = {"trait": name, "kind": "categorical" if categorical else "numeric",

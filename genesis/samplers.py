@@ -46,7 +46,8 @@ def sample_genomes(strategy: str, space: SearchSpace, history: Sequence[tuple[Ge
         for genome, fitness in history:
             finite = math.isfinite(fitness)
             study.add_trial(create_trial(
-                params=genome.to_dict(), distributions=dists, value=fitness if finite else None,
+                params={name: getattr(genome, name) for name in dists}, distributions=dists,
+                value=fitness if finite else None,
                 state=TrialState.COMPLETE if finite else TrialState.FAIL))
         seen = {genome for genome, _ in history}
         genomes: list[Genome] = []

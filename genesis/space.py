@@ -1,7 +1,8 @@
 """The search space: each trait's domain, read from a TOML file in `genomes/`.
 
-A search-space file has one `[traits.NAME]` table per genome trait and an optional
-`[constraints]` table::
+A search-space file has one `[traits.NAME]` table per core genome trait (n_layer,
+n_head, d_model, activation, sigma), optional tables for the optional traits (norm,
+ffn_mult; left out, they keep their default) and an optional `[constraints]` table::
 
     [constraints]
     min_head_dim = 16          # d_model / n_head must be at least this
@@ -33,7 +34,7 @@ from typing import Any, Union
 
 from genesis.config import check_keys, read_toml, resolve_data_file
 from genesis.errors import GenesisError
-from genesis.genome import ACTIVATIONS, Genome, trait_names
+from genesis.genome import ACTIVATIONS, CORE_TRAITS, NORMS, OPTIONAL_DEFAULTS, Genome, trait_names
 
 DEFAULT_SEARCH_SPACE = "default"
 
@@ -148,11 +149,17 @@ class SearchSpace:
         return Genome(**{**genome.to_dict(), "n_head": nearest})
 
     def validate(self, genome: Genome) -> None:
-        """Raise `GenesisError` if a trait is outside its domain or heads do not fit."""
+        """Raise `GenesisError` if a trait is outside its domain or heads do not fit.
+
+        An optional trait the space does not search must keep its default.
+        """
         for name, domain in self.domains.items():
             value = getattr(genome, name)
             if not domain.contains(value):
                 raise GenesisError(f"trait {name}={value!r} is outside the search space")
+        for name, default in OPTIONAL_DEFAULTS.items():
+            if name not in self.domains and getattr(genome, name) != default:
+                raise GenesisError(f"trait {name} is not searched here and must stay {default!r}")
         if not self.head_fits(genome.d_model, genome.n_head):
             raise GenesisError(
                 f"n_head={genome.n_head} does not split d_model={genome.d_model} into heads "
@@ -203,9 +210,11 @@ def parse_search_space(data: dict[str, Any], source: str = "<dict>") -> SearchSp
                 f"{source}: unknown trait '{name}' (traits are: {', '.join(trait_names())})"
             )
     domains = {}
-    for name in trait_names():
+    for name in trait_names():  # core traits are required; optional ones searched if given
         if name not in tables:
-            raise GenesisError(f"{source}: no domain for trait '{name}'")
+            if name in CORE_TRAITS:
+                raise GenesisError(f"{source}: no domain for trait '{name}'")
+            continue
         domains[name] = _parse_domain(name, tables[name], f"{source} [traits.{name}]")
 
     space = SearchSpace(domains=domains, min_head_dim=min_head_dim, source=source)
@@ -219,7 +228,8 @@ def parse_search_space(data: dict[str, Any], source: str = "<dict>") -> SearchSp
 
 
 _EXPECTED_TYPE = {"n_layer": "int", "n_head": "int", "d_model": "int",
-                  "activation": "choice", "sigma": "log_float"}
+                  "activation": "choice", "sigma": "log_float", "norm": "choice", "ffn_mult": "int"}
+_CHOICES = {"activation": ACTIVATIONS, "norm": NORMS}
 
 
 def _parse_domain(name: str, table: Any, where: str) -> Domain:
@@ -245,10 +255,10 @@ def _parse_domain(name: str, table: Any, where: str) -> Domain:
         values = table.get("values") or []
         if not values:
             raise GenesisError(f"{where}: empty domain")
-        bad = [v for v in values if v not in ACTIVATIONS]
+        bad = [v for v in values if v not in _CHOICES[name]]
         if bad:
             raise GenesisError(
-                f"{where}: unknown activation {bad[0]!r} (known: {', '.join(ACTIVATIONS)})"
+                f"{where}: unknown {name} {bad[0]!r} (known: {', '.join(_CHOICES[name])})"
             )
         return ChoiceDomain(tuple(dict.fromkeys(values)))
     check_keys(table, {"type", "low", "high", "tau"}, where)

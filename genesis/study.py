@@ -89,7 +89,7 @@ class StudyRecorder:
         trial = optuna.trial.create_trial(
             state=TrialState.COMPLETE if math.isfinite(fitness) else TrialState.FAIL,
             value=fitness if math.isfinite(fitness) else None,
-            params=record.genome.to_dict(),
+            params={name: getattr(record.genome, name) for name in self.distributions},
             distributions=self.distributions,
             user_attrs={
                 "generation": record.generation,

@@ -52,6 +52,22 @@ def test_tiny_evolve_end_to_end_writes_a_run_folder(tmp_path, data_folder):
     assert summary["evaluations"] == 6 and summary["trained"] + summary["cache_hits"] == 6
 
 
+def test_optional_traits_evolve_end_to_end(tmp_path, data_folder):
+    run = genesis.evolve(population=4, generations=2, search_space=FIXTURES / "rich_space.toml",
+                         recipe=TINY, data=data_folder, output=tmp_path, seed=3)
+    assert all(r.outcome.status == "ok" for r in run.records)
+    assert {r.genome.norm for r in run.records} == {"layernorm", "rmsnorm"}
+    trial_params = genesis_study_params(run)
+    assert all({"norm", "ffn_mult"} <= set(p) for p in trial_params)
+
+
+def genesis_study_params(run) -> list[dict]:
+    import optuna
+
+    study = optuna.load_study(study_name=run.id, storage=f"sqlite:///{run.path / 'study.db'}")
+    return [t.params for t in study.get_trials()]
+
+
 def test_two_runs_with_one_seed_give_identical_records(tmp_path, data_folder):
     first = _tiny_run(tmp_path / "a", data_folder, seed=7)
     second = _tiny_run(tmp_path / "b", data_folder, seed=7)

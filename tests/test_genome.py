@@ -6,6 +6,7 @@ import json
 import random
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -17,6 +18,7 @@ from genesis.operators import crossover_uniform, mutate
 from genesis.space import load_search_space
 
 SPACE = load_search_space("default")
+RICH = load_search_space(Path(__file__).parent / "fixtures" / "rich_space.toml")
 seeds = st.integers(min_value=0, max_value=2**32 - 1)
 
 
@@ -52,6 +54,32 @@ def test_operators_are_deterministic_for_a_seed(first, second, seed):
     assert crossover_uniform(first, second, SPACE, random.Random(seed)) == crossover_uniform(
         first, second, SPACE, random.Random(seed)
     )
+
+
+@given(seeds, seeds, st.floats(min_value=0.0, max_value=1.0))
+def test_optional_traits_survive_mutation_and_crossover(first_seed, second_seed, trait_prob):
+    rng = random.Random(first_seed)
+    first, second = RICH.sample(rng), RICH.sample(random.Random(second_seed))
+    assert RICH.is_valid(mutate(first, RICH, rng, trait_prob))
+    for child in crossover_uniform(first, second, RICH, rng):
+        assert RICH.is_valid(child)
+        assert child.norm in (first.norm, second.norm) and child.ffn_mult in (first.ffn_mult, second.ffn_mult)
+
+
+def test_optional_traits_at_their_default_leave_ids_unchanged():
+    # ids recorded before the optional traits existed (run 20261123-134402-s0)
+    assert Genome(1, 2, 64, "silu", 0.006895).id == "042fc274a429"
+    assert Genome(1, 2, 64, "silu", 0.006895, norm="rmsnorm").id != "042fc274a429"
+    assert Genome.from_dict({"n_layer": 1, "n_head": 2, "d_model": 64, "activation": "silu",
+                             "sigma": 0.006895}).ffn_mult == 4
+
+
+def test_a_space_that_does_not_search_a_trait_keeps_it_at_its_default():
+    assert all(g.norm == "layernorm" and g.ffn_mult == 4
+               for g in (SPACE.sample(random.Random(i)) for i in range(50)))
+    with pytest.raises(GenesisError, match="norm is not searched"):
+        SPACE.validate(Genome(2, 2, 128, "gelu", 0.01, norm="rmsnorm"))
+    assert {RICH.sample(random.Random(i)).norm for i in range(50)} == {"layernorm", "rmsnorm"}
 
 
 @given(genomes(), seeds)

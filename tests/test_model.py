@@ -22,10 +22,31 @@ def test_forward_and_backward_for_every_activation(activation):
     assert all(g is not None and torch.isfinite(g).all() for g in grads)
 
 
+@pytest.mark.parametrize("norm", ["layernorm", "rmsnorm"])
+@pytest.mark.parametrize("ffn_mult", [2, 3])
+def test_every_optional_trait_builds_a_model_that_trains(norm, ffn_mult):
+    torch.manual_seed(0)
+    genome = Genome(2, 2, 32, "swiglu", 0.01, norm=norm, ffn_mult=ffn_mult)
+    model = GPT(GPTConfig.from_genome(genome, vocab_size=300, block_size=16))
+    idx = torch.randint(0, 300, (3, 16))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(5):
+        _, loss = model(idx, idx)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0]
+    assert isinstance(model.ln_f, torch.nn.RMSNorm if norm == "rmsnorm" else torch.nn.LayerNorm)
+
+
 @pytest.mark.parametrize("genome", [
     Genome(1, 1, 32, "relu", 0.01),
     Genome(3, 4, 128, "swiglu", 0.01),
     Genome(2, 2, 96, "gelu", 0.01),
+    Genome(2, 2, 64, "swiglu", 0.01, norm="rmsnorm", ffn_mult=3),
+    Genome(1, 1, 96, "relu2", 0.01, ffn_mult=2),
 ])
 def test_parameter_count_is_exact(genome):
     model = GPT(GPTConfig.from_genome(genome, vocab_size=4096, block_size=64))
