@@ -258,7 +258,7 @@ class Colony:
 
         With `continuation` (the true text after `prompt`), every living agent's fitness
         moves toward its mean per-token log-likelihood of it. With `score` in (0, 1], the
-        agents that answered memory `memory_id` move toward log(score).
+        agents that answered memory `memory_id` and are still alive move toward log(score).
 
         Returns:
             The log-likelihood (or log score) each updated agent received.
@@ -285,7 +285,9 @@ class Colony:
                 row = db.execute("SELECT agents FROM memories WHERE id = ?", (memory_id,)).fetchone()
                 if row is None:
                     raise GenesisError(f"no memory {memory_id}")
-                received = {agent_id: math.log(score) for agent_id in json.loads(row[0])}
+                alive = {r[0] for r in db.execute("SELECT id FROM agents WHERE status = 'alive'")}
+                received = {agent_id: math.log(score) for agent_id in json.loads(row[0])
+                            if agent_id in alive}  # retired agents keep their last fitness
                 db.execute("UPDATE memories SET score = ? WHERE id = ?", (score, memory_id))
             elif memory_id is not None:
                 db.execute("UPDATE memories SET continuation = ? WHERE id = ?", (continuation, memory_id))
