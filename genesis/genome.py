@@ -17,6 +17,7 @@ from genesis.errors import GenesisError
 
 ACTIVATIONS = ("relu", "gelu", "silu", "swiglu", "relu2")  # relu2: squared ReLU (Primer)
 NORMS = ("layernorm", "rmsnorm")
+POSITIONS = ("learned", "rotary")
 CORE_TRAITS = ("n_layer", "n_head", "d_model", "activation", "sigma")
 
 
@@ -35,6 +36,7 @@ class Genome:
         sigma: weight-mutation standard deviation used when a colony agent divides.
         norm: normalization of each block, one of `NORMS` (optional).
         ffn_mult: feed-forward width as a multiple of `d_model` (optional).
+        position: position encoding, one of `POSITIONS` (optional).
     """
 
     n_layer: int
@@ -44,6 +46,7 @@ class Genome:
     sigma: float
     norm: str = "layernorm"
     ffn_mult: int = 4
+    position: str = "learned"
 
     @property
     def id(self) -> str:

@@ -29,6 +29,7 @@ class GPTConfig:
     activation: str = "gelu"  # relu | gelu | silu | swiglu | relu2
     norm: str = "layernorm"  # layernorm | rmsnorm
     ffn_mult: int = 4  # feed-forward width as a multiple of d_model
+    position: str = "learned"  # learned (a position table) | rotary (RoPE on queries and keys)
 
     @classmethod
     def from_genome(cls, genome: Genome, vocab_size: int, block_size: int) -> GPTConfig:
@@ -42,6 +43,7 @@ class GPTConfig:
             activation=genome.activation,
             norm=genome.norm,
             ffn_mult=genome.ffn_mult,
+            position=genome.position,
         )
 
     @property
@@ -60,14 +62,39 @@ class CausalSelfAttention(nn.Module):
         self.n_head = config.n_head
         self.qkv = nn.Linear(config.d_model, 3 * config.d_model)
         self.proj = nn.Linear(config.d_model, config.d_model)
+        self.rotary = Rotary(config) if config.position == "rotary" else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, T, C = x.shape
         q, k, v = self.qkv(x).split(C, dim=2)
         # (B, T, C) -> (B, nh, T, hs)
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
+        if self.rotary is not None:
+            q, k = self.rotary(q), self.rotary(k)
         y = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (B, nh, T, hs)
         return self.proj(y.transpose(1, 2).contiguous().view(B, T, C))
+
+
+class Rotary(nn.Module):
+    """Rotary position embedding (RoPE, Su et al. 2021): rotates each pair of a head's
+    channels by an angle that grows with the position, so attention sees relative
+    offsets. No parameters; the angle tables are buffers left out of saved weights."""
+
+    def __init__(self, config: GPTConfig, base: float = 10000.0):
+        super().__init__()
+        head_dim = config.d_model // config.n_head
+        if head_dim % 2:
+            raise ValueError(f"rotary positions need an even head size, not {head_dim}")
+        frequencies = base ** (-torch.arange(0, head_dim, 2).float() / head_dim)  # (hs/2,)
+        angles = torch.outer(torch.arange(config.block_size).float(), frequencies)  # (T, hs/2)
+        self.register_buffer("cos", angles.cos(), persistent=False)
+        self.register_buffer("sin", angles.sin(), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        T = x.size(-2)
+        cos, sin = self.cos[:T].to(x.dtype), self.sin[:T].to(x.dtype)
+        even, odd = x[..., 0::2], x[..., 1::2]  # (B, nh, T, hs/2) each
+        return torch.stack((even * cos - odd * sin, even * sin + odd * cos), dim=-1).flatten(-2)
 
 
 class MLP(nn.Module):
@@ -118,7 +145,7 @@ class GPT(nn.Module):
         super().__init__()
         self.config = config
         self.tok_emb = nn.Embedding(config.vocab_size, config.d_model)
-        self.pos_emb = nn.Embedding(config.block_size, config.d_model)
+        self.pos_emb = nn.Embedding(config.block_size, config.d_model) if config.position == "learned" else None
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
         self.ln_f = make_norm(config)
         self.head = nn.Linear(config.d_model, config.vocab_size, bias=False)
@@ -144,7 +171,8 @@ class GPT(nn.Module):
         """
         total = sum(p.numel() for p in self.parameters())
         if non_embedding:
-            total -= self.tok_emb.weight.numel() + self.pos_emb.weight.numel()
+            total -= self.tok_emb.weight.numel()
+            total -= self.pos_emb.weight.numel() if self.pos_emb is not None else 0
         return total
 
     def forward(
@@ -153,7 +181,9 @@ class GPT(nn.Module):
         """Logits for every position, and the mean cross-entropy when targets are given."""
         B, T = idx.shape
         pos = torch.arange(T, device=idx.device)
-        x = self.tok_emb(idx) + self.pos_emb(pos)  # (B, T, C)
+        x = self.tok_emb(idx)  # (B, T, C)
+        if self.pos_emb is not None:
+            x = x + self.pos_emb(pos)
         for block in self.blocks:
             x = block(x)
         logits = self.head(self.ln_f(x))  # (B, T, vocab)
@@ -198,5 +228,5 @@ def count_parameters(genome: Genome, vocab_size: int, block_size: int) -> int:
     attention = (d * 3 * d + 3 * d) + (d * d + d)
     mlp = (d * up_out + up_out) + (hidden * d + d)
     block = 2 * layer_norm + attention + mlp
-    embeddings = vocab_size * d + block_size * d
+    embeddings = vocab_size * d + (block_size * d if config.position == "learned" else 0)
     return embeddings + config.n_layer * block + layer_norm

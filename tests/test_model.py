@@ -24,9 +24,10 @@ def test_forward_and_backward_for_every_activation(activation):
 
 @pytest.mark.parametrize("norm", ["layernorm", "rmsnorm"])
 @pytest.mark.parametrize("ffn_mult", [2, 3])
-def test_every_optional_trait_builds_a_model_that_trains(norm, ffn_mult):
+@pytest.mark.parametrize("position", ["learned", "rotary"])
+def test_every_optional_trait_builds_a_model_that_trains(norm, ffn_mult, position):
     torch.manual_seed(0)
-    genome = Genome(2, 2, 32, "swiglu", 0.01, norm=norm, ffn_mult=ffn_mult)
+    genome = Genome(2, 2, 32, "swiglu", 0.01, norm=norm, ffn_mult=ffn_mult, position=position)
     model = GPT(GPTConfig.from_genome(genome, vocab_size=300, block_size=16))
     idx = torch.randint(0, 300, (3, 16))
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
@@ -47,6 +48,7 @@ def test_every_optional_trait_builds_a_model_that_trains(norm, ffn_mult):
     Genome(2, 2, 96, "gelu", 0.01),
     Genome(2, 2, 64, "swiglu", 0.01, norm="rmsnorm", ffn_mult=3),
     Genome(1, 1, 96, "relu2", 0.01, ffn_mult=2),
+    Genome(2, 2, 64, "gelu", 0.01, position="rotary"),
 ])
 def test_parameter_count_is_exact(genome):
     model = GPT(GPTConfig.from_genome(genome, vocab_size=4096, block_size=64))
@@ -59,9 +61,10 @@ def test_embeddings_are_tied():
     assert model.head.weight is model.tok_emb.weight
 
 
-def test_attention_is_causal():
+@pytest.mark.parametrize("position", ["learned", "rotary"])
+def test_attention_is_causal(position):
     torch.manual_seed(0)
-    model = GPT(GPTConfig.from_genome(Genome(2, 2, 32, "gelu", 0.01), 300, 16)).eval()
+    model = GPT(GPTConfig.from_genome(Genome(2, 2, 32, "gelu", 0.01, position=position), 300, 16)).eval()
     idx = torch.randint(0, 300, (1, 16))
     changed = idx.clone()
     changed[0, 10:] = (changed[0, 10:] + 1) % 300
@@ -70,3 +73,19 @@ def test_attention_is_causal():
         b, _ = model(changed)
     assert torch.allclose(a[0, :10], b[0, :10], atol=1e-6)
     assert not torch.allclose(a[0, 10:], b[0, 10:])
+
+
+def test_rotary_positions_depend_on_relative_offsets_only():
+    from genesis.model import Rotary
+
+    rotary = Rotary(GPTConfig(vocab_size=10, block_size=8, n_layer=1, n_head=1, d_model=16))
+    q, k = torch.randn(1, 1, 1, 16), torch.randn(1, 1, 1, 16)
+    scores = []
+    for shift in (0, 3):  # the same query/key pair two positions apart, at two places
+        queries = torch.zeros(1, 1, 8, 16)
+        keys = torch.zeros(1, 1, 8, 16)
+        queries[..., shift + 2, :], keys[..., shift, :] = q[..., 0, :], k[..., 0, :]
+        rq, rk = rotary(queries), rotary(keys)
+        scores.append((rq[..., shift + 2, :] * rk[..., shift, :]).sum().item())
+    assert scores[0] == pytest.approx(scores[1], rel=1e-5)
+    assert "cos" not in GPT(GPTConfig(10, 8, 1, 1, 16, position="rotary")).state_dict()
