@@ -37,6 +37,8 @@ class Genome:
         norm: normalization of each block, one of `NORMS` (optional).
         ffn_mult: feed-forward width as a multiple of `d_model` (optional).
         position: position encoding, one of `POSITIONS` (optional).
+        dropout: dropout rate in training, on embeddings, attention and residual
+            branches (optional).
     """
 
     n_layer: int
@@ -47,6 +49,7 @@ class Genome:
     norm: str = "layernorm"
     ffn_mult: int = 4
     position: str = "learned"
+    dropout: float = 0.0
 
     @property
     def id(self) -> str:

@@ -30,6 +30,7 @@ class GPTConfig:
     norm: str = "layernorm"  # layernorm | rmsnorm
     ffn_mult: int = 4  # feed-forward width as a multiple of d_model
     position: str = "learned"  # learned (a position table) | rotary (RoPE on queries and keys)
+    dropout: float = 0.0  # dropout rate while training: embeddings, attention, residual branches
 
     @classmethod
     def from_genome(cls, genome: Genome, vocab_size: int, block_size: int) -> GPTConfig:
@@ -44,6 +45,7 @@ class GPTConfig:
             norm=genome.norm,
             ffn_mult=genome.ffn_mult,
             position=genome.position,
+            dropout=genome.dropout,
         )
 
     @property
@@ -63,6 +65,8 @@ class CausalSelfAttention(nn.Module):
         self.qkv = nn.Linear(config.d_model, 3 * config.d_model)
         self.proj = nn.Linear(config.d_model, config.d_model)
         self.rotary = Rotary(config) if config.position == "rotary" else None
+        self.dropout = config.dropout
+        self.residual_dropout = nn.Dropout(config.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, T, C = x.shape
@@ -71,8 +75,9 @@ class CausalSelfAttention(nn.Module):
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
         if self.rotary is not None:
             q, k = self.rotary(q), self.rotary(k)
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (B, nh, T, hs)
-        return self.proj(y.transpose(1, 2).contiguous().view(B, T, C))
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True,
+                                           dropout_p=self.dropout if self.training else 0.0)  # (B, nh, T, hs)
+        return self.residual_dropout(self.proj(y.transpose(1, 2).contiguous().view(B, T, C)))
 
 
 class Rotary(nn.Module):
@@ -104,6 +109,7 @@ class MLP(nn.Module):
         hidden = config.ffn_hidden
         self.up = nn.Linear(config.d_model, 2 * hidden if self.gated else hidden)
         self.down = nn.Linear(hidden, config.d_model)
+        self.dropout = nn.Dropout(config.dropout)
         self.act = {"relu": F.relu, "gelu": F.gelu, "silu": F.silu, "swiglu": F.silu,
                     "relu2": _squared_relu}[config.activation]
 
@@ -111,8 +117,8 @@ class MLP(nn.Module):
         h = self.up(x)  # (B, T, hidden) or (B, T, 2·hidden) when gated
         if self.gated:
             gate, value = h.chunk(2, dim=-1)
-            return self.down(self.act(gate) * value)
-        return self.down(self.act(h))
+            return self.dropout(self.down(self.act(gate) * value))
+        return self.dropout(self.down(self.act(h)))
 
 
 def _squared_relu(x: torch.Tensor) -> torch.Tensor:
@@ -146,6 +152,7 @@ class GPT(nn.Module):
         self.config = config
         self.tok_emb = nn.Embedding(config.vocab_size, config.d_model)
         self.pos_emb = nn.Embedding(config.block_size, config.d_model) if config.position == "learned" else None
+        self.embedding_dropout = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
         self.ln_f = make_norm(config)
         self.head = nn.Linear(config.d_model, config.vocab_size, bias=False)
@@ -184,6 +191,7 @@ class GPT(nn.Module):
         x = self.tok_emb(idx)  # (B, T, C)
         if self.pos_emb is not None:
             x = x + self.pos_emb(pos)
+        x = self.embedding_dropout(x)
         for block in self.blocks:
             x = block(x)
         logits = self.head(self.ln_f(x))  # (B, T, vocab)

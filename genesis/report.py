@@ -20,7 +20,7 @@ from scipy import stats
 
 from genesis.records import Record
 from genesis.run import Run, space_of
-from genesis.space import ChoiceDomain, IntDomain, SearchSpace
+from genesis.space import ChoiceDomain, FloatDomain, IntDomain, SearchSpace
 from genesis.study import default_storage
 
 ALPHA = 0.05  # significance level of every test in the report
@@ -136,6 +136,8 @@ def _normalized(space: SearchSpace, name: str, value: Any) -> float:
     domain = space.domains[name]
     if isinstance(domain, IntDomain):
         low, high, value = domain.values[0], domain.values[-1], value
+    elif isinstance(domain, FloatDomain):
+        low, high = domain.low, domain.high
     else:
         low, high, value = math.log(domain.low), math.log(domain.high), math.log(value)
     return 0.0 if high == low else (value - low) / (high - low)

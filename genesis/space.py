@@ -2,7 +2,7 @@
 
 A search-space file has one `[traits.NAME]` table per core genome trait (n_layer,
 n_head, d_model, activation, sigma), optional tables for the optional traits (norm,
-ffn_mult, position; left out, they keep their default) and an optional `[constraints]` table::
+ffn_mult, position, dropout; left out, they keep their default) and an optional `[constraints]` table::
 
     [constraints]
     min_head_dim = 16          # d_model / n_head must be at least this
@@ -116,7 +116,32 @@ class LogFloatDomain:
         return {"type": "log_float", "low": self.low, "high": self.high, "tau": self.tau}
 
 
-Domain = Union[IntDomain, ChoiceDomain, LogFloatDomain]
+@dataclass(frozen=True)
+class FloatDomain:
+    """A float on a linear scale (e.g. a dropout rate); mutation adds Gaussian noise of
+    `scale` times the range, clipped. Values keep three decimals."""
+
+    low: float
+    high: float
+    scale: float = 0.2
+
+    def sample(self, rng: random.Random) -> float:
+        return self._quantize(rng.uniform(self.low, self.high))
+
+    def contains(self, value: Any) -> bool:
+        return isinstance(value, float) and self.low <= value <= self.high
+
+    def mutate(self, value: float, rng: random.Random) -> float:
+        return self._quantize(value + rng.gauss(0.0, self.scale * (self.high - self.low)))
+
+    def _quantize(self, value: float) -> float:
+        return min(self.high, max(self.low, round(value, 3)))
+
+    def describe(self) -> dict[str, Any]:
+        return {"type": "float", "low": self.low, "high": self.high, "scale": self.scale}
+
+
+Domain = Union[IntDomain, ChoiceDomain, LogFloatDomain, FloatDomain]
 
 
 @dataclass(frozen=True)
@@ -230,7 +255,7 @@ def parse_search_space(data: dict[str, Any], source: str = "<dict>") -> SearchSp
 
 _EXPECTED_TYPE = {"n_layer": "int", "n_head": "int", "d_model": "int",
                   "activation": "choice", "sigma": "log_float", "norm": "choice", "ffn_mult": "int",
-                  "position": "choice"}
+                  "position": "choice", "dropout": "float"}
 _CHOICES = {"activation": ACTIVATIONS, "norm": NORMS, "position": POSITIONS}
 
 
@@ -263,6 +288,14 @@ def _parse_domain(name: str, table: Any, where: str) -> Domain:
                 f"{where}: unknown {name} {bad[0]!r} (known: {', '.join(_CHOICES[name])})"
             )
         return ChoiceDomain(tuple(dict.fromkeys(values)))
+    if kind == "float":
+        check_keys(table, {"type", "low", "high", "scale"}, where)
+        low, high, scale = table.get("low"), table.get("high"), table.get("scale", 0.2)
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (low, high, scale)):
+            raise GenesisError(f"{where}: needs numeric low and high")
+        if not low <= high:
+            raise GenesisError(f"{where}: empty domain: need low <= high, got {low}..{high}")
+        return FloatDomain(float(low), float(high), float(scale))
     check_keys(table, {"type", "low", "high", "tau"}, where)
     low, high, tau = table.get("low"), table.get("high"), table.get("tau", 0.5)
     if not all(isinstance(v, (int, float)) for v in (low, high, tau)):

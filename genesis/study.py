@@ -24,7 +24,7 @@ from optuna.trial import TrialState
 
 from genesis.errors import GenesisError
 from genesis.records import Record
-from genesis.space import ChoiceDomain, IntDomain, SearchSpace
+from genesis.space import ChoiceDomain, FloatDomain, IntDomain, SearchSpace
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +54,8 @@ def distributions(space: SearchSpace) -> dict[str, BaseDistribution]:
                 result[name] = CategoricalDistribution(values)
         elif isinstance(domain, ChoiceDomain):
             result[name] = CategoricalDistribution(domain.values)
+        elif isinstance(domain, FloatDomain):
+            result[name] = FloatDistribution(domain.low, domain.high)
         else:
             result[name] = FloatDistribution(domain.low, domain.high, log=True)
     return result

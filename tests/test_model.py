@@ -25,9 +25,11 @@ def test_forward_and_backward_for_every_activation(activation):
 @pytest.mark.parametrize("norm", ["layernorm", "rmsnorm"])
 @pytest.mark.parametrize("ffn_mult", [2, 3])
 @pytest.mark.parametrize("position", ["learned", "rotary"])
-def test_every_optional_trait_builds_a_model_that_trains(norm, ffn_mult, position):
+@pytest.mark.parametrize("dropout", [0.0, 0.1])
+def test_every_optional_trait_builds_a_model_that_trains(norm, ffn_mult, position, dropout):
     torch.manual_seed(0)
-    genome = Genome(2, 2, 32, "swiglu", 0.01, norm=norm, ffn_mult=ffn_mult, position=position)
+    genome = Genome(2, 2, 32, "swiglu", 0.01, norm=norm, ffn_mult=ffn_mult, position=position,
+                    dropout=dropout)
     model = GPT(GPTConfig.from_genome(genome, vocab_size=300, block_size=16))
     idx = torch.randint(0, 300, (3, 16))
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
@@ -89,3 +91,13 @@ def test_rotary_positions_depend_on_relative_offsets_only():
         scores.append((rq[..., shift + 2, :] * rk[..., shift, :]).sum().item())
     assert scores[0] == pytest.approx(scores[1], rel=1e-5)
     assert "cos" not in GPT(GPTConfig(10, 8, 1, 1, 16, position="rotary")).state_dict()
+
+
+def test_dropout_acts_in_training_only():
+    torch.manual_seed(0)
+    model = GPT(GPTConfig.from_genome(Genome(1, 1, 32, "gelu", 0.01, dropout=0.5), 300, 16))
+    idx = torch.randint(0, 300, (2, 16))
+    model.train()
+    assert not torch.equal(model(idx)[0], model(idx)[0])
+    model.eval()
+    assert torch.equal(model(idx)[0], model(idx)[0])
