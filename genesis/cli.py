@@ -68,7 +68,8 @@ def evolve(
         "nsga2 (multi-objective, see --objectives), tpe or nsga2-optuna (Optuna samplers)."),
     aging_batch: int = typer.Option(0, help="Children per generation of aging evolution (0: half the population)."),
     objectives: str = typer.Option(
-        "val_loss", help="What nsga2 minimizes, comma-separated: val_loss, params (non-embedding), latency_ms."),
+        "val_loss", help="What nsga2 minimizes, comma-separated: val_loss, params (non-embedding), "
+        "latency_ms, size_bytes."),
     storage: Optional[str] = typer.Option(
         None, help="Optuna storage URL for the run's study (e.g. postgresql://...). "
         "Default: study.db in the run folder."),

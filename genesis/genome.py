@@ -18,6 +18,7 @@ from genesis.errors import GenesisError
 ACTIVATIONS = ("relu", "gelu", "silu", "swiglu", "relu2")  # relu2: squared ReLU (Primer)
 NORMS = ("layernorm", "rmsnorm")
 POSITIONS = ("learned", "rotary")
+PRECISIONS = ("fp32", "ternary")
 CORE_TRAITS = ("n_layer", "n_head", "d_model", "activation", "sigma")
 
 
@@ -39,6 +40,8 @@ class Genome:
         position: position encoding, one of `POSITIONS` (optional).
         dropout: dropout rate in training, on embeddings, attention and residual
             branches (optional).
+        weight_precision: "fp32", or "ternary" for BitNet b1.58-style quantization-aware
+            training of the blocks' weights (optional).
     """
 
     n_layer: int
@@ -50,6 +53,7 @@ class Genome:
     ffn_mult: int = 4
     position: str = "learned"
     dropout: float = 0.0
+    weight_precision: str = "fp32"
 
     @property
     def id(self) -> str:

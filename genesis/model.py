@@ -7,6 +7,7 @@ embedding. `GPTConfig.from_genome` is the only place where traits become layers.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,7 @@ class GPTConfig:
     ffn_mult: int = 4  # feed-forward width as a multiple of d_model
     position: str = "learned"  # learned (a position table) | rotary (RoPE on queries and keys)
     dropout: float = 0.0  # dropout rate while training: embeddings, attention, residual branches
+    weight_precision: str = "fp32"  # fp32 | ternary (BitNet b1.58 weights in the blocks' matmuls)
 
     @classmethod
     def from_genome(cls, genome: Genome, vocab_size: int, block_size: int) -> GPTConfig:
@@ -46,6 +48,7 @@ class GPTConfig:
             ffn_mult=genome.ffn_mult,
             position=genome.position,
             dropout=genome.dropout,
+            weight_precision=genome.weight_precision,
         )
 
     @property
@@ -58,12 +61,39 @@ class GPTConfig:
         return self.ffn_mult * self.d_model
 
 
+class TernaryLinear(nn.Linear):
+    """A linear layer whose weights act as {-s, 0, +s} in the forward pass (BitNet b1.58).
+
+    The latent full-precision weights are scaled by their mean absolute value, rounded to
+    -1, 0 or +1 and rescaled; gradients flow to the latent weights unchanged (the
+    straight-through estimator), so training is quantization-aware.
+    """
+
+    def ternary_weight(self) -> torch.Tensor:
+        """The weights the forward pass uses: three values per layer."""
+        weight = self.weight
+        scale = weight.detach().abs().mean().clamp(min=1e-8)
+        quantized = (weight.detach() / scale).round().clamp(-1, 1) * scale
+        # Straight-through estimator: the value is exactly `quantized` (w - w is zero),
+        # the gradient reaches the latent weights as if there were no rounding.
+        return quantized + (weight - weight.detach())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.ternary_weight(), self.bias)
+
+
+def linear(config: GPTConfig, fan_in: int, fan_out: int) -> nn.Linear:
+    """A block's linear layer at the genome's weight precision."""
+    kind = TernaryLinear if config.weight_precision == "ternary" else nn.Linear
+    return kind(fan_in, fan_out)
+
+
 class CausalSelfAttention(nn.Module):
     def __init__(self, config: GPTConfig):
         super().__init__()
         self.n_head = config.n_head
-        self.qkv = nn.Linear(config.d_model, 3 * config.d_model)
-        self.proj = nn.Linear(config.d_model, config.d_model)
+        self.qkv = linear(config, config.d_model, 3 * config.d_model)
+        self.proj = linear(config, config.d_model, config.d_model)
         self.rotary = Rotary(config) if config.position == "rotary" else None
         self.dropout = config.dropout
         self.residual_dropout = nn.Dropout(config.dropout)
@@ -107,8 +137,8 @@ class MLP(nn.Module):
         super().__init__()
         self.gated = config.activation == "swiglu"
         hidden = config.ffn_hidden
-        self.up = nn.Linear(config.d_model, 2 * hidden if self.gated else hidden)
-        self.down = nn.Linear(hidden, config.d_model)
+        self.up = linear(config, config.d_model, 2 * hidden if self.gated else hidden)
+        self.down = linear(config, hidden, config.d_model)
         self.dropout = nn.Dropout(config.dropout)
         self.act = {"relu": F.relu, "gelu": F.gelu, "silu": F.silu, "swiglu": F.silu,
                     "relu2": _squared_relu}[config.activation]
@@ -181,6 +211,14 @@ class GPT(nn.Module):
             total -= self.tok_emb.weight.numel()
             total -= self.pos_emb.weight.numel() if self.pos_emb is not None else 0
         return total
+
+    def size_bytes(self) -> int:
+        """Bytes to store the model: 32 bits a weight, or log2(3) ≈ 1.58 bits for each
+        ternary weight (plus one fp32 scale per ternary layer)."""
+        ternary = [m for m in self.modules() if isinstance(m, TernaryLinear)]
+        ternary_weights = sum(m.weight.numel() for m in ternary)
+        bits = 32 * (self.num_parameters() - ternary_weights) + 1.58 * ternary_weights + 32 * len(ternary)
+        return math.ceil(bits / 8)
 
     def forward(
         self, idx: torch.Tensor, targets: torch.Tensor | None = None

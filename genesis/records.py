@@ -21,6 +21,7 @@ OBJECTIVES = {  # name -> what it minimizes, read from an Outcome
     "val_loss": "validation loss",
     "params": "non-embedding parameter count",
     "latency_ms": "inference latency of one sequence, milliseconds",
+    "size_bytes": "bytes to store the weights (ternary weights at 1.58 bits)",
 }
 
 
@@ -42,6 +43,7 @@ class Outcome:
         tokens_per_s: training throughput (wall clock, evaluation excluded).
         latency_ms: median time of one forward pass over a single full-length sequence
             (inference latency; varies with the machine and its load).
+        size_bytes: bytes to store the weights (32 bits each, 1.58 for ternary ones).
         wall_s: wall time of the whole evaluation, model build to validation.
         reason: for a failed status, a one-line explanation.
     """
@@ -56,6 +58,7 @@ class Outcome:
     tokens: int = 0
     tokens_per_s: float | None = None
     latency_ms: float | None = None
+    size_bytes: int | None = None
     wall_s: float = 0.0
     reason: str = ""
 
@@ -72,7 +75,8 @@ class Outcome:
             return WORST_FITNESS
         if name == "val_loss":
             return self.fitness
-        value = self.non_embedding_params if name == "params" else self.latency_ms
+        value = {"params": self.non_embedding_params, "latency_ms": self.latency_ms,
+                 "size_bytes": self.size_bytes}[name]
         return WORST_FITNESS if value is None else float(value)
 
     def to_dict(self) -> dict[str, Any]:

@@ -2,7 +2,7 @@
 
 A search-space file has one `[traits.NAME]` table per core genome trait (n_layer,
 n_head, d_model, activation, sigma), optional tables for the optional traits (norm,
-ffn_mult, position, dropout; left out, they keep their default) and an optional `[constraints]` table::
+ffn_mult, position, dropout, weight_precision; left out, they keep their default) and an optional `[constraints]` table::
 
     [constraints]
     min_head_dim = 16          # d_model / n_head must be at least this
@@ -34,8 +34,8 @@ from typing import Any, Union
 
 from genesis.config import check_keys, read_toml, resolve_data_file
 from genesis.errors import GenesisError
-from genesis.genome import (ACTIVATIONS, CORE_TRAITS, NORMS, OPTIONAL_DEFAULTS, POSITIONS, Genome,
-                            trait_names)
+from genesis.genome import (ACTIVATIONS, CORE_TRAITS, NORMS, OPTIONAL_DEFAULTS, POSITIONS, PRECISIONS,
+                            Genome, trait_names)
 
 DEFAULT_SEARCH_SPACE = "default"
 
@@ -255,8 +255,8 @@ def parse_search_space(data: dict[str, Any], source: str = "<dict>") -> SearchSp
 
 _EXPECTED_TYPE = {"n_layer": "int", "n_head": "int", "d_model": "int",
                   "activation": "choice", "sigma": "log_float", "norm": "choice", "ffn_mult": "int",
-                  "position": "choice", "dropout": "float"}
-_CHOICES = {"activation": ACTIVATIONS, "norm": NORMS, "position": POSITIONS}
+                  "position": "choice", "dropout": "float", "weight_precision": "choice"}
+_CHOICES = {"activation": ACTIVATIONS, "norm": NORMS, "position": POSITIONS, "weight_precision": PRECISIONS}
 
 
 def _parse_domain(name: str, table: Any, where: str) -> Domain:

@@ -142,6 +142,7 @@ def _train(genome, recipe, data, seed, device, on_step, started, weights_path) -
         tokens=recipe.tokens,
         tokens_per_s=recipe.tokens / train_seconds,
         latency_ms=latency_ms,
+        size_bytes=model.size_bytes(),
         wall_s=time.perf_counter() - started,
     )
 

@@ -182,6 +182,7 @@ def test_several_objectives_need_nsga2():
         EvolutionConfig(objectives=("val_loss", "params")).validate()
     with pytest.raises(ValueError, match="objectives must be"):
         EvolutionConfig(strategy="nsga2", objectives=("val_loss", "wings")).validate()
+    EvolutionConfig(strategy="nsga2", objectives=("val_loss", "size_bytes")).validate()
 
 
 def test_random_search_samples_every_generation_anew():

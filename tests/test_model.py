@@ -101,3 +101,29 @@ def test_dropout_acts_in_training_only():
     assert not torch.equal(model(idx)[0], model(idx)[0])
     model.eval()
     assert torch.equal(model(idx)[0], model(idx)[0])
+
+
+def test_ternary_weights_take_three_values_in_the_forward_pass_and_still_learn():
+    from genesis.model import TernaryLinear
+
+    torch.manual_seed(0)
+    genome = Genome(2, 2, 32, "gelu", 0.01, weight_precision="ternary")
+    model = GPT(GPTConfig.from_genome(genome, vocab_size=300, block_size=16))
+    layers = [m for m in model.modules() if isinstance(m, TernaryLinear)]
+    assert len(layers) == 2 * 4  # qkv, proj, up, down in each of two blocks
+    for layer in layers:
+        values = torch.unique(layer.ternary_weight().detach())
+        assert len(values) == 3 and values[1] == 0 and values[0] == -values[2]
+    idx = torch.randint(0, 300, (4, 16))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(8):
+        _, loss = model(idx, idx)
+        optimizer.zero_grad()
+        loss.backward()
+        assert layers[0].weight.grad.abs().sum() > 0  # the straight-through estimator
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0]
+    full = GPT(GPTConfig.from_genome(Genome(2, 2, 32, "gelu", 0.01), 300, 16))
+    assert model.size_bytes() < full.size_bytes() == 4 * full.num_parameters()
