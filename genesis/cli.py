@@ -307,17 +307,10 @@ def export(
     for column in ("bundle", "traits", "val ppl", "recipe"):
         table.add_column(column, no_wrap=True)
     for path in paths:
-        manifest = load_bundle(path).manifest
-        table.add_row(str(path), json_genome(path), f"{manifest['metrics']['val_ppl']:.1f}",
-                      manifest["recipe"]["name"])
+        bundle = load_bundle(path)  # also checks what was just written
+        table.add_row(str(path), bundle.genome.describe(), f"{bundle.manifest['metrics']['val_ppl']:.1f}",
+                      bundle.manifest["recipe"]["name"])
     console.print(table)
-
-
-def json_genome(bundle_path: Path) -> str:
-    """The traits of a bundle's genome, described."""
-    from genesis.genome import Genome
-
-    return Genome.from_json((bundle_path / "genome.json").read_text()).describe()
 
 
 @app.command()
@@ -403,17 +396,12 @@ def colony_feedback(
     score: Optional[float] = typer.Option(None, help="A score in (0, 1]."),
 ) -> None:
     """Give feedback on an earlier answer: fitness moves, agents learn."""
-    import sqlite3
-
-    from genesis.colony import DATABASE, Colony
+    from genesis.colony import Colony
 
     try:
         colony = Colony.open(folder)
-        row = sqlite3.connect(colony.folder / DATABASE).execute(
-            "SELECT prompt FROM memories WHERE id = ?", (memory_id,)).fetchone()
-        if row is None:
-            raise GenesisError(f"no memory {memory_id}")
-        received = colony.feedback(row[0], continuation, score, memory_id=memory_id)
+        received = colony.feedback(colony.memory_prompt(memory_id), continuation, score,
+                                   memory_id=memory_id)
     except GenesisError as error:
         fail(str(error))
     console.print(f"fitness updated for {len(received)} agents")

@@ -253,12 +253,17 @@ class Colony:
         return Answer(text, memory_id, ids, tuple(w for _, w in members))
 
     def feedback(self, prompt: str, continuation: str | None = None, score: float | None = None,
-                 memory_id: int | None = None) -> dict[str, float]:
+                 memory_id: int | None = None,
+                 measured: dict[str, float] | None = None) -> dict[str, float]:
         """Update fitness from feedback, store it in the shared memory, and learn from it.
 
         With `continuation` (the true text after `prompt`), every living agent's fitness
         moves toward its mean per-token log-likelihood of it. With `score` in (0, 1], the
         agents that answered memory `memory_id` and are still alive move toward log(score).
+
+        `measured` passes per-agent mean log-likelihoods of the continuation that the
+        caller already computed (the replay measures them before learning), so they are
+        not computed twice.
 
         Returns:
             The log-likelihood (or log score) each updated agent received.
@@ -268,7 +273,9 @@ class Colony:
         if score is not None and not 0 < score <= 1:
             raise GenesisError("a score must be in (0, 1]")
         agents = self.agents()
-        if continuation is not None:
+        if measured is not None:
+            received = dict(measured)
+        elif continuation is not None:
             context = self.tokenizer.encode(prompt).ids
             target = self.tokenizer.encode(continuation).ids
             if not target:
@@ -300,6 +307,21 @@ class Colony:
         if continuation is not None and self.settings.adapt_steps > 0:
             self.adapt()
         return received
+
+    def memory_prompt(self, memory_id: int) -> str:
+        """The prompt of a stored interaction.
+
+        Raises:
+            GenesisError: no memory with that id.
+        """
+        db = self._connect()
+        try:
+            row = db.execute("SELECT prompt FROM memories WHERE id = ?", (memory_id,)).fetchone()
+        finally:
+            db.close()
+        if row is None:
+            raise GenesisError(f"no memory {memory_id}")
+        return row[0]
 
     def recent_memories(self) -> list[str]:
         """Texts (prompt + true continuation) of the colony's most recent feedback."""

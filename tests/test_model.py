@@ -22,6 +22,20 @@ def test_forward_and_backward_for_every_activation(activation):
     assert all(g is not None and torch.isfinite(g).all() for g in grads)
 
 
+def _losses_while_training(model, idx, steps, after_backward=lambda: None) -> list[float]:
+    """Train `model` to predict `idx` itself for a few AdamW steps; the loss of each step."""
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(steps):
+        _, loss = model(idx, idx)
+        optimizer.zero_grad()
+        loss.backward()
+        after_backward()
+        optimizer.step()
+        losses.append(loss.item())
+    return losses
+
+
 @pytest.mark.parametrize("norm", ["layernorm", "rmsnorm"])
 @pytest.mark.parametrize("ffn_mult", [2, 3])
 @pytest.mark.parametrize("position", ["learned", "rotary"])
@@ -31,15 +45,7 @@ def test_every_optional_trait_builds_a_model_that_trains(norm, ffn_mult, positio
     genome = Genome(2, 2, 32, "swiglu", 0.01, norm=norm, ffn_mult=ffn_mult, position=position,
                     dropout=dropout)
     model = GPT(GPTConfig.from_genome(genome, vocab_size=300, block_size=16))
-    idx = torch.randint(0, 300, (3, 16))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
-    losses = []
-    for _ in range(5):
-        _, loss = model(idx, idx)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
+    losses = _losses_while_training(model, torch.randint(0, 300, (3, 16)), steps=5)
     assert losses[-1] < losses[0]
     assert isinstance(model.ln_f, torch.nn.RMSNorm if norm == "rmsnorm" else torch.nn.LayerNorm)
 
@@ -114,16 +120,10 @@ def test_ternary_weights_take_three_values_in_the_forward_pass_and_still_learn()
     for layer in layers:
         values = torch.unique(layer.ternary_weight().detach())
         assert len(values) == 3 and values[1] == 0 and values[0] == -values[2]
-    idx = torch.randint(0, 300, (4, 16))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
-    losses = []
-    for _ in range(8):
-        _, loss = model(idx, idx)
-        optimizer.zero_grad()
-        loss.backward()
-        assert layers[0].weight.grad.abs().sum() > 0  # the straight-through estimator
-        optimizer.step()
-        losses.append(loss.item())
+    gradients = []
+    losses = _losses_while_training(model, torch.randint(0, 300, (4, 16)), steps=8,
+                                    after_backward=lambda: gradients.append(layers[0].weight.grad.abs().sum()))
+    assert all(g > 0 for g in gradients)  # the straight-through estimator reaches latent weights
     assert losses[-1] < losses[0]
     full = GPT(GPTConfig.from_genome(Genome(2, 2, 32, "gelu", 0.01), 300, 16))
     assert model.size_bytes() < full.size_bytes() == 4 * full.num_parameters()
