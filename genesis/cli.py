@@ -84,6 +84,9 @@ def evolve(
     rungs: str = typer.Option(
         "1", help="Successive halving: fractions of the recipe's steps, e.g. 0.25,0.5,1; the better "
         "half of each rung trains on at the next."),
+    budget_tokens: str = typer.Option(
+        "0", help="Compute budget in training tokens, e.g. 2.5M (0: none); the run stops after "
+        "the generation that spends it, or after --generations, whichever comes first."),
 ) -> None:
     """Evolve a population of µLM genomes; each one really trains on WikiText."""
     if resume_path is not None:
@@ -99,7 +102,8 @@ def evolve(
         population=population, generations=generations, recipe=recipe,
         search_space=search_space or "default", data=data, seed=seed, output=output,
         evolution=settings, storage=storage, observers=[progress], device=device, backend=backend,
-        workers=workers, threads=threads, ray_address=ray_address, rungs=_fractions(rungs)))
+        workers=workers, threads=threads, ray_address=ray_address, rungs=_fractions(rungs),
+        budget_tokens=_token_count(budget_tokens)))
 
 
 @app.command()
@@ -480,6 +484,16 @@ def _fractions(text: str) -> list[float]:
         return [float(part) for part in text.split(",") if part.strip()]
     except ValueError:
         fail(f"--rungs takes comma-separated fractions such as 0.25,0.5,1, not {text!r}")
+
+
+def _token_count(text: str) -> int:
+    """A count such as 2500000, 2.5M, 800k or 1e6."""
+    scale = {"k": 1e3, "m": 1e6, "g": 1e9}.get(text.strip()[-1:].lower(), 1)
+    number = text.strip()[:-1] if scale != 1 else text.strip()
+    try:
+        return int(float(number) * scale)
+    except ValueError:
+        fail(f"--budget-tokens takes a token count such as 2500000 or 2.5M, not {text!r}")
 
 
 def best_table(records: Sequence[Record], title: str) -> Table:

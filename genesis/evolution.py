@@ -97,6 +97,8 @@ class EvolutionConfig:
             population.
         objectives: what "nsga2" minimizes, any of `records.OBJECTIVES`; the other
             strategies minimize validation loss.
+        budget_tokens: a compute budget in training tokens (0: none); the run stops after
+            the generation that spends it, or after `generations`, whichever comes first.
     """
 
     population_size: int = 8
@@ -110,6 +112,7 @@ class EvolutionConfig:
     strategy: str = "evolution"
     aging_batch: int = 0
     objectives: tuple[str, ...] = ("val_loss",)
+    budget_tokens: int = 0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "objectives", tuple(self.objectives))  # JSON gives lists
@@ -123,6 +126,8 @@ class EvolutionConfig:
             raise ValueError("several objectives need --strategy nsga2")
         if self.strategy not in STRATEGIES:
             raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, not {self.strategy!r}")
+        if self.budget_tokens < 0:
+            raise ValueError("the token budget must not be negative")
         if self.aging_batch < 0:
             raise ValueError("aging batch must not be negative")
         if self.population_size < 2:
@@ -148,9 +153,9 @@ class Candidate:
     parents: tuple[str, ...] = ()
     operator: str = "random"
 
-    def to_record(self, outcome: Outcome, cached: bool = False) -> Record:
+    def to_record(self, outcome: Outcome, cached: bool = False, compute_tokens: int = 0) -> Record:
         return Record(self.generation, self.index, self.genome, self.parents, self.operator,
-                      outcome, cached)
+                      outcome, cached, compute_tokens)
 
 
 class Observer:
@@ -194,6 +199,7 @@ class Evolution:
         self.observers = list(observers)
         self.rng = random.Random(config.seed)
         self.generation = 0
+        self.spent_tokens = 0  # training tokens spent so far, for the compute budget
         self.population: list[Record] = []
         self.history: dict[str, tuple[Genome, float]] = {}  # every genome evaluated, by id
         self.hall_of_fame = tools.HallOfFame(max(1, config.elites))
@@ -206,7 +212,9 @@ class Evolution:
 
     @property
     def done(self) -> bool:
-        return self.generation >= self.config.generations
+        """Whether the last generation ran or the compute budget is spent."""
+        budget = self.config.budget_tokens
+        return self.generation >= self.config.generations or 0 < budget <= self.spent_tokens
 
     def run(self) -> list[Record]:
         """Run the remaining generations; returns the final population."""
@@ -231,6 +239,7 @@ class Evolution:
         for observer in self.observers:
             observer.on_generation_start(self.generation, candidates)
         records = list(self.evaluate(candidates))
+        self.spent_tokens += sum(r.compute_tokens for r in records)
         for record in records:
             self.history.setdefault(record.genome_id, (record.genome, record.outcome.fitness))
         if self.config.strategy == "aging" and self.generation > 0:
@@ -333,6 +342,7 @@ class Evolution:
         version, internal, gauss = self.rng.getstate()
         return {
             "generation": self.generation,
+            "spent_tokens": self.spent_tokens,
             "population": [r.to_dict() for r in self.population],
             "hall_of_fame": [ind.record.to_dict() for ind in self.hall_of_fame],
             "logbook": list(self.logbook),
@@ -346,6 +356,7 @@ class Evolution:
         version, internal, gauss = state["rng"]
         self.rng.setstate((version, tuple(internal), gauss))
         self.generation = state["generation"]
+        self.spent_tokens = state.get("spent_tokens", 0)
         self.population = [Record.from_dict(r) for r in state["population"]]
         self.hall_of_fame.clear()
         self.hall_of_fame.update([Individual(Record.from_dict(r)) for r in state["hall_of_fame"]])

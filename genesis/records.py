@@ -102,6 +102,8 @@ class Record:
         outcome: the training result.
         cached: true when the outcome was reused from an earlier evaluation of the same
             genome instead of training again.
+        compute_tokens: training tokens this evaluation cost, lower successive-halving
+            rungs included; 0 when cached. A run's compute is the sum over its records.
     """
 
     generation: int
@@ -111,6 +113,7 @@ class Record:
     operator: str
     outcome: Outcome
     cached: bool = False
+    compute_tokens: int = 0
 
     @property
     def genome_id(self) -> str:
@@ -126,6 +129,7 @@ class Record:
             "parents": list(self.parents),
             "operator": self.operator,
             "cached": self.cached,
+            "compute_tokens": self.compute_tokens,
             "status": self.outcome.status,
             "fitness": None if math.isinf(self.outcome.fitness) else self.outcome.fitness,
             "metrics": self.outcome.to_dict(),
@@ -142,6 +146,9 @@ class Record:
             operator=data["operator"],
             outcome=Outcome.from_dict(data["metrics"]),
             cached=data.get("cached", False),
+            # records written before compute was counted: a fresh training cost its tokens
+            compute_tokens=data.get("compute_tokens",
+                                    0 if data.get("cached") else data["metrics"].get("tokens", 0)),
         )
 
 

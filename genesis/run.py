@@ -102,6 +102,7 @@ def evolve(
     threads: int | None = None,
     ray_address: str | None = None,
     rungs: Sequence[float] = (1.0,),
+    budget_tokens: int = 0,
 ) -> Run:
     """Evolve a population of µLM genomes that really train on WikiText.
 
@@ -128,6 +129,9 @@ def evolve(
         rungs: multi-fidelity successive halving inside each generation, as increasing
             fractions of the recipe's steps ending at 1: every new genome trains at the
             first, the better half goes on to the next. (1.0,) trains everything fully.
+        budget_tokens: stop once this many training tokens are spent (0: no budget):
+            after the generation that spends it, or after `generations`, whichever is
+            first. Cached evaluations are free; rungs count every rung they trained.
 
     Returns:
         The finished `Run`.
@@ -141,7 +145,8 @@ def evolve(
     space = search_space if isinstance(search_space, SearchSpace) else load_search_space(search_space)
     recipe = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
     config = dataclasses.replace(evolution or EvolutionConfig(),
-                                 population_size=population, generations=generations, seed=seed)
+                                 population_size=population, generations=generations, seed=seed,
+                                 budget_tokens=budget_tokens)
     try:
         config.validate()
     except ValueError as error:
@@ -296,6 +301,7 @@ def _drive(store, space, recipe, tokens, config, recorder, observers, evaluator_
             "evaluations": len(records),
             "trained": sum(1 for r in records if not r.cached),
             "cache_hits": sum(1 for r in records if r.cached),
+            "compute_tokens": sum(r.compute_tokens for r in records),
         })
     finally:
         if backend is not None:
@@ -339,6 +345,7 @@ class _CachingEvaluator:
         # the recipe's full budget. A genome stops with the outcome of the last rung it
         # reached, which records its fidelity (tokens). With one rung this is plain training.
         alive = list(waiting)
+        spent = dict.fromkeys(waiting, 0)  # genome id -> training tokens over all its rungs
         for level, steps in enumerate(self.rung_steps):
             final = level == len(self.rung_steps) - 1
             jobs = [Job(waiting[g][0].genome, training_seed(self.seed, g),
@@ -347,27 +354,30 @@ class _CachingEvaluator:
             reached: dict[str, Outcome] = {}
             for job, outcome in self.backend.run(jobs):
                 reached[job.genome.id] = outcome
+                spent[job.genome.id] += outcome.tokens
                 if final:
-                    self._settle(job.genome.id, outcome, waiting, done)
+                    self._settle(job.genome.id, outcome, spent[job.genome.id], waiting, done)
             if final:
                 break
             ranked = sorted(alive, key=lambda g: reached[g].fitness)
             alive = ranked[: max(1, math.ceil(len(ranked) * self.keep))]
             for genome_id in ranked[len(alive):]:
-                self._settle(genome_id, reached[genome_id], waiting, done)
+                self._settle(genome_id, reached[genome_id], spent[genome_id], waiting, done)
         return [done[candidate.index] for candidate in candidates]
 
-    def _settle(self, genome_id: str, outcome: Outcome, waiting: dict[str, list[Candidate]],
-                done: dict[int, Record]) -> None:
-        """Record a genome's final outcome for every candidate that waited for it."""
+    def _settle(self, genome_id: str, outcome: Outcome, compute_tokens: int,
+                waiting: dict[str, list[Candidate]], done: dict[int, Record]) -> None:
+        """Record a genome's final outcome for every candidate that waited for it; the
+        first one carries the compute its training cost, the others were free."""
         self.known[genome_id] = outcome
         best = sorted(self.known, key=lambda g: self.known[g].fitness)[:KEPT_WEIGHTS]
         self.store.prune_weights(set(best))
         for position, candidate in enumerate(waiting[genome_id]):
-            done[candidate.index] = self._keep(candidate, outcome, cached=position > 0)
+            done[candidate.index] = self._keep(candidate, outcome, cached=position > 0,
+                                               compute_tokens=0 if position else compute_tokens)
 
-    def _keep(self, candidate: Candidate, outcome: Outcome, cached: bool) -> Record:
-        record = candidate.to_record(outcome, cached=cached)
+    def _keep(self, candidate: Candidate, outcome: Outcome, cached: bool, compute_tokens: int = 0) -> Record:
+        record = candidate.to_record(outcome, cached=cached, compute_tokens=compute_tokens)
         self.store.append(record)
         self.recorder.add(record)
         return self._notify(record)

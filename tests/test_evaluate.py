@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import os
 import signal
@@ -113,6 +114,10 @@ def test_successive_halving_promotes_the_best_at_each_rung(tmp_path, data_folder
     per_step = recipe.batch_size * recipe.seq_len
     assert {k // per_step: len(v) for k, v in by_tokens.items()} == {2: 3, 4: 1, 8: 2}
     assert run.config["evaluator"]["rungs"] == [0.25, 0.5, 1.0]
+    # compute counts every rung a genome trained at: 2 steps, 2 + 4, or 2 + 4 + 8
+    assert sorted(r.compute_tokens // per_step for r in run.records if not r.cached) == [2, 2, 2, 6, 14, 14]
+    summary = json.loads((run.path / "summary.json").read_text())
+    assert summary["compute_tokens"] == sum(r.compute_tokens for r in run.records)
 
     def loss_at(record, steps):  # what the rung measured: training is deterministic per seed
         return train(record.genome, dataclasses.replace(recipe, steps=steps), tokens,

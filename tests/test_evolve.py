@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import random
@@ -28,8 +29,8 @@ def _comparable(record: dict) -> dict:
     return {**record, "metrics": metrics}
 
 
-def _tiny_run(tmp_path, data_folder, **kwargs):
-    return genesis.evolve(population=3, generations=2, search_space=SMALL_SPACE, recipe=TINY,
+def _tiny_run(tmp_path, data_folder, generations=2, **kwargs):
+    return genesis.evolve(population=3, generations=generations, search_space=SMALL_SPACE, recipe=TINY,
                           data=data_folder, output=tmp_path, **kwargs)
 
 
@@ -177,6 +178,30 @@ def test_fitness_is_compared_at_equal_fidelity_first():
     assert Individual(better).fitness > Individual(full).fitness
 
 
+def _costly_evaluate(candidates):
+    """`_fake_evaluate` where every evaluation cost 1000 training tokens."""
+    return [dataclasses.replace(r, compute_tokens=1000) for r in _fake_evaluate(candidates)]
+
+
+def test_a_token_budget_stops_after_the_generation_that_spends_it():
+    space = load_search_space()
+    config = EvolutionConfig(population_size=4, generations=50, seed=1, budget_tokens=10_000)
+    loop = Evolution(space, config, _costly_evaluate)
+    loop.run()
+    assert loop.generation == 3 and loop.spent_tokens == 12_000  # 4000 a generation
+    resumed = Evolution(space, config, _costly_evaluate)
+    resumed.restore(json.loads(json.dumps(loop.state())))
+    assert resumed.done and resumed.spent_tokens == 12_000
+
+
+def test_evolve_counts_compute_and_stops_on_its_token_budget(tmp_path, data_folder):
+    per_genome = 4 * 4 * 32  # tiny.toml: steps x batch x sequence
+    run = _tiny_run(tmp_path, data_folder, seed=2, generations=10, budget_tokens=4 * per_genome)
+    assert {r.generation for r in run.records} == {0, 1}
+    assert all(r.compute_tokens == (0 if r.cached else per_genome) for r in run.records)
+    assert 4 * per_genome <= sum(r.compute_tokens for r in run.records) < 7 * per_genome
+
+
 def test_several_objectives_need_nsga2():
     with pytest.raises(ValueError, match="need --strategy nsga2"):
         EvolutionConfig(objectives=("val_loss", "params")).validate()
@@ -256,6 +281,8 @@ def test_cli_evolve_runs_and_prints_the_best_table(tmp_path, data_folder):
     (["--recipe", "no-such-recipe"], "no such file"),
     (["--data", "/no/such/folder"], "does not exist"),
     (["--population", "1"], "population size must be at least 2"),
+    (["--budget-tokens", "lots"], "--budget-tokens takes a token count"),
+    (["--budget-tokens", "-5"], "token budget must not be negative"),
 ])
 def test_cli_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, args, message):
     result = runner.invoke(app, ["evolve", "--output", str(tmp_path / "runs"), *args])
