@@ -65,11 +65,11 @@ def evolve(
     mutation_rate: float = typer.Option(EvolutionConfig.mutation_rate, help="Mutation probability."),
     strategy: str = typer.Option(
         "evolution", help="evolution (generational), aging (regularized evolution), random, "
-        "nsga2 (multi-objective, see --objectives), tpe or nsga2-optuna (Optuna samplers)."),
+        "nsga2 (DEAP's NSGA-II survival), tpe or nsga2-optuna (Optuna samplers)."),
     aging_batch: int = typer.Option(0, help="Children per generation of aging evolution (0: half the population)."),
     objectives: str = typer.Option(
-        "val_loss", help="What nsga2 minimizes, comma-separated: val_loss, params (non-embedding), "
-        "latency_ms, size_bytes."),
+        "val_loss", help="What the search minimizes, comma-separated: val_loss, params (non-embedding), "
+        "latency_ms, size_bytes; several need nsga2, nsga2-optuna or tpe."),
     storage: Optional[str] = typer.Option(
         None, help="Optuna storage URL for the run's study (e.g. postgresql://...). "
         "Default: study.db in the run folder."),

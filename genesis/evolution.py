@@ -25,11 +25,12 @@ from deap import base, tools
 from genesis.genome import Genome
 from genesis.operators import crossover_uniform, mutate
 from genesis.records import OBJECTIVES, Outcome, Record
-from genesis.samplers import OPTUNA_STRATEGIES, generation_seed, sample_genomes
+from genesis.samplers import OPTUNA_STRATEGIES, Evaluated, generation_seed, sample_genomes
 from genesis.space import SearchSpace
 
 MAX_REDRAWS = 10  # attempts to make a child that is new within its generation
 STRATEGIES = ("evolution", "aging", "random", "nsga2", *OPTUNA_STRATEGIES)
+MULTI_OBJECTIVE_STRATEGIES = ("nsga2", *OPTUNA_STRATEGIES)
 
 
 class Fitness2(base.Fitness):
@@ -91,12 +92,12 @@ class EvolutionConfig:
             tournament winners into `aging_batch` children and the oldest genomes, not the
             worst, leave the population), "random" (every generation samples anew: the
             baseline any search must beat), or "tpe" / "nsga2-optuna" (Optuna's samplers,
-            asked for each generation given every genome evaluated so far), or "nsga2"
-            (multi-objective: DEAP's NSGA-II survival over `objectives`).
+            asked for each generation given every genome evaluated so far, over
+            `objectives`), or "nsga2" (DEAP's NSGA-II survival over `objectives`).
         aging_batch: children per generation of aging evolution; 0 means half the
             population.
-        objectives: what "nsga2" minimizes, any of `records.OBJECTIVES`; the other
-            strategies minimize validation loss.
+        objectives: what is minimized, any of `records.OBJECTIVES`; several need a
+            multi-objective strategy (nsga2, nsga2-optuna, or tpe as Optuna's MOTPE).
         budget_tokens: a compute budget in training tokens (0: none); the run stops after
             the generation that spends it, or after `generations`, whichever comes first.
     """
@@ -122,8 +123,8 @@ class EvolutionConfig:
         unknown = [o for o in self.objectives if o not in OBJECTIVES]
         if unknown or not 1 <= len(set(self.objectives)) == len(self.objectives) <= 3:
             raise ValueError(f"objectives must be 1 to 3 distinct names of: {', '.join(OBJECTIVES)}")
-        if len(self.objectives) > 1 and self.strategy != "nsga2":
-            raise ValueError("several objectives need --strategy nsga2")
+        if len(self.objectives) > 1 and self.strategy not in MULTI_OBJECTIVE_STRATEGIES:
+            raise ValueError(f"several objectives need --strategy {' or '.join(MULTI_OBJECTIVE_STRATEGIES)}")
         if self.strategy not in STRATEGIES:
             raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, not {self.strategy!r}")
         if self.budget_tokens < 0:
@@ -201,7 +202,8 @@ class Evolution:
         self.generation = 0
         self.spent_tokens = 0  # training tokens spent so far, for the compute budget
         self.population: list[Record] = []
-        self.history: dict[str, tuple[Genome, float]] = {}  # every genome evaluated, by id
+        # every genome evaluated, by id, with its objective values (inf for a failure)
+        self.history: dict[str, Evaluated] = {}
         self.hall_of_fame = tools.HallOfFame(max(1, config.elites))
         self.logbook = tools.Logbook()
         self.toolbox = base.Toolbox()
@@ -231,7 +233,7 @@ class Evolution:
         elif self.config.strategy in OPTUNA_STRATEGIES:
             genomes = sample_genomes(self.config.strategy, self.space, list(self.history.values()),
                                      self.config.population_size,
-                                     generation_seed(self.config.seed, self.generation))
+                                     generation_seed(self.config.seed, self.generation), self.generation)
             candidates = [Candidate(self.generation, i, g, (), self.config.strategy)
                           for i, g in enumerate(genomes)]
         else:
@@ -241,7 +243,8 @@ class Evolution:
         records = list(self.evaluate(candidates))
         self.spent_tokens += sum(r.compute_tokens for r in records)
         for record in records:
-            self.history.setdefault(record.genome_id, (record.genome, record.outcome.fitness))
+            self.history.setdefault(record.genome_id, Evaluated(record.genome, tuple(
+                record.outcome.objective(name) for name in self.config.objectives), self.generation))
         if self.config.strategy == "aging" and self.generation > 0:
             # the youngest population_size genomes live on; the oldest die, however fit
             self.population = (self.population + records)[-self.config.population_size:]
@@ -346,8 +349,8 @@ class Evolution:
             "population": [r.to_dict() for r in self.population],
             "hall_of_fame": [ind.record.to_dict() for ind in self.hall_of_fame],
             "logbook": list(self.logbook),
-            "history": [[genome.to_dict(), fitness if math.isfinite(fitness) else None]
-                        for genome, fitness in self.history.values()],
+            "history": [[genome.to_dict(), [v if math.isfinite(v) else None for v in values], generation]
+                        for genome, values, generation in self.history.values()],
             "rng": [version, list(internal), gauss],
         }
 
@@ -364,9 +367,12 @@ class Evolution:
         for entry in state["logbook"]:
             self.logbook.record(**entry)
         self.history = {}
-        for traits, fitness in state["history"]:
+        for traits, values, *generation in state["history"]:
             genome = Genome.from_dict(traits)
-            self.history[genome.id] = (genome, math.inf if fitness is None else fitness)
+            if not isinstance(values, list):  # an older checkpoint: one fitness, no generation
+                values, generation = [values], [0]
+            self.history[genome.id] = Evaluated(genome, tuple(math.inf if v is None else v for v in values),
+                                                generation[0])
 
 
 def generation_stats(records: Sequence[Record]) -> dict[str, Any]:

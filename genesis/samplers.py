@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import random
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import optuna
 from optuna.trial import TrialState, create_trial
@@ -24,32 +24,66 @@ from genesis.study import distributions
 OPTUNA_STRATEGIES = ("tpe", "nsga2-optuna")
 
 
-def sample_genomes(strategy: str, space: SearchSpace, history: Sequence[tuple[Genome, float]],
-                   count: int, seed: int, attempts: int = 10) -> list[Genome]:
+class Evaluated(NamedTuple):
+    """A genome evaluated earlier in a run: its objective values (all minimized, inf for
+    a failure) and the generation it was first evaluated in."""
+
+    genome: Genome
+    values: tuple[float, ...]
+    generation: int
+
+
+class _GenerationalNSGAII(optuna.samplers.NSGAIISampler):
+    """Optuna's NSGA-II whose generations are the run's generations.
+
+    The sampler finds a trial's generation in its system attributes and otherwise counts
+    completed trials; trials rebuilt from the history carry the generation they were
+    evaluated in, and every trial asked now belongs to the generation being bred, so its
+    parents are the elites of all earlier generations (without this, rebuilt trials would
+    count as no generation and every proposal would be a random one).
+    """
+
+    def __init__(self, generation: int, **kwargs):
+        super().__init__(**kwargs)
+        self.generation = generation
+
+    def get_trial_generation(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> int:
+        return trial.system_attrs.get(self._get_generation_key(), self.generation)
+
+
+def sample_genomes(strategy: str, space: SearchSpace, history: Sequence[Evaluated], count: int,
+                   seed: int, generation: int, attempts: int = 10) -> list[Genome]:
     """Ask an Optuna sampler for `count` new genomes given the evaluated `history`.
 
     Args:
         strategy: "tpe" or "nsga2-optuna".
         space: the search space (distributions and repair).
-        history: (genome, fitness) of every genome evaluated so far; inf for failures.
+        history: every genome evaluated so far; with several objective values the
+            study is multi-objective (NSGA-II's non-dominated sorting, or TPE as MOTPE).
         count: genomes wanted.
         seed: the sampler's seed.
+        generation: the generation being bred.
         attempts: asks per genome before a repeat of a known genome is accepted.
     """
-    sampler = (optuna.samplers.TPESampler(seed=seed) if strategy == "tpe"
-               else optuna.samplers.NSGAIISampler(seed=seed, population_size=max(2, count)))
+    if strategy == "tpe":
+        sampler = optuna.samplers.TPESampler(seed=seed)
+    else:
+        sampler = _GenerationalNSGAII(generation, seed=seed, population_size=max(2, count))
     verbosity = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
-        study = optuna.create_study(direction="minimize", sampler=sampler)
+        objectives = len(history[0].values) if history else 1
+        study = optuna.create_study(directions=["minimize"] * objectives, sampler=sampler)
         dists = distributions(space)
-        for genome, fitness in history:
-            finite = math.isfinite(fitness)
+        for genome, values, evaluated_in in history:
+            finite = all(math.isfinite(v) for v in values)
             study.add_trial(create_trial(
                 params={name: getattr(genome, name) for name in dists}, distributions=dists,
-                value=fitness if finite else None,
-                state=TrialState.COMPLETE if finite else TrialState.FAIL))
-        seen = {genome for genome, _ in history}
+                values=list(values) if finite else None,
+                state=TrialState.COMPLETE if finite else TrialState.FAIL,
+                system_attrs=({sampler._get_generation_key(): evaluated_in}
+                              if isinstance(sampler, _GenerationalNSGAII) else None)))
+        seen = {entry.genome for entry in history}
         genomes: list[Genome] = []
         for _ in range(count):
             for _ in range(attempts):

@@ -6,6 +6,7 @@ import dataclasses
 import json
 import math
 import random
+import statistics
 import subprocess
 import sys
 
@@ -118,9 +119,9 @@ def test_optuna_samplers_propose_valid_new_genomes_and_learn(strategy):
     loop = Evolution(space, EvolutionConfig(population_size=6, generations=5, seed=1, strategy=strategy),
                      _fake_evaluate)
     loop.run()
-    later = [r for r in loop.history.values()]
-    assert len(later) == len({g.id for g, _ in later}) >= 25  # new genomes, not repeats
-    assert all(space.is_valid(genome) for genome, _ in later)
+    later = [entry.genome for entry in loop.history.values()]
+    assert len(later) == len({g.id for g in later}) >= 25  # new genomes, not repeats
+    assert all(space.is_valid(genome) for genome in later)
     assert loop.population[0].operator == strategy
     bests = [entry["best"] for entry in loop.logbook]
     assert min(bests[1:]) < bests[0]
@@ -166,6 +167,31 @@ def test_nsga2_keeps_the_non_dominated_front_of_everything_evaluated():
     assert all(not _dominates(a, b, objectives) for a in best_front for b in best_front)
 
 
+def _evaluated_from_generation(strategy, objectives, first, seed):
+    seen = []
+    config = EvolutionConfig(population_size=8, generations=6, seed=seed, strategy=strategy,
+                             objectives=objectives)
+    Evolution(load_search_space(), config, lambda cs: seen.extend(_two_objectives(cs)) or seen[-len(cs):]).run()
+    return [r.outcome for r in seen if r.generation >= first]
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_optuna_nsga2_breeds_from_the_history_not_at_random(seed):
+    # Rebuilt trials must belong to their generations, or NSGA-II samples at random.
+    bred = _evaluated_from_generation("nsga2-optuna", ("val_loss",), 3, seed)
+    sampled = _evaluated_from_generation("random", ("val_loss",), 3, seed)
+    assert statistics.mean(o.val_loss for o in bred) < statistics.mean(o.val_loss for o in sampled) - 0.5
+
+
+@pytest.mark.parametrize("strategy", ["nsga2-optuna", "tpe"])
+def test_optuna_samplers_search_several_objectives(strategy):
+    # Loss falls with size: one objective breeds big models, loss and size keep small ones too.
+    one = _evaluated_from_generation(strategy, ("val_loss",), 3, 0)
+    two = _evaluated_from_generation(strategy, ("val_loss", "params"), 3, 0)
+    mean_params = [statistics.mean(o.non_embedding_params for o in outcomes) for outcomes in (one, two)]
+    assert mean_params[1] < 0.6 * mean_params[0]
+
+
 def test_fitness_is_compared_at_equal_fidelity_first():
     from genesis.evolution import Individual
 
@@ -202,8 +228,8 @@ def test_evolve_counts_compute_and_stops_on_its_token_budget(tmp_path, data_fold
     assert 4 * per_genome <= sum(r.compute_tokens for r in run.records) < 7 * per_genome
 
 
-def test_several_objectives_need_nsga2():
-    with pytest.raises(ValueError, match="need --strategy nsga2"):
+def test_several_objectives_need_a_multi_objective_strategy():
+    with pytest.raises(ValueError, match="need --strategy nsga2 or tpe or nsga2-optuna"):
         EvolutionConfig(objectives=("val_loss", "params")).validate()
     with pytest.raises(ValueError, match="objectives must be"):
         EvolutionConfig(strategy="nsga2", objectives=("val_loss", "wings")).validate()
