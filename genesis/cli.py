@@ -87,6 +87,9 @@ def evolve(
     budget_tokens: str = typer.Option(
         "0", help="Compute budget in training tokens, e.g. 2.5M (0: none); the run stops after "
         "the generation that spends it, or after --generations, whichever comes first."),
+    early_stop: float = typer.Option(
+        0.0, help="Give up trainings whose learning curve is worse than this quantile of earlier "
+        "generations' curves at the same step (0.5: the median stopping rule; 0: never)."),
 ) -> None:
     """Evolve a population of µLM genomes; each one really trains on WikiText."""
     if resume_path is not None:
@@ -103,7 +106,7 @@ def evolve(
         search_space=search_space or "default", data=data, seed=seed, output=output,
         evolution=settings, storage=storage, observers=[progress], device=device, backend=backend,
         workers=workers, threads=threads, ray_address=ray_address, rungs=_fractions(rungs),
-        budget_tokens=_token_count(budget_tokens)))
+        budget_tokens=_token_count(budget_tokens), early_stop=early_stop))
 
 
 @app.command()
@@ -547,6 +550,8 @@ class _EvolveProgress(Observer):
         outcome = record.outcome
         result = (f"ppl {outcome.val_ppl:8.1f}" if outcome.status == "ok"
                   else f"[red]{outcome.status}[/] {outcome.reason}")
+        if outcome.stopped_at is not None:
+            result += f" [yellow](given up at step {outcome.stopped_at})[/]"
         size = f"{outcome.params / 1e6:5.2f}M" if outcome.params else "     -"
         timing = "cached" if record.cached else f"{outcome.wall_s:5.1f}s"
         self.progress.console.print(

@@ -38,13 +38,15 @@ MAX_EARLY_DEATHS = 3  # workers that may die before starting a job until it coun
 
 @dataclass(frozen=True)
 class Job:
-    """One training to run: a genome, its seed, where to keep its weights, and a step
-    budget that replaces the recipe's (a lower fidelity) when given."""
+    """One training to run: a genome, its seed, where to keep its weights, a step
+    budget that replaces the recipe's (a lower fidelity) when given, and early-stopping
+    bounds on its learning curve (see `genesis.train.train`)."""
 
     genome: Genome
     seed: int
     weights_path: str | None = None
     steps: int | None = None
+    give_up_above: tuple[float | None, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -63,7 +65,8 @@ def _run_job(setup: TrainingSetup, job: Job, tokens) -> Outcome:
 
     recipe = setup.recipe if job.steps is None else dataclasses.replace(setup.recipe, steps=job.steps)
     return train(job.genome, recipe, tokens, job.seed, setup.device,
-                 weights_path=Path(job.weights_path) if job.weights_path else None)
+                 weights_path=Path(job.weights_path) if job.weights_path else None,
+                 give_up_above=job.give_up_above)
 
 
 class InProcessBackend:

@@ -376,8 +376,11 @@ class Evolution:
 
 
 def generation_stats(records: Sequence[Record]) -> dict[str, Any]:
-    """Best, mean and median fitness of the records that trained, and counts."""
-    values = [r.outcome.fitness for r in records if math.isfinite(r.outcome.fitness)]
+    """Best, mean and median fitness of the records that trained, at the generation's
+    highest fidelity (lower rungs and early-stopped trainings left out), and counts."""
+    trained = [r.outcome for r in records if math.isfinite(r.outcome.fitness)]
+    fidelity = max((o.tokens for o in trained), default=0)
+    values = [o.fitness for o in trained if o.tokens == fidelity]
     return {
         "best": min(values) if values else None,
         "mean": statistics.fmean(values) if values else None,

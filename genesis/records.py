@@ -9,13 +9,14 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from genesis.genome import Genome
 
 STATUSES = ("ok", "diverged", "oom", "error")
 WORST_FITNESS = math.inf  # validation loss given to a genome that failed to train
+CURVE_POINTS = 8  # points of a learning curve; early stopping checks at each but the last
 TIMING_FIELDS = ("tokens_per_s", "wall_s", "latency_ms")  # the only fields that vary between equal runs
 OBJECTIVES = {  # name -> what it minimizes, read from an Outcome
     "val_loss": "validation loss",
@@ -39,13 +40,17 @@ class Outcome:
         non_embedding_params: params without token and position embeddings.
         init_grad_norm: global gradient norm on the first batch, before any update
             (a training-free proxy of trainability).
-        tokens: training tokens consumed.
+        tokens: training tokens consumed (the fidelity of every number here).
         tokens_per_s: training throughput (wall clock, evaluation excluded).
         latency_ms: median time of one forward pass over a single full-length sequence
             (inference latency; varies with the machine and its load).
         size_bytes: bytes to store the weights (32 bits each, 1.58 for ternary ones).
         wall_s: wall time of the whole evaluation, model build to validation.
         reason: for a failed status, a one-line explanation.
+        curve: the learning curve, mean training loss over each of `CURVE_POINTS` equal
+            parts of the step budget (empty for budgets of fewer steps).
+        stopped_at: the step after which training was given up as hopeless (early
+            stopping), None when it ran its whole budget.
     """
 
     status: str
@@ -61,6 +66,8 @@ class Outcome:
     size_bytes: int | None = None
     wall_s: float = 0.0
     reason: str = ""
+    curve: list[float] = field(default_factory=list)
+    stopped_at: int | None = None
 
     @property
     def fitness(self) -> float:
@@ -68,6 +75,12 @@ class Outcome:
         if self.status != "ok" or self.val_loss is None or not math.isfinite(self.val_loss):
             return WORST_FITNESS
         return self.val_loss
+
+    @property
+    def rank(self) -> tuple[int, float]:
+        """Sort key, best first: more training tokens (compare at equal fidelity), then
+        lower fitness; failures last."""
+        return (0 if math.isinf(self.fitness) else -self.tokens, self.fitness)
 
     def objective(self, name: str) -> float:
         """The value of objective `name` (see `OBJECTIVES`), worst for a failure."""

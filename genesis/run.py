@@ -27,6 +27,7 @@ from genesis.data import TokenData, default_cache_dir, load_data
 from genesis.errors import GenesisError
 from genesis.evaluate import BACKENDS, Job, TrainingSetup, make_backend
 from genesis.evolution import Candidate, Evolution, EvolutionConfig, Observer
+from genesis.fidelity import give_up_bounds
 from genesis.recipe import DEFAULT_RECIPE, Recipe, load_recipe
 from genesis.records import Outcome, Record, training_seed
 from genesis.space import DEFAULT_SEARCH_SPACE, SearchSpace, load_search_space, parse_search_space
@@ -103,6 +104,7 @@ def evolve(
     ray_address: str | None = None,
     rungs: Sequence[float] = (1.0,),
     budget_tokens: int = 0,
+    early_stop: float = 0.0,
 ) -> Run:
     """Evolve a population of µLM genomes that really train on WikiText.
 
@@ -132,6 +134,9 @@ def evolve(
         budget_tokens: stop once this many training tokens are spent (0: no budget):
             after the generation that spends it, or after `generations`, whichever is
             first. Cached evaluations are free; rungs count every rung they trained.
+        early_stop: give up full-budget trainings whose learning curve is hopeless:
+            worse than this quantile of earlier generations' curves at the same step
+            (0.5: Vizier's median stopping rule; 0: never). See `genesis.fidelity`.
 
     Returns:
         The finished `Run`.
@@ -152,7 +157,8 @@ def evolve(
     except ValueError as error:
         raise GenesisError(str(error)) from None
     tokens = data if isinstance(data, TokenData) else load_data(data, recipe.vocab_size, cache_dir)
-    evaluator = _evaluator_config(backend, workers, threads, ray_address, resolve_device(device), rungs)
+    evaluator = _evaluator_config(backend, workers, threads, ray_address, resolve_device(device), rungs,
+                                  early_stop)
 
     store = RunStore.create(output, new_run_id(seed), {
         "seed": seed,
@@ -255,10 +261,12 @@ def resolve_device(device: str) -> str:
 
 
 def _evaluator_config(backend: str, workers: int, threads: int | None, ray_address: str | None,
-                      device: str, rungs: Sequence[float]) -> dict[str, Any]:
+                      device: str, rungs: Sequence[float], early_stop: float) -> dict[str, Any]:
     rungs = [float(f) for f in rungs]
     if not rungs or rungs[-1] != 1.0 or any(not 0 < a < b for a, b in zip(rungs, rungs[1:])) or rungs[0] <= 0:
         raise GenesisError("rungs must be increasing fractions of the recipe's steps ending at 1")
+    if not 0.0 <= early_stop <= 1.0:
+        raise GenesisError("early stopping takes a quantile between 0 (off) and 1")
     if backend not in BACKENDS:
         raise GenesisError(f"unknown backend {backend!r} (choose from {', '.join(BACKENDS)})")
     if workers < 1 or (threads is not None and threads < 1):
@@ -266,7 +274,7 @@ def _evaluator_config(backend: str, workers: int, threads: int | None, ray_addre
     cores = os.cpu_count() or 1
     default_threads = cores if backend == "inprocess" else max(1, cores // workers)
     return {"backend": backend, "workers": workers, "threads": threads or default_threads,
-            "ray_address": ray_address, "device": device, "rungs": rungs}
+            "ray_address": ray_address, "device": device, "rungs": rungs, "early_stop": early_stop}
 
 
 def _drive(store, space, recipe, tokens, config, recorder, observers, evaluator_config, cache_dir,
@@ -285,7 +293,7 @@ def _drive(store, space, recipe, tokens, config, recorder, observers, evaluator_
             recorder.add(record)
         rung_steps = [max(1, round(f * recipe.steps)) for f in evaluator_config.get("rungs", [1.0])]
         evaluator = _CachingEvaluator(store, recorder, backend, config.seed, observers, previous,
-                                      rung_steps)
+                                      rung_steps, recipe.tokens, evaluator_config.get("early_stop", 0.0))
         loop = Evolution(space, config, evaluator, observers)
         if checkpoint is not None:
             loop.restore(checkpoint["evolution"])
@@ -316,18 +324,27 @@ class _CachingEvaluator:
     A candidate recorded before an interruption (same generation, index and genome) is
     taken from the record log as it is. A genome evaluated before is not trained again:
     its training seed depends only on the run seed and the genome, so a repeat would
-    reproduce the same outcome, and reusing it is exact. Records are written as
-    trainings finish; the trained weights of the best genomes so far are kept.
+    reproduce the same outcome, and reusing it is exact (a genome given up by early
+    stopping stays given up). Records are written as trainings finish; the trained
+    weights of the best genomes so far are kept.
+
+    Early stopping bounds come from the learning curves of full trainings in earlier
+    generations only, so they do not depend on the order in which a generation's
+    trainings finish, and a resumed run computes the same bounds.
     """
 
     def __init__(self, store: RunStore, recorder: StudyRecorder, backend, seed: int,
                  observers: Sequence[Observer], previous: Sequence[Record], rung_steps: Sequence[int],
-                 keep: float = 0.5):
+                 full_tokens: int, early_stop: float = 0.0, keep: float = 0.5):
         self.store, self.recorder, self.backend = store, recorder, backend
         self.seed, self.observers = seed, observers
         self.rung_steps, self.keep = list(rung_steps), keep
+        self.full_tokens, self.early_stop = full_tokens, early_stop
         self.recorded = {(r.generation, r.index): r for r in previous}
         self.known: dict[str, Outcome] = {r.genome_id: r.outcome for r in previous}
+        self.curves: list[tuple[int, list[float]]] = []  # (generation, curve) of full trainings
+        for record in previous:
+            self._remember_curve(record)
 
     def __call__(self, candidates: Sequence[Candidate]) -> list[Record]:
         done: dict[int, Record] = {}
@@ -344,12 +361,16 @@ class _CachingEvaluator:
         # `keep` share of them goes on to the next rung, and so on; only the last rung is
         # the recipe's full budget. A genome stops with the outcome of the last rung it
         # reached, which records its fidelity (tokens). With one rung this is plain training.
+        generation = candidates[0].generation if candidates else 0
+        bounds = give_up_bounds([c for g, c in self.curves if g < generation], self.early_stop) \
+            if self.early_stop > 0 else ()
         alive = list(waiting)
         spent = dict.fromkeys(waiting, 0)  # genome id -> training tokens over all its rungs
         for level, steps in enumerate(self.rung_steps):
             final = level == len(self.rung_steps) - 1
             jobs = [Job(waiting[g][0].genome, training_seed(self.seed, g),
-                        str(self.store.weights_path(g)) if final else None, None if final else steps)
+                        str(self.store.weights_path(g)) if final else None, None if final else steps,
+                        bounds if final else ())
                     for g in alive]
             reached: dict[str, Outcome] = {}
             for job, outcome in self.backend.run(jobs):
@@ -370,7 +391,7 @@ class _CachingEvaluator:
         """Record a genome's final outcome for every candidate that waited for it; the
         first one carries the compute its training cost, the others were free."""
         self.known[genome_id] = outcome
-        best = sorted(self.known, key=lambda g: self.known[g].fitness)[:KEPT_WEIGHTS]
+        best = sorted(self.known, key=lambda g: self.known[g].rank)[:KEPT_WEIGHTS]
         self.store.prune_weights(set(best))
         for position, candidate in enumerate(waiting[genome_id]):
             done[candidate.index] = self._keep(candidate, outcome, cached=position > 0,
@@ -378,9 +399,16 @@ class _CachingEvaluator:
 
     def _keep(self, candidate: Candidate, outcome: Outcome, cached: bool, compute_tokens: int = 0) -> Record:
         record = candidate.to_record(outcome, cached=cached, compute_tokens=compute_tokens)
+        self._remember_curve(record)
         self.store.append(record)
         self.recorder.add(record)
         return self._notify(record)
+
+    def _remember_curve(self, record: Record) -> None:
+        outcome = record.outcome
+        if (not record.cached and outcome.status == "ok" and outcome.stopped_at is None
+                and outcome.tokens == self.full_tokens and outcome.curve):
+            self.curves.append((record.generation, outcome.curve))
 
     def _notify(self, record: Record) -> Record:
         for observer in self.observers:

@@ -248,9 +248,10 @@ def list_runs(folder: str | Path) -> list[RunStore]:
 
 
 def best_records(records: Iterable[Record], k: int) -> list[Record]:
-    """The `k` best distinct genomes among `records` (first record of each genome)."""
+    """The `k` best distinct genomes among `records` (first record of each genome), at
+    the highest fidelity first."""
     first: dict[str, Record] = {}
     for record in records:
         first.setdefault(record.genome_id, record)
-    ranked = sorted(first.values(), key=lambda r: (r.outcome.fitness, r.generation, r.index))
+    ranked = sorted(first.values(), key=lambda r: (r.outcome.rank, r.generation, r.index))
     return ranked[:k]

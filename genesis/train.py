@@ -12,7 +12,7 @@ import logging
 import math
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -21,7 +21,7 @@ from genesis.data import TokenData
 from genesis.genome import Genome
 from genesis.model import GPT, GPTConfig, save_weights
 from genesis.recipe import Recipe
-from genesis.records import Outcome
+from genesis.records import CURVE_POINTS, Outcome
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +38,7 @@ def train(
     device: str = "cpu",
     on_step: Callable[[int, float], None] | None = None,
     weights_path: Path | None = None,
+    give_up_above: Sequence[float | None] = (),
 ) -> Outcome:
     """Build the genome's model, train it for `recipe.steps` and measure it.
 
@@ -50,13 +51,17 @@ def train(
         on_step: called as `on_step(step, loss)` every few steps.
         weights_path: where to save the trained weights (safetensors) if training
             succeeds; nothing is saved without it.
+        give_up_above: early stopping, one bound (or None) per learning-curve point
+            but the last: training stops after point k when the lowest point so far is
+            above bound k. The outcome then records the step and the tokens it reached;
+            it is measured on the validation batches as usual.
 
     Returns:
         An `Outcome`; its status says whether training succeeded.
     """
     started = time.perf_counter()
     try:
-        return _train(genome, recipe, data, seed, device, on_step, started, weights_path)
+        return _train(genome, recipe, data, seed, device, on_step, started, weights_path, give_up_above)
     except torch.OutOfMemoryError as error:
         return _failure("oom", error, recipe, started)
     except Exception as error:  # a bad genome must not stop the run; the record keeps why
@@ -83,7 +88,16 @@ def uses_bf16(recipe: Recipe, device: str) -> bool:
     return recipe.precision == "bf16"
 
 
-def _train(genome, recipe, data, seed, device, on_step, started, weights_path) -> Outcome:
+def curve_parts(steps: int) -> list[tuple[int, int]]:
+    """The (start, end) steps of the `CURVE_POINTS` equal parts of a step budget; none
+    for budgets too short to have that many."""
+    if steps < CURVE_POINTS:
+        return []
+    ends = [round(steps * (k + 1) / CURVE_POINTS) for k in range(CURVE_POINTS)]
+    return list(zip([0, *ends[:-1]], ends))
+
+
+def _train(genome, recipe, data, seed, device, on_step, started, weights_path, give_up_above) -> Outcome:
     torch.manual_seed(seed)
     config = GPTConfig.from_genome(genome, data.vocab_size, recipe.seq_len)
     model = GPT(config).to(device)
@@ -93,6 +107,11 @@ def _train(genome, recipe, data, seed, device, on_step, started, weights_path) -
     step_model = torch.compile(model) if recipe.compile else model
     train_tokens = torch.from_numpy(data.train.astype(np.int64)).to(device)
     generator = torch.Generator(device="cpu").manual_seed(seed)
+    parts = curve_parts(recipe.steps)
+    # part end step -> (part start, bound); only these steps wait for the device
+    checks = {end: (start, bound) for (start, end), bound in zip(parts[:-1], give_up_above)
+              if bound is not None}
+    lowest_part, stopped_at = math.inf, None
 
     losses = torch.zeros(recipe.steps, device=device)
     train_started = time.perf_counter()
@@ -112,25 +131,35 @@ def _train(genome, recipe, data, seed, device, on_step, started, weights_path) -
         losses[step] = loss.detach()
         if on_step is not None and ((step + 1) % REPORT_EVERY == 0 or step + 1 == recipe.steps):
             on_step(step + 1, losses[step].item())
+        if step + 1 in checks:
+            start, bound = checks[step + 1]
+            lowest_part = min(lowest_part, losses[start:step + 1].mean().item())
+            if lowest_part > bound:
+                stopped_at = step + 1
+                break
+    steps_run = stopped_at or recipe.steps
+    tokens = steps_run * recipe.batch_size * recipe.seq_len
+    losses = losses[:steps_run]
     finite = torch.isfinite(losses)
     train_seconds = time.perf_counter() - train_started
     if not finite.all():
         first = int((~finite).nonzero()[0])
         return Outcome(status="diverged",
                        reason=f"loss became {losses[first].item()} at step {first + 1}",
-                       tokens=recipe.tokens, wall_s=time.perf_counter() - started)
+                       tokens=tokens, wall_s=time.perf_counter() - started)
 
     with autocast:
         val_loss = evaluate(model, data.valid, recipe, device)
         latency_ms = inference_latency_ms(model, recipe.seq_len, device)
-    tail = max(1, recipe.steps // 10)
+    tail = max(1, steps_run // 10)
     params = model.num_parameters()
     if not math.isfinite(val_loss):
         return Outcome(status="diverged", reason=f"validation loss is {val_loss}",
-                       params=params, tokens=recipe.tokens,
+                       params=params, tokens=tokens,
                        wall_s=time.perf_counter() - started)
     if weights_path is not None:
         save_weights(model, weights_path)
+    reached = [(start, end) for start, end in parts if end <= steps_run]
     return Outcome(
         status="ok",
         val_loss=val_loss,
@@ -139,11 +168,13 @@ def _train(genome, recipe, data, seed, device, on_step, started, weights_path) -
         params=params,
         non_embedding_params=model.num_parameters(non_embedding=True),
         init_grad_norm=init_grad_norm.item(),
-        tokens=recipe.tokens,
-        tokens_per_s=recipe.tokens / train_seconds,
+        tokens=tokens,
+        tokens_per_s=tokens / train_seconds,
         latency_ms=latency_ms,
         size_bytes=model.size_bytes(),
         wall_s=time.perf_counter() - started,
+        curve=torch.stack([losses[a:b].mean() for a, b in reached]).tolist() if reached else [],
+        stopped_at=stopped_at,
     )
 
 

@@ -38,7 +38,8 @@ def test_in_process_and_process_pool_give_identical_records(tmp_path, data_folde
     pooled = _evolve(tmp_path, data_folder, "processes", backend="processes", workers=2)
     assert _comparable(in_process) == _comparable(pooled)
     assert pooled.config["evaluator"] == {"backend": "processes", "workers": 2, "threads": 1,
-                                          "ray_address": None, "device": "cpu", "rungs": [1.0]}
+                                          "ray_address": None, "device": "cpu", "rungs": [1.0],
+                                          "early_stop": 0.0}
 
 
 def test_ray_backend_on_a_local_instance_gives_identical_records(tmp_path, data_folder):
@@ -130,3 +131,33 @@ def test_successive_halving_promotes_the_best_at_each_rung(tmp_path, data_folder
     second = {g: loss_at(next(r for r in run.records if r.genome_id == g), 4) for g in went_on}
     finalists = [r.genome_id for r in run.records if r.outcome.tokens == 8 * per_step]
     assert max(second[g] for g in finalists) <= min(v for g, v in second.items() if g not in finalists)
+
+
+def test_early_stopping_gives_up_exactly_what_earlier_generations_bound(tmp_path, tokens):
+    from genesis.fidelity import give_up_bounds
+    from genesis.train import curve_parts
+
+    recipe = Recipe(name="stopping", steps=16, batch_size=4, seq_len=32, warmup_steps=2,
+                    eval_batches=2, eval_batch_size=4)
+    run = genesis.evolve(population=6, generations=3, search_space=FIXTURES / "small_space.toml",
+                         recipe=recipe, data=tokens, seed=4, output=tmp_path, early_stop=0.5)
+    assert run.config["evaluator"]["early_stop"] == 0.5
+    trained = [r for r in run.records if not r.cached]
+    assert all(r.outcome.stopped_at is None for r in trained if r.generation == 0)
+    stopped = [r for r in trained if r.outcome.stopped_at is not None]
+    assert stopped, "the median rule gives up on some training"
+    ends = [end for _, end in curve_parts(recipe.steps)]
+    for record in (r for r in trained if r.generation > 0):
+        earlier = [r.outcome.curve for r in trained
+                   if r.generation < record.generation and r.outcome.stopped_at is None]
+        bounds = give_up_bounds(earlier, 0.5)
+        curve = record.outcome.curve
+        above = [k for k, bound in enumerate(bounds) if bound is not None and k < len(curve)
+                 and min(curve[: k + 1]) > bound]
+        if record.outcome.stopped_at is None:
+            assert not above and len(curve) == 8
+        else:
+            assert record.outcome.stopped_at == ends[above[0]] and len(curve) == above[0] + 1
+            assert record.compute_tokens == record.outcome.tokens < recipe.tokens
+            assert record.outcome.val_loss is not None
+    assert all(r.outcome.stopped_at is None for r in run.best(3))  # full fidelity ranks first

@@ -139,7 +139,7 @@ def test_bad_genome_dicts_are_rejected(data, message):
 def test_the_pure_core_does_not_import_torch():
     code = (
         "import sys, genesis, genesis.evolution, genesis.operators, genesis.space, "
-        "genesis.store, genesis.records; print('torch' in sys.modules)"
+        "genesis.store, genesis.records, genesis.fidelity, genesis.samplers; print('torch' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

@@ -55,3 +55,24 @@ def test_learning_rate_warms_up_then_decays_to_the_floor():
     assert math.isclose(learning_rate(100, recipe), 1e-4)
     rates = [learning_rate(s, recipe) for s in range(10, 100)]
     assert rates == sorted(rates, reverse=True)
+
+
+def test_early_stopping_gives_up_at_the_first_point_above_its_bound(tokens):
+    from genesis.records import TIMING_FIELDS
+    from genesis.train import curve_parts
+
+    recipe = Recipe(steps=16, batch_size=4, seq_len=32, warmup_steps=2, eval_batches=2, eval_batch_size=4)
+    full = train(GENOME, recipe, tokens, seed=1)
+    assert len(full.curve) == 8 and full.stopped_at is None
+    assert full.curve[-1] < full.curve[0]  # a learning curve: the loss falls
+    # bounds the curve never exceeds change nothing at all
+    unbounded = train(GENOME, recipe, tokens, seed=1, give_up_above=[None, *full.curve[1:-1]])
+    same = lambda o: {k: v for k, v in o.to_dict().items() if k not in TIMING_FIELDS}  # noqa: E731
+    assert same(unbounded) == same(full)
+    # a bound below the lowest point reached so far at curve point 3 stops it there
+    bounds = [None, math.inf, math.inf, min(full.curve[:4]) - 1e-3, math.inf, math.inf, math.inf]
+    stopped = train(GENOME, recipe, tokens, seed=1, give_up_above=bounds)
+    end = curve_parts(16)[3][1]
+    assert stopped.status == "ok" and stopped.stopped_at == end == 8
+    assert stopped.tokens == end * 4 * 32 and stopped.curve == full.curve[:4]
+    assert math.isfinite(stopped.val_loss) and stopped.val_loss > full.val_loss

@@ -1,0 +1,47 @@
+"""Early stopping of hopeless trainings: Google Vizier's median stopping rule (Golovin et
+al. 2017), at any quantile.
+
+A training is given up after point k of its learning curve when the lowest point it has
+reached so far is above the `quantile` of the running averages, up to point k, of earlier
+full trainings' curves. At 0.5 this is Vizier's median rule; a higher quantile gives up
+only on clearly hopeless trainings. Comparing a training's best point with the others'
+running averages (which include their higher early losses) is deliberately lenient.
+
+Pure Python: the evaluator computes the bounds, the trainer only compares against them.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from genesis.records import CURVE_POINTS
+
+MIN_REFERENCES = 4  # earlier full trainings needed before any training is given up
+FIRST_CHECK = 1  # no check at the first curve point: that early, losses mostly tell warm-up apart
+
+
+def give_up_bounds(references: Sequence[Sequence[float]], quantile: float) -> tuple[float | None, ...]:
+    """One bound per curve point but the last (None: no check there), from the learning
+    curves of earlier full trainings; no bounds at all with too few references.
+
+    Args:
+        references: learning curves (`Outcome.curve`) of trainings that ran their whole
+            budget; curves of another length are ignored.
+        quantile: in (0, 1]; which quantile of the running averages bounds each point.
+    """
+    curves = [list(curve) for curve in references if len(curve) == CURVE_POINTS]
+    if len(curves) < MIN_REFERENCES:
+        return ()
+    bounds: list[float | None] = [None] * FIRST_CHECK
+    for point in range(FIRST_CHECK, CURVE_POINTS - 1):
+        averages = sorted(sum(curve[: point + 1]) / (point + 1) for curve in curves)
+        bounds.append(_quantile(averages, quantile))
+    return tuple(bounds)
+
+
+def _quantile(ordered: Sequence[float], quantile: float) -> float:
+    """Linear interpolation between the closest ranks of an ordered sample."""
+    position = quantile * (len(ordered) - 1)
+    low = int(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
