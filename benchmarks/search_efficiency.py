@@ -28,13 +28,14 @@ import time
 from common import RESULTS, benchmark_parser, machine, read_results, rendered_only, table, update_readme, write_results
 
 NAME = "search_efficiency"
-STRATEGIES = {  # name -> genesis.evolve settings beyond the shared ones
+STRATEGIES = {  # name -> EvolutionConfig fields, and the `rungs` / `early_stop` of genesis.evolve
     "random": {"strategy": "random"},
     "tpe": {"strategy": "tpe"},
     "nsga2-optuna": {"strategy": "nsga2-optuna"},
     "evolution": {"strategy": "evolution"},
     "aging": {"strategy": "aging"},
     "evolution+halving": {"strategy": "evolution", "rungs": (0.25, 0.5, 1.0)},
+    "evolution+early-stop": {"strategy": "evolution", "early_stop": 0.5},
 }
 SINGLE_FIDELITY = "evolution"  # the reference the multi-fidelity variants must match
 GRID_POINTS = 48
@@ -46,17 +47,18 @@ def run_strategy(name: str, seed: int, tokens, recipe, population: int, budget: 
     from genesis.evolution import EvolutionConfig
 
     settings = dict(STRATEGIES[name])
-    rungs = settings.pop("rungs", (1.0,))
+    fidelity = {"rungs": settings.pop("rungs", (1.0,)), "early_stop": settings.pop("early_stop", 0.0)}
     with tempfile.TemporaryDirectory() as output:
         started = time.perf_counter()
         run = genesis.evolve(population=population, generations=10_000, recipe=recipe, data=tokens,
                              seed=seed, output=output, evolution=EvolutionConfig(**settings),
-                             rungs=rungs, budget_tokens=budget)
+                             budget_tokens=budget, **fidelity)
         wall = time.perf_counter() - started
     return {"seed": seed, "wall_s": wall, "curve": compute_curve(run.records, recipe.tokens),
             "evaluations": len(run.records), "trained": sum(1 for r in run.records if not r.cached),
             "full_budget_trainings": sum(1 for r in run.records
-                                         if not r.cached and r.outcome.tokens == recipe.tokens)}
+                                         if not r.cached and r.outcome.tokens == recipe.tokens),
+            "given_up": sum(1 for r in run.records if not r.cached and r.outcome.stopped_at is not None)}
 
 
 def compute_curve(records, full_tokens: int) -> list[list[float]]:
