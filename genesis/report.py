@@ -47,10 +47,15 @@ def build_report(path: str | Path, top: int = 5, bootstrap_resamples: int = 2000
         "operators": operator_effects(run.records),
         "sigma": sigma_by_generation(run.records),
         "proxies": proxy_correlations(distinct),
-        "pareto": pareto_front(distinct),
+        "pareto": pareto_front(distinct, _searched_objectives(run.config)),
         "champions": champions(run.records, top),
         "alpha": ALPHA,
     }
+
+
+def _searched_objectives(config: dict[str, Any]) -> tuple[str, ...]:
+    objectives = tuple(config["evolution"].get("objectives", ("val_loss",)))
+    return objectives if len(objectives) > 1 else DEFAULT_FRONT
 
 
 def _run_section(run: Run) -> dict[str, Any]:
@@ -346,20 +351,34 @@ def sigma_by_generation(records: Sequence[Record]) -> list[dict[str, Any]]:
             for g, group in _by_generation(records).items()]
 
 
-def pareto_front(distinct: Sequence[Record]) -> dict[str, Any]:
-    """Genomes not dominated in (validation perplexity, parameter count), both minimized."""
-    points = [(r.outcome.val_ppl, r.outcome.params, r) for r in distinct]
-    front = [p for p in points
-             if not any(q[0] <= p[0] and q[1] <= p[1] and (q[0], q[1]) != (p[0], p[1]) for q in points)]
-    front.sort(key=lambda p: p[1])
+DEFAULT_FRONT = ("val_loss", "params")  # the front of a run that searched one objective
+
+
+def pareto_front(distinct: Sequence[Record], objectives: Sequence[str] = DEFAULT_FRONT) -> dict[str, Any]:
+    """Genomes not dominated over `objectives` (names of `records.OBJECTIVES`, all minimized).
+
+    A run that searched several objectives is read over its own; any other over
+    validation loss and non-embedding parameters. Every point lists all four metrics.
+    """
+    vectors = [(tuple(r.outcome.objective(name) for name in objectives), r) for r in distinct]
+    front = [(v, r) for v, r in vectors if not any(_dominates(w, v) for w, _ in vectors)]
+    front.sort(key=lambda item: item[0][1:])
     return {
-        "objectives": ["val_ppl", "params"],
-        "note": "front over perplexity and parameters; each point's inference latency is listed",
-        "points": [{"genome_id": r.genome_id, "genome": r.genome.to_dict(), "val_ppl": ppl,
-                    "params": params} for ppl, params, r in points],
-        "front": [{"genome_id": r.genome_id, "traits": r.genome.describe(), "val_ppl": ppl,
-                   "params": params, "latency_ms": r.outcome.latency_ms} for ppl, params, r in front],
+        "objectives": list(objectives),
+        "points": [_front_point(r) for _, r in vectors],
+        "front": [_front_point(r) for _, r in front],
     }
+
+
+def _dominates(a: Sequence[float], b: Sequence[float]) -> bool:
+    return all(x <= y for x, y in zip(a, b)) and tuple(a) != tuple(b)
+
+
+def _front_point(record: Record) -> dict[str, Any]:
+    outcome = record.outcome
+    return {"genome_id": record.genome_id, "genome": record.genome.to_dict(), "traits": record.genome.describe(),
+            "val_ppl": outcome.val_ppl, "params": outcome.non_embedding_params,
+            "latency_ms": outcome.latency_ms, "size_bytes": outcome.size_bytes}
 
 
 def champions(records: Sequence[Record], top: int) -> list[dict[str, Any]]:

@@ -19,6 +19,10 @@ matplotlib.use("Agg")  # files only: no display is needed or wanted
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
+FRONT_LABELS = {"val_loss": "perplexity", "params": "non-embedding parameters",
+                "latency_ms": "latency", "size_bytes": "size"}
+AXIS_LABELS = {"val_ppl": "validation perplexity", "params": "non-embedding parameters",
+               "latency_ms": "inference latency (ms)", "size_bytes": "size (bytes)"}
 PLOTS = ("convergence", "diversity", "traits", "operators_sigma", "pareto")
 
 
@@ -169,11 +173,12 @@ def report_sections(report: dict[str, Any]) -> list[tuple[str, str, list[str], l
         "left out. The plot also shows how the weight-mutation σ evolved."))
     pareto = report["pareto"]
     sections.append((
-        "Pareto front: perplexity vs parameters", "pareto",
-        ["genome", "traits", "val ppl", "params", "latency ms"],
-        [[p["genome_id"], p["traits"], _fmt(p["val_ppl"], 4), _fmt(p["params"]), _fmt(p.get("latency_ms"))]
-         for p in pareto["front"]],
-        pareto["note"].capitalize() + "."))
+        f"Pareto front: {' vs '.join(FRONT_LABELS[o] for o in pareto['objectives'])}", "pareto",
+        ["genome", "traits", "val ppl", "non-embedding params", "latency ms", "size bytes"],
+        [[p["genome_id"], p["traits"], _fmt(p["val_ppl"], 4), _fmt(p["params"]), _fmt(p["latency_ms"]),
+          _fmt(p["size_bytes"])] for p in pareto["front"]],
+        "Genomes no other genome beats on every one of these objectives (all minimized); the run's "
+        "own objectives when it searched several. Latency varies with the machine's load."))
     sections.append((
         "Champions", None, ["rank", "genome", "traits", "val ppl", "params", "gen", "made by", "parents"],
         [[str(c["rank"]), c["genome_id"], c["traits"], _fmt(c["metrics"]["val_ppl"], 4),
@@ -297,12 +302,18 @@ def _plot_sigma(report):
 
 def _plot_pareto(report):
     figure, axis = plt.subplots(figsize=(7, 4))
-    points, front = report["pareto"]["points"], report["pareto"]["front"]
-    axis.scatter([p["params"] for p in points], [p["val_ppl"] for p in points], s=16, alpha=0.5,
-                 label="genomes")
-    axis.plot([p["params"] for p in front], [p["val_ppl"] for p in front], "o-", color="C3",
-              label="Pareto front")
-    axis.set(xlabel="parameters", ylabel="validation perplexity", title="Perplexity vs size")
+    pareto = report["pareto"]
+    shown = [o if o != "val_loss" else "val_ppl" for o in pareto["objectives"]]
+    y = "val_ppl" if "val_ppl" in shown else shown[1]
+    x = next(o for o in shown if o != y)
+    points, front = pareto["points"], pareto["front"]
+    axis.scatter([p[x] for p in points], [p[y] for p in points], s=16, alpha=0.5, label="genomes")
+    axis.plot([p[x] for p in front], [p[y] for p in front], "o-" if len(shown) == 2 else "o",
+              color="C3", label="Pareto front" if len(shown) == 2 else "Pareto front (projected)")
+    values = [p[x] for p in points if p[x]]
+    if values and max(values) > 50 * min(values):  # e.g. one latency measured under load
+        axis.set_xscale("log")
+    axis.set(xlabel=AXIS_LABELS[x], ylabel=AXIS_LABELS[y], title="Pareto front")
     axis.legend()
     axis.grid(alpha=0.3)
     return figure

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import random
 import re
 
 import matplotlib.image
@@ -140,3 +141,26 @@ def test_cli_report_text_json_and_comparison(tiny_run, tmp_path, data_folder):
 def test_cli_report_on_a_folder_that_is_not_a_run_exits_2(tmp_path):
     result = runner.invoke(app, ["report", str(tmp_path)])
     assert result.exit_code == 2 and "is not a genesis run" in result.output
+
+
+def test_the_pareto_front_is_over_the_objectives_a_run_searched():
+    from genesis.report import pareto_front
+
+    space = load_search_space()
+    rng = random.Random(0)
+    genomes = list(dict.fromkeys(space.sample(rng) for _ in range(60)))[:30]
+    records = [Candidate(0, i, g).to_record(Outcome(
+        "ok", val_loss=5.0 + rng.random(), val_ppl=0.0, non_embedding_params=rng.randrange(1000, 9000),
+        latency_ms=rng.random(), size_bytes=rng.randrange(10_000))) for i, g in enumerate(genomes)]
+
+    def dominated(record, objectives):
+        mine = [record.outcome.objective(o) for o in objectives]
+        return any(all(o.outcome.objective(n) <= m for n, m in zip(objectives, mine))
+                   and [o.outcome.objective(n) for n in objectives] != mine for o in records)
+
+    for objectives in (("val_loss", "params"), ("val_loss", "latency_ms", "size_bytes")):
+        front = {p["genome_id"] for p in pareto_front(records, objectives)["front"]}
+        assert front == {r.genome_id for r in records if not dominated(r, objectives)}
+    two = pareto_front(records, ("val_loss", "params"))["front"]
+    assert [p["params"] for p in two] == sorted(p["params"] for p in two)
+    assert len(pareto_front(records, ("val_loss", "latency_ms", "size_bytes"))["front"]) > len(two)
