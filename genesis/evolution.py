@@ -244,7 +244,8 @@ class Evolution:
         self.spent_tokens += sum(r.compute_tokens for r in records)
         for record in records:
             self.history.setdefault(record.genome_id, Evaluated(record.genome, tuple(
-                record.outcome.objective(name) for name in self.config.objectives), self.generation))
+                record.outcome.objective(name) for name in self.config.objectives), self.generation,
+                record.outcome.tokens))
         if self.config.strategy == "aging" and self.generation > 0:
             # the youngest population_size genomes live on; the oldest die, however fit
             self.population = (self.population + records)[-self.config.population_size:]
@@ -349,8 +350,8 @@ class Evolution:
             "population": [r.to_dict() for r in self.population],
             "hall_of_fame": [ind.record.to_dict() for ind in self.hall_of_fame],
             "logbook": list(self.logbook),
-            "history": [[genome.to_dict(), [v if math.isfinite(v) else None for v in values], generation]
-                        for genome, values, generation in self.history.values()],
+            "history": [[genome.to_dict(), [v if math.isfinite(v) else None for v in values], generation, tokens]
+                        for genome, values, generation, tokens in self.history.values()],
             "rng": [version, list(internal), gauss],
         }
 
@@ -367,12 +368,13 @@ class Evolution:
         for entry in state["logbook"]:
             self.logbook.record(**entry)
         self.history = {}
-        for traits, values, *generation in state["history"]:
+        for traits, values, *where in state["history"]:
             genome = Genome.from_dict(traits)
-            if not isinstance(values, list):  # an older checkpoint: one fitness, no generation
-                values, generation = [values], [0]
+            if not isinstance(values, list):  # an older checkpoint: one fitness, nothing else
+                values, where = [values], []
+            generation, tokens = (*where, 0, 0)[:2]
             self.history[genome.id] = Evaluated(genome, tuple(math.inf if v is None else v for v in values),
-                                                generation[0])
+                                                generation, tokens)
 
 
 def generation_stats(records: Sequence[Record]) -> dict[str, Any]:

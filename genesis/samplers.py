@@ -26,11 +26,13 @@ OPTUNA_STRATEGIES = ("tpe", "nsga2-optuna")
 
 class Evaluated(NamedTuple):
     """A genome evaluated earlier in a run: its objective values (all minimized, inf for
-    a failure) and the generation it was first evaluated in."""
+    a failure), the generation it was first evaluated in and the training tokens its
+    values were measured at (its fidelity)."""
 
     genome: Genome
     values: tuple[float, ...]
     generation: int
+    tokens: int = 0
 
 
 class _GenerationalNSGAII(optuna.samplers.NSGAIISampler):
@@ -75,14 +77,11 @@ def sample_genomes(strategy: str, space: SearchSpace, history: Sequence[Evaluate
         objectives = len(history[0].values) if history else 1
         study = optuna.create_study(directions=["minimize"] * objectives, sampler=sampler)
         dists = distributions(space)
-        for genome, values, evaluated_in in history:
-            finite = all(math.isfinite(v) for v in values)
-            study.add_trial(create_trial(
-                params={name: getattr(genome, name) for name in dists}, distributions=dists,
-                values=list(values) if finite else None,
-                state=TrialState.COMPLETE if finite else TrialState.FAIL,
-                system_attrs=({sampler._get_generation_key(): evaluated_in}
-                              if isinstance(sampler, _GenerationalNSGAII) else None)))
+        full = max((entry.tokens for entry in history), default=0)
+        for genome, values, evaluated_in, tokens in history:
+            study.add_trial(_trial(genome, values, tokens < full, tokens, dists,
+                                   {sampler._get_generation_key(): evaluated_in}
+                                   if isinstance(sampler, _GenerationalNSGAII) else None))
         seen = {entry.genome for entry in history}
         genomes: list[Genome] = []
         for _ in range(count):
@@ -95,6 +94,24 @@ def sample_genomes(strategy: str, space: SearchSpace, history: Sequence[Evaluate
     finally:
         optuna.logging.set_verbosity(verbosity)
     return genomes
+
+
+def _trial(genome: Genome, values: tuple[float, ...], lower_fidelity: bool, tokens: int,
+           dists: dict, system_attrs: dict | None) -> optuna.trial.FrozenTrial:
+    """An evaluated genome as a finished Optuna trial. A failure is a failed trial; a
+    lower-fidelity result (a lower rung, an early stop) is a pruned one, so that samplers
+    compare values at equal fidelity: TPE ranks it below every complete trial by the
+    value it reached (single objective), NSGA-II leaves it out."""
+    params = {name: getattr(genome, name) for name in dists}
+    if not all(math.isfinite(v) for v in values):
+        return create_trial(params=params, distributions=dists, state=TrialState.FAIL,
+                            system_attrs=system_attrs)
+    if lower_fidelity:
+        return create_trial(params=params, distributions=dists, state=TrialState.PRUNED,
+                            intermediate_values={tokens: values[0]} if len(values) == 1 else None,
+                            system_attrs=system_attrs)
+    return create_trial(params=params, distributions=dists, values=list(values),
+                        state=TrialState.COMPLETE, system_attrs=system_attrs)
 
 
 def generation_seed(run_seed: int, generation: int) -> int:

@@ -324,3 +324,19 @@ def test_cli_unreachable_hub_exits_2_naming_the_data_option(tmp_path):
     assert result.returncode == 2
     assert "--data PATH" in result.stderr and result.stderr.count("\n") == 1
     assert not (tmp_path / "r").exists()
+
+
+def test_optuna_samplers_see_lower_fidelity_results_as_pruned(monkeypatch):
+    import genesis.samplers as samplers
+    from optuna.trial import TrialState
+
+    made = []
+    real = samplers.create_trial
+    monkeypatch.setattr(samplers, "create_trial", lambda **kwargs: made.append(real(**kwargs)) or made[-1])
+    space = load_search_space()
+    full, brief, failed = (space.sample(random.Random(seed)) for seed in (1, 2, 3))
+    history = [samplers.Evaluated(full, (5.0,), 0, 1000), samplers.Evaluated(brief, (4.0,), 0, 250),
+               samplers.Evaluated(failed, (math.inf,), 0, 1000)]
+    samplers.sample_genomes("tpe", space, history, count=2, seed=0, generation=1)
+    assert [t.state for t in made] == [TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL]
+    assert made[0].value == 5.0 and made[1].intermediate_values == {250: 4.0}
