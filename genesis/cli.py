@@ -156,7 +156,9 @@ def _run_with_progress(generations: int, start) -> None:
         f"best validation perplexity: generation 0 [bold]{_ppl(bests[0])}[/], "
         f"last generation [bold]{_ppl(bests[-1])}[/]; "
         f"{sum(not r.cached for r in run.records)} trainings, "
-        f"{sum(r.cached for r in run.records)} saved by the fitness cache"
+        f"{sum(r.cached for r in run.records)} saved by the fitness cache, "
+        f"{sum(r.outcome.stopped_at is not None for r in run.records if not r.cached)} given up early; "
+        f"{sum(r.compute_tokens for r in run.records) / 1e6:.2f}M training tokens spent"
     )
     console.print(f"run folder: {run.path}")
 

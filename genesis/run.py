@@ -310,6 +310,7 @@ def _drive(store, space, recipe, tokens, config, recorder, observers, evaluator_
             "trained": sum(1 for r in records if not r.cached),
             "cache_hits": sum(1 for r in records if r.cached),
             "compute_tokens": sum(r.compute_tokens for r in records),
+            "given_up": sum(1 for r in records if not r.cached and r.outcome.stopped_at is not None),
         })
     finally:
         if backend is not None:
