@@ -362,9 +362,7 @@ class _CachingEvaluator:
         # `keep` share of them goes on to the next rung, and so on; only the last rung is
         # the recipe's full budget. A genome stops with the outcome of the last rung it
         # reached, which records its fidelity (tokens). With one rung this is plain training.
-        generation = candidates[0].generation if candidates else 0
-        bounds = give_up_bounds([c for g, c in self.curves if g < generation], self.early_stop) \
-            if self.early_stop > 0 else ()
+        bounds = self._give_up_bounds(candidates[0].generation if candidates else 0)
         alive = list(waiting)
         spent = dict.fromkeys(waiting, 0)  # genome id -> training tokens over all its rungs
         for level, steps in enumerate(self.rung_steps):
@@ -404,6 +402,12 @@ class _CachingEvaluator:
         self.store.append(record)
         self.recorder.add(record)
         return self._notify(record)
+
+    def _give_up_bounds(self, generation: int) -> tuple[float | None, ...]:
+        """Early-stopping bounds for a generation, from earlier generations' curves."""
+        if self.early_stop <= 0:
+            return ()
+        return give_up_bounds([curve for g, curve in self.curves if g < generation], self.early_stop)
 
     def _remember_curve(self, record: Record) -> None:
         outcome = record.outcome
