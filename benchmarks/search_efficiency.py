@@ -166,25 +166,33 @@ def summarize(results: dict) -> None:
 
 
 def plot(results: dict) -> None:
-    """Best ppl against compute: the median line and the min-max band of each strategy."""
+    """Left: the median best perplexity of each strategy against compute. Right: every
+    seed's best at the whole budget, with the median marked."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(figsize=(8, 5))
-    for name, entry in results["summary"].items():
-        points = [(g / 1e6, med, low, high) for g, med, low, high in entry["grid"] if med is not None]
-        if not points:
-            continue
-        x, median, low, high = zip(*points)
-        line, = axes.step(x, median, where="post", label=name)
-        axes.fill_between(x, low, high, step="post", alpha=0.15, color=line.get_color())
-    axes.set_xlabel("compute spent (million training tokens)")
-    axes.set_ylabel("best validation perplexity")
-    axes.set_title(f"Search efficiency: median and min-max over {results['settings']['seeds']} seeds")
-    axes.legend()
-    axes.grid(alpha=0.3)
+    figure, (curves, finals) = plt.subplots(1, 2, figsize=(12, 4.5), gridspec_kw={"width_ratios": [3, 2]})
+    order = sorted(results["summary"], key=lambda n: results["summary"][n]["full"]["median"])
+    for position, name in enumerate(order):
+        entry = results["summary"][name]
+        points = [(g / 1e6, median) for g, median, _, _ in entry["grid"] if median is not None]
+        line, = curves.step(*zip(*points), where="post", label=name, linewidth=1.8,
+                            linestyle=("-", "--", "-.", ":")[position % 4])
+        seeds = [best_at(run["curve"], results["settings"]["budget_tokens"])
+                 for run in results["strategies"][name].values()]
+        finals.scatter(seeds, [position] * len(seeds), color=line.get_color(), s=30, alpha=0.7)
+        finals.scatter([entry["full"]["median"]], [position], color=line.get_color(), marker="|", s=400)
+    curves.set(xlabel="compute spent (million training tokens)", ylabel="best validation perplexity (median)",
+               title=f"Median over {results['settings']['seeds']} seeds")
+    curves.legend()
+    finals.set_yticks(range(len(order)), order)
+    finals.invert_yaxis()
+    finals.set(xlabel="best validation perplexity at the whole budget", title="Each seed (dots), median (bar)")
+    for axis in (curves, finals):
+        axis.grid(alpha=0.3)
+    figure.tight_layout()
     figure.savefig(RESULTS / f"{NAME}.png", dpi=110, bbox_inches="tight")
     plt.close(figure)
 
