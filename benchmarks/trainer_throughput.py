@@ -19,7 +19,6 @@ Writes benchmarks/results/trainer_throughput.json and the table in benchmarks/RE
 from __future__ import annotations
 
 import dataclasses
-import math
 import statistics
 import time
 
