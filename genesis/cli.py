@@ -286,6 +286,8 @@ def _comparison_table(comparison: dict) -> Table:
     for rank in range(depth):
         table.add_row(str(rank + 1), *[comparison["rankings"][r][rank] for r in comparison["runs"]])
     table.add_row("best ppl", *[_num(comparison["final_best_ppl"][r]) for r in comparison["runs"]])
+    table.add_row("strategy", *[comparison["strategies"][r] for r in comparison["runs"]])
+    table.add_row("compute", *[f"{comparison['compute_tokens'][r] / 1e6:.2f}M tokens" for r in comparison["runs"]])
     return table
 
 

@@ -67,7 +67,7 @@ def _run_section(run: Run) -> dict[str, Any]:
         "started": run.config.get("started"),
         "seed": run.config["seed"],
         "recipe": run.config["recipe"]["name"],
-        "budget_tokens": run.config["recipe"]["steps"] * run.config["recipe"]["batch_size"]
+        "tokens_per_training": run.config["recipe"]["steps"] * run.config["recipe"]["batch_size"]
         * run.config["recipe"]["seq_len"],
         "data": run.config["data"]["source"],
         "generations_seen": len(generations),
@@ -77,6 +77,10 @@ def _run_section(run: Run) -> dict[str, Any]:
         "trained": sum(1 for r in run.records if not r.cached),
         "cache_hits": sum(1 for r in run.records if r.cached),
         "failed": sum(1 for r in run.records if r.outcome.status != "ok"),
+        "given_up": sum(1 for r in run.records if not r.cached and r.outcome.stopped_at is not None),
+        "compute_tokens": sum(r.compute_tokens for r in run.records),
+        "compute_budget_tokens": run.config["evolution"].get("budget_tokens", 0),
+        "strategy": run.config["evolution"].get("strategy", "evolution"),
     }
 
 
@@ -91,12 +95,17 @@ def _distinct_trained(records: Sequence[Record]) -> list[Record]:
     Under successive halving, genomes stopped at a lower rung are left out: losses are
     only compared at equal fidelity.
     """
-    full = max((r.outcome.tokens for r in records if _fitness(r) is not None), default=0)
+    full = _full_tokens(records)
     seen: dict[str, Record] = {}
     for record in records:
         if _fitness(record) is not None and record.outcome.tokens == full:
             seen.setdefault(record.genome_id, record)
     return list(seen.values())
+
+
+def _full_tokens(records: Sequence[Record]) -> int:
+    """The run's full fidelity: the most training tokens any successful genome had."""
+    return max((r.outcome.tokens for r in records if _fitness(r) is not None), default=0)
 
 
 def _by_generation(records: Sequence[Record]) -> dict[int, list[Record]]:
@@ -107,10 +116,14 @@ def _by_generation(records: Sequence[Record]) -> dict[int, list[Record]]:
 
 
 def convergence(records: Sequence[Record]) -> dict[str, Any]:
-    """Best, mean and median fitness per generation, time to 95% and total improvement."""
+    """Best, mean and median fitness per generation (full-budget genomes only), the
+    compute spent by the end of each generation, time to 95% and total improvement."""
     rows = []
+    full = _full_tokens(records)
+    spent = 0
     for generation, group in _by_generation(records).items():
-        values = [v for v in map(_fitness, group) if v is not None]
+        values = [_fitness(r) for r in group if _fitness(r) is not None and r.outcome.tokens == full]
+        spent += sum(r.compute_tokens for r in group)
         rows.append({
             "generation": generation,
             "best": min(values) if values else None,
@@ -118,6 +131,7 @@ def convergence(records: Sequence[Record]) -> dict[str, Any]:
             "median": float(np.median(values)) if values else None,
             "best_ppl": math.exp(min(values)) if values else None,
             "trained": len(values),
+            "compute_tokens": spent,
         })
     bests = [row["best"] for row in rows if row["best"] is not None]
     result: dict[str, Any] = {"generations": rows, "generations_to_95": None, "improvement": None}

@@ -60,7 +60,9 @@ def compare(reports: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Runs side by side: best perplexity per generation and trait rankings."""
     return {
         "runs": [r["run"]["id"] for r in reports],
-        "convergence": {r["run"]["id"]: [(g["generation"], g["best_ppl"])
+        "strategies": {r["run"]["id"]: r["run"]["strategy"] for r in reports},
+        "compute_tokens": {r["run"]["id"]: r["run"]["compute_tokens"] for r in reports},
+        "convergence": {r["run"]["id"]: [(g["generation"], g["best_ppl"], g["compute_tokens"])
                                          for g in r["convergence"]["generations"]] for r in reports},
         "final_best_ppl": {r["run"]["id"]: (r["convergence"]["improvement"] or {}).get("final_best_ppl")
                            for r in reports},
@@ -75,13 +77,18 @@ def write_comparison(comparison: dict[str, Any], folder: str | Path) -> dict[str
     paths = {"json": folder / "comparison.json", "convergence": folder / "convergence.png",
              "md": folder / "comparison.md"}
     paths["json"].write_text(json.dumps(comparison, indent=2, sort_keys=True))
-    figure, axis = plt.subplots(figsize=(7, 4))
+    figure, (by_generation, by_compute) = plt.subplots(1, 2, figsize=(12, 4))
     for run_id, series in comparison["convergence"].items():
-        points = [(g, p) for g, p in series if p is not None]
-        axis.plot([g for g, _ in points], [p for _, p in points], "o-", label=run_id)
-    axis.set(xlabel="generation", ylabel="best validation perplexity", title="Convergence")
-    axis.legend(fontsize=8)
-    axis.grid(alpha=0.3)
+        points = [(g, p, c) for g, p, c in series if p is not None]
+        by_generation.plot([g for g, _, _ in points], [p for _, p, _ in points], "o-", label=run_id)
+        by_compute.plot([c / 1e6 for _, _, c in points], [p for _, p, _ in points], "o-", label=run_id)
+    by_generation.set(xlabel="generation", ylabel="best validation perplexity of the generation",
+                      title="Convergence")
+    by_compute.set(xlabel="compute spent by the generation's end (million training tokens)",
+                   title="Per unit of compute")
+    for axis in (by_generation, by_compute):
+        axis.legend(fontsize=8)
+        axis.grid(alpha=0.3)
     _save(figure, paths["convergence"])
     runs = comparison["runs"]
     depth = max(len(v) for v in comparison["rankings"].values())
@@ -92,6 +99,9 @@ def write_comparison(comparison: dict[str, Any], folder: str | Path) -> dict[str
                  for r in runs]
         lines.append(f"| {rank + 1} | " + " | ".join(cells) + " |")
     lines.append("| best ppl | " + " | ".join(_fmt(comparison["final_best_ppl"][r], 4) for r in runs) + " |")
+    lines.append("| strategy | " + " | ".join(comparison["strategies"][r] for r in runs) + " |")
+    lines.append("| compute (training tokens) | " + " | ".join(_fmt(comparison["compute_tokens"][r]) for r in runs)
+                 + " |")
     paths["md"].write_text("\n".join(lines) + "\n")
     return paths
 
@@ -117,9 +127,10 @@ def report_sections(report: dict[str, Any]) -> list[tuple[str, str, list[str], l
     improvement = conv["improvement"] or {}
     sections = [(
         "Run", None, ["field", "value"],
-        [[k, _fmt(run[k])] for k in ("id", "status", "started", "seed", "recipe", "budget_tokens",
+        [[k, _fmt(run[k])] for k in ("id", "status", "started", "seed", "recipe", "tokens_per_training",
                                       "data", "generations_seen", "generations_planned",
-                                      "population", "evaluations", "trained", "cache_hits", "failed")],
+                                      "population", "evaluations", "trained", "cache_hits", "failed",
+                                      "given_up", "compute_tokens", "compute_budget_tokens", "strategy")],
         None)]
     sections.append((
         "Convergence", "convergence", ["generation", "best loss", "best ppl", "mean loss", "median loss"],

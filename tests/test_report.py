@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 import genesis
 from genesis.cli import app
-from genesis.evolution import Candidate
+from genesis.evolution import Candidate, EvolutionConfig
 from genesis.genome import Genome
 from genesis.records import Outcome
 from genesis.report import build_report
@@ -129,12 +129,15 @@ def test_cli_report_text_json_and_comparison(tiny_run, tmp_path, data_folder):
 
     other = genesis.evolve(population=3, generations=2, search_space=FIXTURES / "small_space.toml",
                            recipe=FIXTURES / "tiny.toml", data=data_folder, seed=9,
-                           output=tmp_path)
+                           output=tmp_path, evolution=EvolutionConfig(strategy="random"))
     result = runner.invoke(app, ["report", str(tiny_run.path), str(other.path), "--out",
                                  str(tmp_path / "cmp")])
     assert result.exit_code == 0, result.output
     comparison = json.loads((tmp_path / "cmp/comparison.json").read_text())
     assert comparison["runs"] == [tiny_run.id, other.id]
+    assert comparison["strategies"] == {tiny_run.id: "evolution", other.id: "random"}
+    spent = sum(r.compute_tokens for r in other.records)
+    assert comparison["compute_tokens"][other.id] == spent == comparison["convergence"][other.id][-1][2]
     assert (tmp_path / "cmp/convergence.png").stat().st_size > 1000
 
 
