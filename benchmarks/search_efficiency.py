@@ -37,6 +37,7 @@ STRATEGIES = {  # name -> EvolutionConfig fields, and the `rungs` / `early_stop`
     "aging": {"strategy": "aging"},
     "evolution+halving": {"strategy": "evolution", "rungs": (0.25, 0.5, 1.0)},
     "evolution+early-stop": {"strategy": "evolution", "early_stop": 0.5},
+    "evolution+early-stop-0.75": {"strategy": "evolution", "early_stop": 0.75},
 }
 SINGLE_FIDELITY = "evolution"  # the reference the multi-fidelity variants must match
 GRID_POINTS = 48
