@@ -335,11 +335,15 @@ class Evolution:
 
     def _survivors(self, records: list[Record]) -> list[Record]:
         """NSGA-II survival: the best `population_size` of parents and children by Pareto
-        rank, then crowding distance (DEAP's selNSGA2)."""
+        rank, then crowding distance (DEAP's selNSGA2), at equal fidelity: genomes trained
+        with the most tokens first, lower rungs and early-stopped ones only to fill up."""
         pool = {r.genome_id: r for r in self.population + records}  # a genome counts once
-        chosen = tools.selNSGA2([self._individual(r) for r in pool.values()],
-                                min(len(pool), self.config.population_size))
-        return [ind.record for ind in chosen]
+        survivors: list[Record] = []
+        for tokens in sorted({r.outcome.tokens for r in pool.values()}, reverse=True):
+            level = [self._individual(r) for r in pool.values() if r.outcome.tokens == tokens]
+            wanted = min(len(level), self.config.population_size - len(survivors))
+            survivors += [ind.record for ind in tools.selNSGA2(level, wanted)] if wanted else []
+        return survivors
 
     def state(self) -> dict[str, Any]:
         """The loop's full state as JSON-ready data (for checkpoints)."""

@@ -340,3 +340,22 @@ def test_optuna_samplers_see_lower_fidelity_results_as_pruned(monkeypatch):
     samplers.sample_genomes("tpe", space, history, count=2, seed=0, generation=1)
     assert [t.state for t in made] == [TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL]
     assert made[0].value == 5.0 and made[1].intermediate_values == {250: 4.0}
+
+
+def test_nsga2_survival_compares_at_equal_fidelity():
+    objectives = ("val_loss", "params")
+
+    def brief_when_small(candidates):  # small genomes stop early with a tempting low loss
+        records = _two_objectives(candidates)
+        return [dataclasses.replace(r, outcome=dataclasses.replace(
+            r.outcome, val_loss=1.0, tokens=250)) if r.genome.d_model <= 96 else
+            dataclasses.replace(r, outcome=dataclasses.replace(r.outcome, tokens=1000)) for r in records]
+
+    config = EvolutionConfig(population_size=6, generations=4, seed=3, strategy="nsga2", objectives=objectives)
+    seen = []
+    loop = Evolution(load_search_space(), config, lambda cs: seen.extend(brief_when_small(cs)) or seen[-len(cs):])
+    loop.run()
+    full = {r.genome_id for r in seen if r.outcome.tokens == 1000}
+    assert full and any(r.outcome.tokens == 250 for r in seen)
+    kept_full = [r for r in loop.population if r.outcome.tokens == 1000]
+    assert len(kept_full) == min(len(full), config.population_size)  # full-budget genomes first
