@@ -56,22 +56,21 @@ def run_strategy(name: str, seed: int, tokens, recipe, population: int, budget: 
                              seed=seed, output=output, evolution=EvolutionConfig(**settings),
                              budget_tokens=budget, **fidelity)
         wall = time.perf_counter() - started
-    return {"seed": seed, "wall_s": wall, "curve": compute_curve(run.records, recipe.tokens),
+    return {"seed": seed, "wall_s": wall, "curve": compute_curve(run.records),
             "evaluations": len(run.records), "trained": sum(1 for r in run.records if not r.cached),
             "full_budget_trainings": sum(1 for r in run.records
                                          if not r.cached and r.outcome.tokens == recipe.tokens),
             "given_up": sum(1 for r in run.records if not r.cached and r.outcome.stopped_at is not None)}
 
 
-def compute_curve(records, full_tokens: int) -> list[list[float]]:
+def compute_curve(records) -> list[list[float]]:
     """[compute spent, best full-budget ppl so far] at the end of every generation."""
-    curve, spent, best = [], 0, float("inf")
-    for generation in sorted({r.generation for r in records}):
-        for record in (r for r in records if r.generation == generation):
-            spent += record.compute_tokens
-            if record.outcome.status == "ok" and record.outcome.tokens == full_tokens:
-                best = min(best, record.outcome.val_ppl)
-        curve.append([spent, best if best < float("inf") else None])
+    from genesis.report import convergence
+
+    curve, best = [], float("inf")
+    for row in convergence(records)["generations"]:
+        best = min(best, row["best_ppl"] or float("inf"))
+        curve.append([row["compute_tokens"], best if best < float("inf") else None])
     return curve
 
 

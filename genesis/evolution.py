@@ -24,7 +24,7 @@ from deap import base, tools
 
 from genesis.genome import Genome
 from genesis.operators import crossover_uniform, mutate
-from genesis.records import OBJECTIVES, Outcome, Record
+from genesis.records import OBJECTIVES, Outcome, Record, full_fidelity
 from genesis.samplers import OPTUNA_STRATEGIES, Evaluated, generation_seed, sample_genomes
 from genesis.space import SearchSpace
 
@@ -46,10 +46,10 @@ class Fitness3(base.Fitness):
 
 
 class FidelityFitness(base.Fitness):
-    """Single-objective fitness compared at equal fidelity: more training tokens first,
-    then lower validation loss. With one fidelity it orders by loss alone."""
+    """Single-objective fitness compared at equal fidelity (`Outcome.rank`): more
+    training tokens first, then the lower objective. With one fidelity, the objective alone."""
 
-    weights = (1.0, -1.0)
+    weights = (-1.0, -1.0)
 
 
 _FITNESS_OF_SIZE = {2: Fitness2, 3: Fitness3}
@@ -62,8 +62,7 @@ class Individual:
         self.record = record
         outcome = record.outcome
         if len(objectives) == 1:
-            self.fitness = FidelityFitness((outcome.tokens if outcome.status == "ok" else 0,
-                                            outcome.objective(objectives[0])))
+            self.fitness = FidelityFitness(outcome.rank(objectives[0]))
         else:
             self.fitness = _FITNESS_OF_SIZE[len(objectives)](
                 tuple(outcome.objective(name) for name in objectives))
@@ -384,9 +383,9 @@ class Evolution:
 def generation_stats(records: Sequence[Record]) -> dict[str, Any]:
     """Best, mean and median fitness of the records that trained, at the generation's
     highest fidelity (lower rungs and early-stopped trainings left out), and counts."""
-    trained = [r.outcome for r in records if math.isfinite(r.outcome.fitness)]
-    fidelity = max((o.tokens for o in trained), default=0)
-    values = [o.fitness for o in trained if o.tokens == fidelity]
+    fidelity = full_fidelity(records)
+    values = [r.outcome.fitness for r in records
+              if math.isfinite(r.outcome.fitness) and r.outcome.tokens == fidelity]
     return {
         "best": min(values) if values else None,
         "mean": statistics.fmean(values) if values else None,

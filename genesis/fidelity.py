@@ -8,12 +8,14 @@ trainings. (Vizier's own form compares with the others' running averages; with l
 curves that fall as steeply as a µLM's first steps, those averages are far above any
 current loss and nothing is ever stopped: measured, see benchmarks/README.md.)
 
-Pure Python: the evaluator computes the bounds, the trainer only compares against them.
+No torch: the evaluator computes the bounds, the trainer only compares against them.
 """
 
 from __future__ import annotations
 
 from typing import Sequence
+
+import numpy as np
 
 from genesis.records import CURVE_POINTS
 
@@ -30,18 +32,11 @@ def give_up_bounds(references: Sequence[Sequence[float]], quantile: float) -> tu
             budget; curves of another length are ignored.
         quantile: in (0, 1]; which quantile of the earlier curves bounds each point.
     """
-    curves = [list(curve) for curve in references if len(curve) == CURVE_POINTS]
+    curves = [curve for curve in references if len(curve) == CURVE_POINTS]
     if len(curves) < MIN_REFERENCES:
         return ()
     bounds: list[float | None] = [None] * FIRST_CHECK
     for point in range(FIRST_CHECK, CURVE_POINTS - 1):
-        bounds.append(_quantile(sorted(curve[point] for curve in curves), quantile))
+        bounds.append(float(np.quantile([curve[point] for curve in curves], quantile)))
     return tuple(bounds)
 
-
-def _quantile(ordered: Sequence[float], quantile: float) -> float:
-    """Linear interpolation between the closest ranks of an ordered sample."""
-    position = quantile * (len(ordered) - 1)
-    low = int(position)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)

@@ -10,7 +10,7 @@ import dataclasses
 import hashlib
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterable
 
 from genesis.genome import Genome
 
@@ -76,11 +76,10 @@ class Outcome:
             return WORST_FITNESS
         return self.val_loss
 
-    @property
-    def rank(self) -> tuple[int, float]:
+    def rank(self, objective: str = "val_loss") -> tuple[int, float]:
         """Sort key, best first: more training tokens (compare at equal fidelity), then
-        lower fitness; failures last."""
-        return (0 if math.isinf(self.fitness) else -self.tokens, self.fitness)
+        the lower value of `objective`; failures last."""
+        return (-self.tokens if self.status == "ok" else 0, self.objective(objective))
 
     def objective(self, name: str) -> float:
         """The value of objective `name` (see `OBJECTIVES`), worst for a failure."""
@@ -163,6 +162,12 @@ class Record:
             compute_tokens=data.get("compute_tokens",
                                     0 if data.get("cached") else data["metrics"].get("tokens", 0)),
         )
+
+
+def full_fidelity(records: Iterable[Record]) -> int:
+    """The highest fidelity among `records`: the most training tokens of a genome that
+    trained successfully (0 when none did). Losses compare only at one fidelity."""
+    return max((r.outcome.tokens for r in records if math.isfinite(r.outcome.fitness)), default=0)
 
 
 def training_seed(run_seed: int, genome_id: str) -> int:

@@ -18,7 +18,7 @@ from typing import Any, Sequence
 import numpy as np
 from scipy import stats
 
-from genesis.records import Record
+from genesis.records import Record, full_fidelity
 from genesis.run import Run, space_of
 from genesis.space import ChoiceDomain, FloatDomain, IntDomain, SearchSpace
 from genesis.study import default_storage
@@ -95,17 +95,12 @@ def _distinct_trained(records: Sequence[Record]) -> list[Record]:
     Under successive halving, genomes stopped at a lower rung are left out: losses are
     only compared at equal fidelity.
     """
-    full = _full_tokens(records)
+    full = full_fidelity(records)
     seen: dict[str, Record] = {}
     for record in records:
         if _fitness(record) is not None and record.outcome.tokens == full:
             seen.setdefault(record.genome_id, record)
     return list(seen.values())
-
-
-def _full_tokens(records: Sequence[Record]) -> int:
-    """The run's full fidelity: the most training tokens any successful genome had."""
-    return max((r.outcome.tokens for r in records if _fitness(r) is not None), default=0)
 
 
 def _by_generation(records: Sequence[Record]) -> dict[int, list[Record]]:
@@ -119,7 +114,7 @@ def convergence(records: Sequence[Record]) -> dict[str, Any]:
     """Best, mean and median fitness per generation (full-budget genomes only), the
     compute spent by the end of each generation, time to 95% and total improvement."""
     rows = []
-    full = _full_tokens(records)
+    full = full_fidelity(records)
     spent = 0
     for generation, group in _by_generation(records).items():
         values = [_fitness(r) for r in group if _fitness(r) is not None and r.outcome.tokens == full]

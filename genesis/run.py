@@ -390,7 +390,7 @@ class _CachingEvaluator:
         """Record a genome's final outcome for every candidate that waited for it; the
         first one carries the compute its training cost, the others were free."""
         self.known[genome_id] = outcome
-        best = sorted(self.known, key=lambda g: self.known[g].rank)[:KEPT_WEIGHTS]
+        best = sorted(self.known, key=lambda g: self.known[g].rank())[:KEPT_WEIGHTS]
         self.store.prune_weights(set(best))
         for position, candidate in enumerate(waiting[genome_id]):
             done[candidate.index] = self._keep(candidate, outcome, cached=position > 0,

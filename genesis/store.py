@@ -253,5 +253,5 @@ def best_records(records: Iterable[Record], k: int) -> list[Record]:
     first: dict[str, Record] = {}
     for record in records:
         first.setdefault(record.genome_id, record)
-    ranked = sorted(first.values(), key=lambda r: (r.outcome.rank, r.generation, r.index))
+    ranked = sorted(first.values(), key=lambda r: (r.outcome.rank(), r.generation, r.index))
     return ranked[:k]
