@@ -13,6 +13,7 @@ from genesis.recipe import Recipe, load_recipe
 from genesis.records import Outcome, Record
 from genesis.run import Run, evolve, resume
 from genesis.space import SearchSpace, load_search_space
+from genesis.sweep import load_table, sweep
 
 __all__ = [
     "EvolutionConfig",
@@ -27,5 +28,7 @@ __all__ = [
     "evolve",
     "load_recipe",
     "load_search_space",
+    "load_table",
     "resume",
+    "sweep",
 ]

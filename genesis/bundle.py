@@ -28,7 +28,7 @@ from genesis.errors import GenesisError
 from genesis.genome import Genome
 from genesis.model import GPT, GPTConfig, load_weights
 from genesis.recipe import Recipe, load_recipe
-from genesis.records import Record, training_seed
+from genesis.records import Record, training_identity, training_seed
 from genesis.run import Run, tokens_of
 
 BUNDLE_FORMAT = 1
@@ -72,7 +72,8 @@ def export_champions(
 
     Args:
         run_path: the run folder.
-        top: how many of the best distinct genomes to export.
+        top: how many of the best distinct genomes to export: confirmed champions first,
+            in their confirmed order (see `Run.champions`).
         out: destination folder; default `genomes/champions/<run-id>/`.
         recipe: optional recipe to train the champions with instead.
         data: the WikiText folder, if it moved since the run.
@@ -85,7 +86,7 @@ def export_champions(
 
     run = Run.load(run_path)
     config = run.config
-    champions = run.best(top)
+    champions = run.champions(top)
     if not champions or champions[0].outcome.status != "ok":
         raise GenesisError(f"{run.path} has no trained genome to export")
     run_recipe = Recipe(**config["recipe"])
@@ -99,8 +100,9 @@ def export_champions(
         staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=out))
         try:
             used_recipe, outcome = run_recipe, record.outcome
-            kept = run.store.weights_path(record.genome_id)
-            seed = training_seed(config["seed"], record.genome_id)
+            identity = training_identity(config, record.genome)
+            kept = run.store.weights_path(identity)
+            seed = training_seed(config["seed"], identity)
             if new_recipe is not None or not kept.exists():
                 used_recipe = new_recipe or run_recipe
                 outcome = train(record.genome, used_recipe, tokens, seed,

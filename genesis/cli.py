@@ -71,12 +71,14 @@ def evolve(
         "val_loss", help="What the search minimizes, comma-separated: val_loss, params (non-embedding), "
         "latency_ms, size_bytes; several need nsga2, nsga2-optuna or tpe."),
     storage: Optional[str] = typer.Option(
-        None, help="Optuna storage URL for the run's study (e.g. postgresql://...). "
-        "Default: study.db in the run folder."),
+        None, help="Optuna storage URL for the run's study (e.g. postgresql://...), or 'memory' to "
+        "keep no study (fastest with a table backend). Default: study.db in the run folder."),
     resume_path: Optional[Path] = typer.Option(
         None, "--resume", help="Continue this interrupted run folder instead of starting one."),
     device: str = typer.Option("auto", help="Torch device: cpu, cuda, or auto (CUDA when available)."),
-    backend: str = typer.Option("inprocess", help="Where trainings run: inprocess, processes or ray."),
+    backend: str = typer.Option(
+        "inprocess", help="Where trainings run: inprocess, processes, ray, or table:PATH to look "
+        "them up in a sweep table (genesis sweep) instead of training."),
     workers: int = typer.Option(2, help="Worker processes (processes) or local Ray CPUs (ray)."),
     threads: Optional[int] = typer.Option(
         None, help="Torch threads per evaluation (default: all cores in process, else cores / workers)."),
@@ -90,6 +92,14 @@ def evolve(
     early_stop: float = typer.Option(
         0.0, help="Give up trainings whose learning curve is worse than this quantile of earlier "
         "generations' curves at the same step (0.5: the median stopping rule; 0: never)."),
+    replicates: int = typer.Option(
+        1, help="Trainings per genome, each with its own seed; fitness is their mean."),
+    noise_probes: int = typer.Option(
+        1, help="Best models retrained with a fresh seed after each generation, to measure "
+        "the run's seed noise (0: none)."),
+    confirm: int = typer.Option(
+        3, help="Best models confirmed at the end with fresh seeds on the held-out test split (0: none)."),
+    confirm_seeds: int = typer.Option(3, help="Fresh-seed trainings per confirmed model."),
 ) -> None:
     """Evolve a population of µLM genomes; each one really trains on WikiText."""
     if resume_path is not None:
@@ -106,7 +116,8 @@ def evolve(
         search_space=search_space or "default", data=data, seed=seed, output=output,
         evolution=settings, storage=storage, observers=[progress], device=device, backend=backend,
         workers=workers, threads=threads, ray_address=ray_address, rungs=_fractions(rungs),
-        budget_tokens=_token_count(budget_tokens), early_stop=early_stop))
+        budget_tokens=_token_count(budget_tokens), early_stop=early_stop, replicates=replicates,
+        noise_probes=noise_probes, confirm=confirm, confirm_seeds=confirm_seeds))
 
 
 @app.command()
@@ -150,17 +161,65 @@ def _run_with_progress(generations: int, start) -> None:
                          f"Finished evaluations are recorded; when fixed, continue with: "
                          f"genesis resume {where}", highlight=False, soft_wrap=True)
             raise typer.Exit(1)
-    console.print(best_table(run.best(5), title=f"Best genomes of run {run.id}"))
+    summary = run.summary()
+    console.print(best_table(run.best(5), title=f"Best genomes of run {run.id} at selection"))
+    if summary["confirmed"]:
+        console.print(confirmed_table(summary["confirmed"], title="Confirmed champions"))
     bests = run.generation_best()
+    compute = summary["compute"]
     console.print(
-        f"best validation perplexity: generation 0 [bold]{_ppl(bests[0])}[/], "
+        f"best validation perplexity at selection: generation 0 [bold]{_ppl(bests[0])}[/], "
         f"last generation [bold]{_ppl(bests[-1])}[/]; "
-        f"{sum(not r.cached for r in run.records)} trainings, "
-        f"{sum(r.cached for r in run.records)} saved by the fitness cache, "
-        f"{sum(r.outcome.stopped_at is not None for r in run.records if not r.cached)} given up early; "
-        f"{sum(r.compute_tokens for r in run.records) / 1e6:.2f}M training tokens spent"
+        f"{summary['trained']} trainings, {summary['cache_hits']} saved by the fitness cache, "
+        f"{summary['given_up']} given up early; {compute['search_tokens'] / 1e6:.2f}M training "
+        f"tokens for the search, {(compute['noise_probe_tokens'] + compute['confirmation_tokens']) / 1e6:.2f}M "
+        f"for {compute['retrainings']} fresh-seed retrainings"
     )
+    console.print(noise_line(summary["noise"]))
     console.print(f"run folder: {run.path}")
+
+
+@app.command()
+def sweep(
+    output: Path = typer.Option(..., help="The sweep folder (an existing one is continued)."),
+    recipe: str = typer.Option("quick", help="Training recipe: a name in trainers/ or a TOML path."),
+    search_space: str = typer.Option("default", help="Search space: a name in genomes/ or a TOML path."),
+    seeds: int = typer.Option(3, help="Trainings per architecture, each with its own seed."),
+    sample: Optional[int] = typer.Option(
+        None, help="Train only this many architectures, spread over (n_layer, activation) cells."),
+    seed: int = typer.Option(0, help="Sweep seed: fixes every training seed and the sample."),
+    data: Optional[Path] = typer.Option(None, envvar="GENESIS_DATA", help=DATA_HELP),
+    device: str = typer.Option("auto", help="Torch device: cpu, cuda, or auto."),
+    backend: str = typer.Option("inprocess", help="Where trainings run: inprocess or processes."),
+    workers: int = typer.Option(2, help="Worker processes of the processes backend."),
+    threads: Optional[int] = typer.Option(None, help="Torch threads per training."),
+) -> None:
+    """Train every architecture of a search space with several seeds: a ground-truth table."""
+    from genesis.sweep import sweep as run_sweep
+
+    progress = Progress(TextColumn("sweep"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                        TextColumn("{task.description}"), console=console)
+    task = progress.add_task("", total=0)
+
+    def started(todo: int, done: int) -> None:
+        progress.update(task, total=todo + done, completed=done)
+
+    def finished(genome, index: int, outcome) -> None:
+        progress.update(task, advance=1, description=f"{genome.describe()} seed {index}: "
+                        f"val {_num(outcome.val_loss)} test {_num(outcome.test_loss)}")
+
+    try:
+        with progress:
+            folder = run_sweep(search_space=search_space, recipe=recipe, data=data, seeds=seeds,
+                               seed=seed, sample=sample, output=output, device=device,
+                               backend=backend, workers=workers, threads=threads,
+                               on_start=started, on_row=finished)
+    except GenesisError as error:
+        fail(str(error))
+    except KeyboardInterrupt:
+        errors.print(f"interrupted; run the same command again to continue {output}")
+        raise typer.Exit(130)
+    console.print(f"table: {folder}  (genesis.load_table reads it)")
 
 
 @app.command("runs")
@@ -176,21 +235,23 @@ def list_runs(
     except GenesisError as error:
         fail(str(error))
     table = Table(title=f"Runs in {folder}")
-    for column in ("run", "started", "generations", "evaluations", "best ppl", "status"):
+    for column in ("run", "started", "gens", "evals", "test ppl [95% CI]", "val ppl", "status"):
         table.add_column(column, no_wrap=True)
     for store in stores:
         try:
             run = Run.load(store.path)
         except GenesisError as error:
-            table.add_row(store.id, "-", "-", "-", "-", f"[red]unreadable[/]: {error}")
+            table.add_row(store.id, "-", "-", "-", "-", "-", f"[red]unreadable[/]: {error}")
             continue
         best = run.best(1)
+        confirmed = run.summary()["confirmed"]
         done = len(run.logbook)
         status = run.status
         colour = {"finished": "green", "running": "yellow", "interrupted": "red"}[status]
-        table.add_row(run.id, run.config.get("started", "-"),
+        table.add_row(run.id, run.config.get("started", "-")[:16].replace("T", " "),
                       f"{done}/{run.config['evolution']['generations']}",
                       str(len(run.records)),
+                      _confirmed_ppl(confirmed[0]) if confirmed else "-",
                       f"{best[0].outcome.val_ppl:.1f}" if best and best[0].outcome.val_ppl else "-",
                       f"[{colour}]{status}[/]")
     console.print(table)
@@ -241,40 +302,21 @@ def report(
 
 
 def _print_report(built: dict) -> None:
-    run, conv = built["run"], built["convergence"]
+    """Render every section of a report (`genesis.report_render.report_sections`) as a rich table."""
+    from genesis.report_render import report_sections
+
+    run = built["run"]
     console.rule(f"run {run['id']} ({run['status']}, {run['generations_seen']}/"
                  f"{run['generations_planned']} generations, {run['evaluations']} evaluations)")
-    gain = conv["improvement"]
-    if gain:
-        console.print(f"best perplexity {gain['first_best_ppl']:.1f} → {gain['final_best_ppl']:.1f} "
-                      f"({gain['ppl_drop_percent']:.1f}% lower); 95% of the gain by generation "
-                      f"{conv['generations_to_95']}")
-    table = Table(title="Which traits matter (fitness = validation loss)")
-    for column in ("rank", "trait", "effect", "ρ [95% CI] / eta²", "p", "fANOVA", "note"):
-        table.add_column(column)
-    for row in built["traits"]["ranking"]:
-        if "rho" in row:
-            measure = f"ρ={row['rho']:+.2f} [{_num(row.get('ci_low'))}, {_num(row.get('ci_high'))}]"
-        else:
-            measure = f"eta²={row['eta2']:.2f}" if "eta2" in row else "-"
-        p_value = row.get("p_value")
-        p_text = "-" if p_value is None else (f"[bold]{p_value:.3g}[/]" if row["significant"] else f"{p_value:.3g}")
-        table.add_row(_num(row["rank"]), row["trait"], _num(row["effect"]), measure, p_text,
-                      _num(row["fanova"]), row["note"] or "")
-    console.print(table)
-    proxies = Table(title="Training-free proxies (Spearman ρ with validation loss)")
-    for column in ("proxy", "n", "ρ", "p", "note"):
-        proxies.add_column(column)
-    for row in built["proxies"]:
-        proxies.add_row(row["proxy"], str(row["n"]), _num(row["rho"]), _num(row["p_value"]), row["note"] or "")
-    console.print(proxies)
-    champions = Table(title="Champions")
-    for column in ("#", "genome", "traits", "val ppl", "params", "gen", "made by"):
-        champions.add_column(column, no_wrap=True)
-    for c in built["champions"]:
-        champions.add_row(str(c["rank"]), c["genome_id"], c["traits"], f"{c['metrics']['val_ppl']:.1f}",
-                          f"{c['metrics']['params']:,}", str(c["generation"]), c["operator"])
-    console.print(champions)
+    for title, _, header, rows, note in report_sections(built):
+        if title == "Run":
+            continue
+        table = Table(title=title, caption=note, caption_justify="left")
+        for column in header:
+            table.add_column(column)
+        for row in rows:
+            table.add_row(*row)
+        console.print(table)
 
 
 def _comparison_table(comparison: dict) -> Table:
@@ -516,6 +558,38 @@ def best_table(records: Sequence[Record], title: str) -> Table:
                       f"{outcome.params:,}" if outcome.params else "-",
                       str(record.generation), record.operator)
     return table
+
+
+def confirmed_table(confirmed: Sequence[dict], title: str) -> Table:
+    """A rich table of confirmed champions: test perplexity over fresh seeds with its
+    interval, beside the validation perplexity that selected them."""
+    table = Table(title=title)
+    for column in ("#", "genome", "traits", "test ppl [95% CI]", "seeds", "val ppl at selection", "note"):
+        table.add_column(column, no_wrap=True)
+    for champion in confirmed:
+        table.add_row(str(champion["rank"]), champion["genome_id"], champion["traits"],
+                      _confirmed_ppl(champion), str(champion["seeds"]),
+                      f"{champion['selection_val_ppl']:.1f}",
+                      "within noise of #1" if champion["within_noise_of_best"] else "")
+    return table
+
+
+def _confirmed_ppl(champion: dict) -> str:
+    """Confirmed test perplexity and its interval, e.g. `301.6 [296-307]`."""
+    if champion["test_ppl_low"] is None:
+        return f"{champion['test_ppl']:.1f}"
+    digits = 0 if champion["test_ppl"] >= 100 else 1
+    return (f"{champion['test_ppl']:.1f} [{champion['test_ppl_low']:.{digits}f}-"
+            f"{champion['test_ppl_high']:.{digits}f}]")
+
+
+def noise_line(noise: dict) -> str:
+    """One line on a run's measured seed noise."""
+    if noise["val_loss_sd"] is None:
+        return "seed noise: not measured (no model was trained with two fresh seeds)"
+    return (f"seed noise: validation-loss sd {noise['val_loss_sd']:.4f} (about "
+            f"{noise['ppl_percent']:.1f}% in perplexity; {noise['df']} degrees of freedom over "
+            f"{noise['architectures']} architectures); differences smaller than this are not results")
 
 
 def _ppl(loss: float | None) -> str:

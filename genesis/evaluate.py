@@ -39,14 +39,17 @@ MAX_EARLY_DEATHS = 3  # workers that may die before starting a job until it coun
 @dataclass(frozen=True)
 class Job:
     """One training to run: a genome, its seed, where to keep its weights, a step
-    budget that replaces the recipe's (a lower fidelity) when given, and early-stopping
-    bounds on its learning curve (see `genesis.train.train`)."""
+    budget that replaces the recipe's (a lower fidelity) when given, early-stopping
+    bounds on its learning curve, whether to measure the test split too (see
+    `genesis.train.train`), and which replicate of the genome it is."""
 
     genome: Genome
     seed: int
     weights_path: str | None = None
     steps: int | None = None
     give_up_above: tuple[float | None, ...] = ()
+    measure_test: bool = False
+    replicate: int = 0
 
 
 @dataclass(frozen=True)
@@ -66,7 +69,7 @@ def _run_job(setup: TrainingSetup, job: Job, tokens) -> Outcome:
     recipe = setup.recipe if job.steps is None else dataclasses.replace(setup.recipe, steps=job.steps)
     return train(job.genome, recipe, tokens, job.seed, setup.device,
                  weights_path=Path(job.weights_path) if job.weights_path else None,
-                 give_up_above=job.give_up_above)
+                 give_up_above=job.give_up_above, measure_test=job.measure_test)
 
 
 class InProcessBackend:
@@ -272,8 +275,13 @@ def _ray_train(setup: TrainingSetup, job: Job) -> dict[str, Any]:
 
 
 def make_backend(name: str, setup: TrainingSetup, tokens=None, workers: int = 2,
-                 ray_address: str | None = None):
-    """Build the backend called `name` (one of `BACKENDS`)."""
+                 ray_address: str | None = None, seed: int = 0):
+    """Build the backend called `name` (one of `BACKENDS`, or `table:PATH`, a lookup in a
+    sweep table for a run of seed `seed`: see `genesis.table`)."""
+    if name.startswith("table:"):
+        from genesis.table import Table, TableBackend
+
+        return TableBackend(Table(name[len("table:"):]), seed)
     if name == "inprocess":
         return InProcessBackend(setup, tokens)
     if name == "processes":

@@ -173,6 +173,10 @@ class Observer:
     def on_generation_end(self, generation: int, records: Sequence[Record], stats: dict) -> None:
         """A generation is complete; `stats` is its logbook entry."""
 
+    def on_retraining(self, retraining) -> None:
+        """A fresh-seed retraining (`genesis.noise.Retraining`, a noise probe or a
+        confirmation) has finished."""
+
 
 Evaluate = Callable[[Sequence[Candidate]], Sequence[Record]]
 

@@ -20,6 +20,8 @@ NORMS = ("layernorm", "rmsnorm")
 POSITIONS = ("learned", "rotary")
 PRECISIONS = ("fp32", "ternary")
 CORE_TRAITS = ("n_layer", "n_head", "d_model", "activation", "sigma")
+# Traits that never touch training (colony-only genes): left out of the training identity.
+TRAINING_NEUTRAL = ("sigma",)
 
 
 @dataclass(frozen=True)
@@ -62,10 +64,17 @@ class Genome:
         Optional traits at their default are left out of the hash, so adding a trait to
         genesis does not change the id of any genome recorded before.
         """
-        traits = {k: v for k, v in self.to_dict().items()
-                  if k in CORE_TRAITS or v != OPTIONAL_DEFAULTS[k]}
-        canonical = json.dumps(traits, sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(canonical.encode()).hexdigest()[:12]
+        return _content_hash({k: v for k, v in self.to_dict().items()
+                              if k in CORE_TRAITS or v != OPTIONAL_DEFAULTS[k]})
+
+    @property
+    def training_id(self) -> str:
+        """The identity of the model this genome trains: a hash of every trait that
+        changes training, so genomes that differ only in colony-only genes (σ) share it,
+        and with it their training seed and outcome."""
+        return _content_hash({k: v for k, v in self.to_dict().items()
+                              if k not in TRAINING_NEUTRAL
+                              and (k in CORE_TRAITS or v != OPTIONAL_DEFAULTS[k])})
 
     @property
     def head_dim(self) -> int:
@@ -123,6 +132,11 @@ class Genome:
             f"{self.n_layer}L {self.n_head}H {self.d_model}d {self.activation} "
             f"σ={self.sigma:.3g}{extra}"
         )
+
+
+def _content_hash(traits: dict[str, Any]) -> str:
+    canonical = json.dumps(traits, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:12]
 
 
 def trait_names() -> tuple[str, ...]:

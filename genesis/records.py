@@ -51,6 +51,11 @@ class Outcome:
             parts of the step budget (empty for budgets of fewer steps).
         stopped_at: the step after which training was given up as hopeless (early
             stopping), None when it ran its whole budget.
+        test_loss: mean cross-entropy on fixed windows of the held-out test split, only
+            measured when asked (sweeps, confirmation); selection never sees it.
+        replicates: with several training seeds, every replicate's own outcome (as a
+            dict); the fields above then hold their mean (losses) or their total
+            (wall time), and `tokens` the fewest any replicate reached.
     """
 
     status: str
@@ -68,6 +73,8 @@ class Outcome:
     reason: str = ""
     curve: list[float] = field(default_factory=list)
     stopped_at: int | None = None
+    test_loss: float | None = None
+    replicates: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def fitness(self) -> float:
@@ -170,11 +177,55 @@ def full_fidelity(records: Iterable[Record]) -> int:
     return max((r.outcome.tokens for r in records if math.isfinite(r.outcome.fitness)), default=0)
 
 
-def training_seed(run_seed: int, genome_id: str) -> int:
-    """The seed a genome trains with: fixed by the run seed and the genome itself.
+SEEDING = "training_id"  # how runs since σ left the training identity key seeds and weights
 
-    Because the seed does not depend on when a genome is evaluated, an equal genome
-    always gets an equal outcome, which is what makes the fitness cache exact.
+
+def training_identity(config: dict[str, Any], genome: Genome) -> str:
+    """What keys a genome's training seed and kept weights in a run with `config`: its
+    training identity, or, in runs from before σ left it, its genome id."""
+    return genome.training_id if config.get("seeding") == SEEDING else genome.id
+
+
+def training_seed(run_seed: int, training_id: str, replicate: int = 0) -> int:
+    """The seed replicate `replicate` of a model trains with: fixed by the run seed, the
+    genome's training identity (`Genome.training_id`) and the replicate number.
+
+    Because the seed does not depend on when a genome is evaluated, an equal model
+    always gets an equal outcome, which is what makes the fitness cache exact; other
+    replicate numbers give fresh, independent seeds.
     """
-    digest = hashlib.sha256(f"{run_seed}:{genome_id}".encode()).digest()
+    key = f"{run_seed}:{training_id}" + (f":{replicate}" if replicate else "")
+    digest = hashlib.sha256(key.encode()).digest()
     return int.from_bytes(digest[:8], "big") >> 1
+
+
+def combine_replicates(outcomes: list[Outcome]) -> Outcome:
+    """One outcome for a genome trained with several seeds: mean losses, the fewest
+    tokens any replicate reached (its fidelity), total wall time, and every replicate's
+    own outcome in `replicates`. A failed replicate fails the genome."""
+    if len(outcomes) == 1:
+        return outcomes[0]
+    failed = next((o for o in outcomes if o.status != "ok"), None)
+    replicates = [o.to_dict() for o in outcomes]
+    wall_s = sum(o.wall_s for o in outcomes)
+    if failed is not None:
+        return dataclasses.replace(failed, wall_s=wall_s, replicates=replicates)
+
+    def mean(values: list[float | None]) -> float | None:
+        return None if any(v is None for v in values) else sum(values) / len(values)
+
+    val_loss = mean([o.val_loss for o in outcomes])
+    curves = [o.curve for o in outcomes]
+    curve = ([sum(points) / len(points) for points in zip(*curves)]
+             if len({len(c) for c in curves}) == 1 else [])
+    stops = [o.stopped_at for o in outcomes if o.stopped_at is not None]
+    return dataclasses.replace(
+        outcomes[0], val_loss=val_loss, val_ppl=math.exp(val_loss),
+        train_loss=mean([o.train_loss for o in outcomes]),
+        test_loss=mean([o.test_loss for o in outcomes]),
+        init_grad_norm=mean([o.init_grad_norm for o in outcomes]),
+        tokens=min(o.tokens for o in outcomes),
+        tokens_per_s=mean([o.tokens_per_s for o in outcomes]),
+        latency_ms=sorted(o.latency_ms or 0.0 for o in outcomes)[len(outcomes) // 2],
+        wall_s=wall_s, curve=curve, stopped_at=min(stops) if stops else None,
+        replicates=replicates)

@@ -21,10 +21,8 @@ from scipy import stats
 from genesis.records import Record, full_fidelity
 from genesis.run import Run, space_of
 from genesis.space import ChoiceDomain, FloatDomain, IntDomain, SearchSpace
-from genesis.study import default_storage
+from genesis.traitstats import ALPHA, MIN_SAMPLES, fanova_importance, trait_effects
 
-ALPHA = 0.05  # significance level of every test in the report
-MIN_SAMPLES = 5  # distinct trained genomes below which a correlation is not reported
 VARIATION_OPERATORS = ("crossover", "mutation", "crossover+mutation")
 
 
@@ -39,11 +37,17 @@ def build_report(path: str | Path, top: int = 5, bootstrap_resamples: int = 2000
     run = Run.load(path)
     space = space_of(run.config)
     distinct = _distinct_trained(run.records)
+    summary = run.summary()
+    noise = summary["noise"]
+    genomes, losses = [r.genome for r in distinct], [_fitness(r) for r in distinct]
     return {
-        "run": _run_section(run),
+        "run": _run_section(run, summary),
+        "noise": noise,
+        "confirmed": summary["confirmed"],
         "convergence": convergence(run.records),
         "diversity": diversity(run.records, space),
-        "traits": trait_importance(distinct, space, _study_importance(run), bootstrap_resamples),
+        "traits": trait_effects(genomes, losses, space, noise["val_loss_sd"], noise["df"],
+                                bootstrap_resamples, fanova_importance(genomes, losses, space)),
         "operators": operator_effects(run.records),
         "sigma": sigma_by_generation(run.records),
         "proxies": proxy_correlations(distinct),
@@ -58,7 +62,7 @@ def _searched_objectives(config: dict[str, Any]) -> tuple[str, ...]:
     return objectives if len(objectives) > 1 else DEFAULT_FRONT
 
 
-def _run_section(run: Run) -> dict[str, Any]:
+def _run_section(run: Run, summary: dict[str, Any]) -> dict[str, Any]:
     generations = sorted({r.generation for r in run.records})
     return {
         "id": run.id,
@@ -73,12 +77,13 @@ def _run_section(run: Run) -> dict[str, Any]:
         "generations_seen": len(generations),
         "generations_planned": run.config["evolution"]["generations"],
         "population": run.config["evolution"]["population_size"],
-        "evaluations": len(run.records),
-        "trained": sum(1 for r in run.records if not r.cached),
-        "cache_hits": sum(1 for r in run.records if r.cached),
+        "evaluations": summary["evaluations"],
+        "trained": summary["trained"],
+        "cache_hits": summary["cache_hits"],
         "failed": sum(1 for r in run.records if r.outcome.status != "ok"),
-        "given_up": sum(1 for r in run.records if not r.cached and r.outcome.stopped_at is not None),
-        "compute_tokens": sum(r.compute_tokens for r in run.records),
+        "given_up": summary["given_up"],
+        "compute_tokens": summary["compute"]["search_tokens"],
+        "retraining_tokens": summary["compute"]["noise_probe_tokens"] + summary["compute"]["confirmation_tokens"],
         "compute_budget_tokens": run.config["evolution"].get("budget_tokens", 0),
         "strategy": run.config["evolution"].get("strategy", "evolution"),
     }
@@ -90,16 +95,18 @@ def _fitness(record: Record) -> float | None:
 
 
 def _distinct_trained(records: Sequence[Record]) -> list[Record]:
-    """The first record of every genome that trained successfully at the full budget.
+    """The first record of every distinct architecture (training identity) that trained
+    successfully at the full budget.
 
-    Under successive halving, genomes stopped at a lower rung are left out: losses are
-    only compared at equal fidelity.
+    Genomes that differ only in σ are one architecture with one outcome, so they count
+    once. Under successive halving, genomes stopped at a lower rung are left out: losses
+    are only compared at equal fidelity.
     """
     full = full_fidelity(records)
     seen: dict[str, Record] = {}
     for record in records:
         if _fitness(record) is not None and record.outcome.tokens == full:
-            seen.setdefault(record.genome_id, record)
+            seen.setdefault(record.genome.training_id, record)
     return list(seen.values())
 
 
@@ -196,102 +203,6 @@ def diversity(records: Sequence[Record], space: SearchSpace) -> list[dict[str, A
             "traits": traits,
         })
     return rows
-
-
-def trait_importance(distinct: Sequence[Record], space: SearchSpace,
-                     fanova: dict[str, Any], resamples: int) -> dict[str, Any]:
-    """Each trait's association with fitness, ranked by evidence, then variance explained.
-
-    Numeric traits: Spearman ρ with its p-value and a bootstrap confidence interval;
-    effect = ρ². Categorical traits: Kruskal–Wallis H test and eta² (share of fitness
-    variance between values), with each value's mean fitness; effect = eta². fANOVA
-    importance from the run's Optuna study is listed beside them.
-    """
-    fitness = np.array([_fitness(r) for r in distinct], dtype=float)
-    rows = []
-    for name in space.domains:
-        values = [getattr(r.genome, name) for r in distinct]
-        categorical = isinstance(space.domains[name], ChoiceDomain)
-        row: dict[str, Any] = {"trait": name, "kind": "categorical" if categorical else "numeric",
-                               "n": len(values), "effect": None, "significant": None, "note": None,
-                               "fanova": fanova.get("importances", {}).get(name)}
-        if len(values) < MIN_SAMPLES:
-            row["note"] = f"needs at least {MIN_SAMPLES} distinct trained genomes, has {len(values)}"
-        elif len(set(values)) < 2:
-            row["note"] = "the trait did not vary"
-        elif categorical:
-            row.update(_categorical_effect(values, fitness))
-        else:
-            row.update(_numeric_effect(np.array(values, dtype=float), fitness, resamples))
-        rows.append(row)
-    # Significant traits first, then by effect: a large but untested or non-significant
-    # eta² (it grows with the number of values on small samples) does not outrank evidence.
-    ranked = sorted(rows, key=lambda r: (not r["significant"], -(r["effect"] if r["effect"] is not None else -1)))
-    for rank, row in enumerate(ranked, 1):
-        row["rank"] = rank if row["effect"] is not None else None
-    return {"ranking": ranked, "fanova_note": fanova.get("note")}
-
-
-def _numeric_effect(values: np.ndarray, fitness: np.ndarray, resamples: int) -> dict[str, Any]:
-    result = stats.spearmanr(values, fitness)
-    rho, p_value = float(result.statistic), float(result.pvalue)
-    if not math.isfinite(rho):
-        return {"note": "no rank correlation is defined (ties throughout)"}
-    with warnings.catch_warnings():
-        # Resamples of a small sample can be constant; their ρ is NaN and the interval
-        # then widens or becomes undefined (reported as missing), which is the honest answer.
-        warnings.simplefilter("ignore", stats.ConstantInputWarning)
-        warnings.simplefilter("ignore", stats.DegenerateDataWarning)
-        interval = stats.bootstrap(
-            (values, fitness), lambda x, y: stats.spearmanr(x, y).statistic, paired=True,
-            vectorized=False, n_resamples=resamples, method="percentile",
-            random_state=np.random.default_rng(0))
-    low, high = interval.confidence_interval
-    return {"rho": rho, "p_value": p_value, "ci_low": _finite(low), "ci_high": _finite(high),
-            "effect": rho * rho, "significant": p_value < ALPHA}
-
-
-def _categorical_effect(values: list, fitness: np.ndarray) -> dict[str, Any]:
-    groups: dict[Any, list[float]] = {}
-    for value, f in zip(values, fitness):
-        groups.setdefault(value, []).append(float(f))
-    per_value = {str(k): {"n": len(v), "mean_fitness": float(np.mean(v)),
-                          "mean_ppl": math.exp(float(np.mean(v)))} for k, v in sorted(groups.items())}
-    grand = float(np.mean(fitness))
-    between = sum(len(v) * (np.mean(v) - grand) ** 2 for v in groups.values())
-    total = float(np.sum((fitness - grand) ** 2))
-    eta2 = float(between / total) if total > 0 else 0.0
-    result: dict[str, Any] = {"eta2": eta2, "per_value": per_value, "effect": eta2}
-    testable = [v for v in groups.values() if len(v) >= 2]
-    if len(testable) >= 2:
-        h, p_value = stats.kruskal(*testable)
-        result.update({"kruskal_h": float(h), "p_value": float(p_value),
-                       "significant": float(p_value) < ALPHA})
-    else:
-        result["note"] = "Kruskal–Wallis needs two values with at least two genomes each"
-    return result
-
-
-def _finite(value: float) -> float | None:
-    return float(value) if math.isfinite(value) else None
-
-
-def _study_importance(run: Run) -> dict[str, Any]:
-    """fANOVA importance of each trait from the run's Optuna study, or a note why not."""
-    import optuna
-    from optuna.importance import FanovaImportanceEvaluator, get_param_importances
-
-    storage = run.config.get("storage") or default_storage(run.path)
-    try:
-        study = optuna.load_study(study_name=run.id, storage=storage)
-        complete = [t for t in study.get_trials(deepcopy=False)
-                    if t.state == optuna.trial.TrialState.COMPLETE]
-        if len({t.user_attrs.get("genome_id") for t in complete}) < MIN_SAMPLES:
-            return {"note": f"fANOVA needs at least {MIN_SAMPLES} distinct trained genomes"}
-        importances = get_param_importances(study, evaluator=FanovaImportanceEvaluator(seed=0))
-    except Exception as error:  # a missing study or a degenerate one must not stop the report
-        return {"note": f"fANOVA importance unavailable: {type(error).__name__}: {error}"}
-    return {"importances": {k: float(v) for k, v in importances.items()}}
 
 
 PROXIES = ("non_embedding_params", "init_grad_norm")

@@ -130,7 +130,8 @@ def report_sections(report: dict[str, Any]) -> list[tuple[str, str, list[str], l
         [[k, _fmt(run[k])] for k in ("id", "status", "started", "seed", "recipe", "tokens_per_training",
                                       "data", "generations_seen", "generations_planned",
                                       "population", "evaluations", "trained", "cache_hits", "failed",
-                                      "given_up", "compute_tokens", "compute_budget_tokens", "strategy")],
+                                      "given_up", "compute_tokens", "retraining_tokens", "compute_budget_tokens",
+                                      "strategy")],
         None)]
     sections.append((
         "Convergence", "convergence", ["generation", "best loss", "best ppl", "mean loss", "median loss"],
@@ -150,25 +151,45 @@ def report_sections(report: dict[str, Any]) -> list[tuple[str, str, list[str], l
         "Categorical traits: entropy in bits; numeric traits: standard deviation of the value "
         "scaled to [0, 1] over its domain (σ on a log scale). Distance: mean Gower distance of "
         "all genome pairs."))
+    noise = report["noise"]
+    sections.append((
+        "Seed noise and confirmed champions", None,
+        ["rank", "genome", "traits", "test ppl", "95% CI", "fresh seeds", "val ppl at selection", "note"],
+        [[str(c["rank"]), c["genome_id"], c["traits"], _fmt(c["test_ppl"], 4),
+          f"{_fmt(c['test_ppl_low'], 4)} – {_fmt(c['test_ppl_high'], 4)}", str(c["seeds"]),
+          _fmt(c["selection_val_ppl"], 4), "within noise of #1" if c["within_noise_of_best"] else ""]
+         for c in report["confirmed"]],
+        (f"Seed noise: one training's validation loss varies with its seed by sd "
+         f"{_fmt(noise['val_loss_sd'], 3)} (about {_fmt(noise['ppl_percent'], 2)}% in perplexity; "
+         f"{noise['df']} degrees of freedom from {noise['trainings']} fresh-seed retrainings). "
+         if noise["val_loss_sd"] is not None else "Seed noise was not measured in this run. ")
+        + "Confirmed champions were trained again with fresh seeds and measured on the held-out "
+        "test split; the validation perplexity that selected them is optimistic (the best of many "
+        "noisy draws, measured on the windows that chose it)."))
     traits = report["traits"]
     sections.append((
         "Trait importance", "traits",
-        ["rank", "trait", "n", "effect", "ρ (95% CI)", "eta²", "p", f"p < {report['alpha']}",
-         "fANOVA", "note"],
-        [[_fmt(r["rank"]), r["trait"], str(r["n"]), _fmt(r["effect"]),
-          (f"{_fmt(r['rho'])} ({_fmt(r.get('ci_low'))}, {_fmt(r.get('ci_high'))})"
-           if "rho" in r else "–"),
-          _fmt(r.get("eta2")), _fmt(r.get("p_value")), _fmt(r.get("significant")),
-          _fmt(r.get("fanova")), r.get("note") or ""] for r in traits["ranking"]],
-        "Effect = share of fitness variance explained: ρ² (Spearman) for numeric traits, eta² "
-        "for categorical ones (tested with Kruskal–Wallis). Significant traits rank first, then "
-        "by effect. Computed over distinct genomes that "
-        "trained; fitness is validation loss, so a positive ρ means larger values are worse."
+        ["rank", "trait", "n", "eta² (95% CI)", "ρ (95% CI)", "loss spread", "p (Holm)", "significant",
+         "fANOVA (95% CI)", "note"],
+        [[_fmt(r["rank"]), r["trait"], str(r["n"]),
+          f"{_fmt(r.get('eta2'))} ({_fmt(r.get('eta2_low'))}, {_fmt(r.get('eta2_high'))})" if "eta2" in r else "–",
+          (f"{_fmt(r['rho'])} ({_fmt(r.get('rho_low'))}, {_fmt(r.get('rho_high'))})" if "rho" in r else "–"),
+          _fmt(r.get("loss_spread")) + (" (within noise)" if r.get("within_noise") else ""),
+          _fmt(r.get("p_holm")), _fmt(r.get("significant")),
+          f"{_fmt(r.get('fanova'))} ({_fmt(r.get('fanova_low'))}, {_fmt(r.get('fanova_high'))})",
+          r.get("note") or ""] for r in traits["ranking"]],
+        "Effect = eta², the share of loss variance between a trait's values, with a bootstrap "
+        "interval; ρ: Spearman for ordered traits (positive: larger values are worse). Loss spread: "
+        "mean loss of the worst value minus the best (values with two or more architectures); "
+        "'within noise' when seed noise alone could make it. p-values test 'no effect' "
+        "(Spearman or Kruskal–Wallis) and are Holm-corrected across traits; nothing is called "
+        f"significant on fewer than {traits['min_significant']} distinct architectures. "
+        "Computed over distinct architectures that trained at full fidelity."
         + (f" {traits['fanova_note']}." if traits.get("fanova_note") else "")))
-    per_value = [[r["trait"], value, str(v["n"]), _fmt(v["mean_fitness"], 4), _fmt(v["mean_ppl"], 4)]
+    per_value = [[r["trait"], value, str(v["n"]), _fmt(v["mean_loss"], 4), _fmt(v["mean_ppl"], 4)]
                  for r in traits["ranking"] for value, v in (r.get("per_value") or {}).items()]
     if per_value:
-        sections.append(("Categorical values", None, ["trait", "value", "n", "mean loss", "mean ppl"],
+        sections.append(("Trait values", None, ["trait", "value", "n", "mean loss", "mean ppl"],
                          per_value, None))
     sections.append((
         "Training-free proxies", None, ["proxy", "n", "Spearman ρ with val loss", "p", "note"],
@@ -191,7 +212,7 @@ def report_sections(report: dict[str, Any]) -> list[tuple[str, str, list[str], l
         "Genomes no other genome beats on every one of these objectives (all minimized); the run's "
         "own objectives when it searched several. Latency varies with the machine's load."))
     sections.append((
-        "Champions", None, ["rank", "genome", "traits", "val ppl", "params", "gen", "made by", "parents"],
+        "Best at selection", None, ["rank", "genome", "traits", "val ppl", "params", "gen", "made by", "parents"],
         [[str(c["rank"]), c["genome_id"], c["traits"], _fmt(c["metrics"]["val_ppl"], 4),
           _fmt(c["metrics"]["params"]), str(c["generation"]), c["operator"], ", ".join(c["parents"]) or "–"]
          for c in report["champions"]],

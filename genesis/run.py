@@ -29,9 +29,12 @@ from genesis.evaluate import BACKENDS, Job, TrainingSetup, make_backend
 from genesis.evolution import Candidate, Evolution, EvolutionConfig, Observer
 from genesis.fidelity import give_up_bounds
 from genesis.recipe import DEFAULT_RECIPE, Recipe, load_recipe
-from genesis.records import Outcome, Record, training_seed
+from genesis.records import SEEDING, Outcome, Record, combine_replicates, training_seed
 from genesis.space import DEFAULT_SEARCH_SPACE, SearchSpace, load_search_space, parse_search_space
+from genesis.retrain import Retrainer, read_retrainings
 from genesis.store import RunStore, best_records, new_run_id
+from genesis.summary import summarize
+from genesis.table import TABLE_PREFIX, open_table_backend
 from genesis.study import StudyRecorder, default_storage
 
 log = logging.getLogger(__name__)
@@ -79,6 +82,25 @@ class Run:
         """The `k` best distinct genomes over the whole run, best first."""
         return best_records(self.records, k)
 
+    def champions(self, k: int = 3) -> list[Record]:
+        """The `k` best distinct models, confirmed champions first in their confirmed
+        (test) order, then the best at selection."""
+        by_identity = {r.genome.training_id: r for r in reversed(self.records) if not r.cached}
+        confirmed = [by_identity[c["training_id"]] for c in self.summary()["confirmed"]]
+        rest = [r for r in self.best(k + len(confirmed)) if r not in confirmed]
+        return (confirmed + rest)[:k]
+
+    @property
+    def retrainings(self):
+        """The run's fresh-seed retrainings (`genesis.noise.Retraining`): noise probes
+        and confirmations."""
+        return read_retrainings(self.path)
+
+    def summary(self) -> dict[str, Any]:
+        """Totals, compute, noise floor and confirmed champions (`genesis.summary.summarize`)."""
+        return summarize(self.records, self.retrainings, self.logbook,
+                         self.config.get("noise", {}).get("confirm", 0))
+
     def generation_best(self) -> list[float | None]:
         """Best validation loss of each complete generation."""
         return [entry["best"] for entry in self.logbook]
@@ -105,6 +127,10 @@ def evolve(
     rungs: Sequence[float] = (1.0,),
     budget_tokens: int = 0,
     early_stop: float = 0.0,
+    replicates: int = 1,
+    noise_probes: int = 1,
+    confirm: int = 3,
+    confirm_seeds: int = 3,
 ) -> Run:
     """Evolve a population of µLM genomes that really train on WikiText.
 
@@ -137,6 +163,13 @@ def evolve(
         early_stop: give up full-budget trainings whose learning curve is hopeless:
             worse than this quantile of earlier generations' curves at the same step
             (0.5: Vizier's median stopping rule; 0: never). See `genesis.fidelity`.
+        replicates: trainings per genome, each with its own seed; the fitness is their
+            mean, the record keeps each one's metrics.
+        noise_probes: after each generation, retrain this many best models with a fresh
+            seed to measure the run's seed noise (0: none). See `genesis.noise`.
+        confirm: at the end, confirm this many best models on the held-out test split
+            with fresh seeds (0: none).
+        confirm_seeds: fresh-seed trainings per confirmed model, probes included.
 
     Returns:
         The finished `Run`.
@@ -156,21 +189,30 @@ def evolve(
         config.validate()
     except ValueError as error:
         raise GenesisError(str(error)) from None
-    tokens = data if isinstance(data, TokenData) else load_data(data, recipe.vocab_size, cache_dir)
-    evaluator = _evaluator_config(backend, workers, threads, ray_address, resolve_device(device), rungs,
-                                  early_stop)
+    table = open_table_backend(backend, space, recipe)
+    if table is not None:  # lookups need no corpus: the table names the one it was trained on
+        tokens, data_config = None, {"source": f"table:{table.folder}", "key": table.meta["data_key"]}
+    else:
+        tokens = data if isinstance(data, TokenData) else load_data(data, recipe.vocab_size, cache_dir)
+        data_config = {"source": tokens.source, "key": tokens.key, "vocab_size": tokens.vocab_size,
+                       "tokens": {name: int(tokens.split(name).size) for name in ("train", "valid", "test")}}
+    evaluator = evaluator_config(backend, workers, threads, ray_address, device, rungs, early_stop)
+    if replicates < 1 or min(noise_probes, confirm, confirm_seeds) < 0:
+        raise GenesisError("replicates must be at least 1; noise probes and confirmation at least 0")
+    evaluator["replicates"] = replicates
 
     store = RunStore.create(output, new_run_id(seed), {
         "seed": seed,
+        "seeding": SEEDING,
         "evolution": dataclasses.asdict(config),
         "search_space": space.describe(),
         "recipe": recipe.to_dict(),
-        "data": {"source": tokens.source, "key": tokens.key, "vocab_size": tokens.vocab_size,
-                 "tokens": {name: int(tokens.split(name).size) for name in ("train", "valid", "test")}},
+        "data": data_config,
         "storage": storage,
         "device": evaluator["device"],
         "evaluator": evaluator,
-        "versions": _versions(),
+        "noise": {"probes": noise_probes, "confirm": confirm, "confirm_seeds": confirm_seeds},
+        "versions": versions(),
     })
     try:
         recorder = StudyRecorder(storage or default_storage(store.path), store.id, space)
@@ -217,7 +259,10 @@ def resume(
                                f"{store.path} was started with; resume it without --search-space")
     recipe = Recipe(**config["recipe"])
     evolution = EvolutionConfig(**config["evolution"])
-    tokens = data if isinstance(data, TokenData) else tokens_of(config, data, cache_dir)
+    if config["evaluator"]["backend"].startswith("table:"):
+        tokens = None
+    else:
+        tokens = data if isinstance(data, TokenData) else tokens_of(config, data, cache_dir)
     recorder = StudyRecorder(config["storage"] or default_storage(store.path), store.id, space)
     evaluator = dict(config["evaluator"])
     if device is not None:
@@ -260,58 +305,66 @@ def resolve_device(device: str) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def _evaluator_config(backend: str, workers: int, threads: int | None, ray_address: str | None,
-                      device: str, rungs: Sequence[float], early_stop: float) -> dict[str, Any]:
+def evaluator_config(backend: str, workers: int, threads: int | None, ray_address: str | None,
+                     device: str, rungs: Sequence[float] = (1.0,), early_stop: float = 0.0) -> dict[str, Any]:
+    """The checked evaluator settings of a run or sweep, defaults resolved: threads per
+    training from the cores and workers, "auto" device to cuda or cpu.
+
+    Raises:
+        GenesisError: a setting out of range or an unknown backend.
+    """
     rungs = [float(f) for f in rungs]
     if not rungs or rungs[-1] != 1.0 or any(not 0 < a < b for a, b in zip(rungs, rungs[1:])) or rungs[0] <= 0:
         raise GenesisError("rungs must be increasing fractions of the recipe's steps ending at 1")
     if not 0.0 <= early_stop <= 1.0:
         raise GenesisError("early stopping takes a quantile between 0 (off) and 1")
-    if backend not in BACKENDS:
-        raise GenesisError(f"unknown backend {backend!r} (choose from {', '.join(BACKENDS)})")
+    if backend not in BACKENDS and not backend.startswith(TABLE_PREFIX):
+        raise GenesisError(f"unknown backend {backend!r} (choose from {', '.join(BACKENDS)}, "
+                           f"or {TABLE_PREFIX}PATH for a sweep table)")
     if workers < 1 or (threads is not None and threads < 1):
         raise GenesisError("workers and threads must be at least 1")
     cores = os.cpu_count() or 1
     default_threads = cores if backend == "inprocess" else max(1, cores // workers)
     return {"backend": backend, "workers": workers, "threads": threads or default_threads,
-            "ray_address": ray_address, "device": device, "rungs": rungs, "early_stop": early_stop}
+            "ray_address": ray_address,
+            "device": "table" if backend.startswith(TABLE_PREFIX) else resolve_device(device), "rungs": rungs, "early_stop": early_stop}
 
 
-def _drive(store, space, recipe, tokens, config, recorder, observers, evaluator_config, cache_dir,
+def _drive(store, space, recipe, tokens, config, recorder, observers, settings, cache_dir,
            checkpoint: dict[str, Any] | None = None) -> Run:
     store.lock()
     for observer in observers:
         observer.on_run_start(store.id, store.path)
-    setup = TrainingSetup(recipe, tokens.key, str(cache_dir or default_cache_dir()),
-                          evaluator_config["device"], evaluator_config["threads"])
+    setup = TrainingSetup(recipe, store.config()["data"]["key"], str(cache_dir or default_cache_dir()),
+                          settings["device"], settings["threads"])
     backend = None
     try:
-        backend = make_backend(evaluator_config["backend"], setup, tokens, evaluator_config["workers"],
-                               evaluator_config["ray_address"])
+        backend = make_backend(settings["backend"], setup, tokens, settings["workers"],
+                               settings["ray_address"], config.seed)
         previous = store.drop_partial_record()
         for record in previous:  # a kill between the log and the study leaves a gap
             recorder.add(record)
-        rung_steps = [max(1, round(f * recipe.steps)) for f in evaluator_config.get("rungs", [1.0])]
+        rung_steps = [max(1, round(f * recipe.steps)) for f in settings.get("rungs", [1.0])]
+        replicates = settings.get("replicates", 1)
         evaluator = _CachingEvaluator(store, recorder, backend, config.seed, observers, previous,
-                                      rung_steps, recipe.tokens, evaluator_config.get("early_stop", 0.0))
+                                      rung_steps, recipe.tokens, settings.get("early_stop", 0.0),
+                                      replicates=replicates)
+        noise = {"probes": 0, "confirm": 0, "confirm_seeds": 0, **store.config().get("noise", {})}
+        retrainer = Retrainer(store.path, backend, config.seed, replicates, noise["probes"],
+                              noise["confirm"], noise["confirm_seeds"], observers)
         loop = Evolution(space, config, evaluator, observers)
         if checkpoint is not None:
             loop.restore(checkpoint["evolution"])
             _set_global_rng_states(checkpoint["global_rng"])
         while not loop.done:
             loop.step()
+            records = store.records()
+            retrainer.probe(max(r.generation for r in records), records)
             store.write_checkpoint({"evolution": loop.state(), "global_rng": _global_rng_states()})
         records = store.records()
+        retrainer.confirm_champions(loop.generation, records)
         logbook = list(loop.logbook)
-        store.write_summary({
-            "generations": logbook,
-            "best": [r.to_dict() for r in best_records(records, 5)],
-            "evaluations": len(records),
-            "trained": sum(1 for r in records if not r.cached),
-            "cache_hits": sum(1 for r in records if r.cached),
-            "compute_tokens": sum(r.compute_tokens for r in records),
-            "given_up": sum(1 for r in records if not r.cached and r.outcome.stopped_at is not None),
-        })
+        store.write_summary(summarize(records, retrainer.done, logbook, noise["confirm"]))
     finally:
         if backend is not None:
             backend.close()
@@ -323,10 +376,11 @@ class _CachingEvaluator:
     """Evaluates a generation's candidates on a backend, reusing what is already known.
 
     A candidate recorded before an interruption (same generation, index and genome) is
-    taken from the record log as it is. A genome evaluated before is not trained again:
-    its training seed depends only on the run seed and the genome, so a repeat would
-    reproduce the same outcome, and reusing it is exact (a genome given up by early
-    stopping stays given up). Records are written as trainings finish; the trained
+    taken from the record log as it is. A model trained before is not trained again:
+    its training seeds depend only on the run seed and the genome's training identity
+    (σ, which never touches training, is left out), so a repeat, or a child that differs
+    from its parent in σ only, would reproduce the same outcome, and reusing it is exact
+    (a genome given up by early stopping stays given up). Records are written as trainings finish; the trained
     weights of the best genomes so far are kept.
 
     Early stopping bounds come from the learning curves of full trainings in earlier
@@ -336,63 +390,70 @@ class _CachingEvaluator:
 
     def __init__(self, store: RunStore, recorder: StudyRecorder, backend, seed: int,
                  observers: Sequence[Observer], previous: Sequence[Record], rung_steps: Sequence[int],
-                 full_tokens: int, early_stop: float = 0.0, keep: float = 0.5):
+                 full_tokens: int, early_stop: float = 0.0, keep: float = 0.5, replicates: int = 1):
         self.store, self.recorder, self.backend = store, recorder, backend
         self.seed, self.observers = seed, observers
         self.rung_steps, self.keep = list(rung_steps), keep
         self.full_tokens, self.early_stop = full_tokens, early_stop
+        self.replicates = replicates
         self.recorded = {(r.generation, r.index): r for r in previous}
-        self.known: dict[str, Outcome] = {r.genome_id: r.outcome for r in previous}
+        self.known: dict[str, Outcome] = {r.genome.training_id: r.outcome for r in previous}
         self.curves: list[tuple[int, list[float]]] = []  # (generation, curve) of full trainings
         for record in previous:
             self._remember_curve(record)
 
     def __call__(self, candidates: Sequence[Candidate]) -> list[Record]:
         done: dict[int, Record] = {}
-        waiting: dict[str, list[Candidate]] = {}  # genome id -> candidates awaiting its training
+        waiting: dict[str, list[Candidate]] = {}  # training id -> candidates awaiting its training
         for candidate in candidates:
             record = self.recorded.get((candidate.generation, candidate.index))
             if record is not None and record.genome == candidate.genome:
                 done[candidate.index] = self._notify(record)
-            elif candidate.genome.id in self.known:
-                done[candidate.index] = self._keep(candidate, self.known[candidate.genome.id], True)
+            elif candidate.genome.training_id in self.known:
+                done[candidate.index] = self._keep(candidate, self.known[candidate.genome.training_id], True)
             else:
-                waiting.setdefault(candidate.genome.id, []).append(candidate)
+                waiting.setdefault(candidate.genome.training_id, []).append(candidate)
         # Successive halving: every new genome trains at the first rung's budget, the best
         # `keep` share of them goes on to the next rung, and so on; only the last rung is
         # the recipe's full budget. A genome stops with the outcome of the last rung it
         # reached, which records its fidelity (tokens). With one rung this is plain training.
+        # Each training is `replicates` trainings with their own seeds; the genome's outcome
+        # is their mean (`combine_replicates`), and only the first replicate keeps weights.
         bounds = self._give_up_bounds(candidates[0].generation if candidates else 0)
         alive = list(waiting)
-        spent = dict.fromkeys(waiting, 0)  # genome id -> training tokens over all its rungs
+        spent = dict.fromkeys(waiting, 0)  # training id -> training tokens over all its rungs
         for level, steps in enumerate(self.rung_steps):
             final = level == len(self.rung_steps) - 1
-            jobs = [Job(waiting[g][0].genome, training_seed(self.seed, g),
-                        str(self.store.weights_path(g)) if final else None, None if final else steps,
-                        bounds if final else ())
-                    for g in alive]
+            jobs = [Job(waiting[g][0].genome, training_seed(self.seed, g, replicate),
+                        str(self.store.weights_path(g)) if final and replicate == 0 else None,
+                        None if final else steps, bounds if final else (), replicate=replicate)
+                    for g in alive for replicate in range(self.replicates)]
+            parts: dict[str, dict[int, Outcome]] = {g: {} for g in alive}
             reached: dict[str, Outcome] = {}
             for job, outcome in self.backend.run(jobs):
-                reached[job.genome.id] = outcome
-                spent[job.genome.id] += outcome.tokens
-                if final:
-                    self._settle(job.genome.id, outcome, spent[job.genome.id], waiting, done)
+                g = job.genome.training_id
+                parts[g][job.replicate] = outcome
+                spent[g] += outcome.tokens
+                if len(parts[g]) == self.replicates:
+                    reached[g] = combine_replicates([parts[g][r] for r in range(self.replicates)])
+                    if final:
+                        self._settle(g, reached[g], spent[g], waiting, done)
             if final:
                 break
             ranked = sorted(alive, key=lambda g: reached[g].fitness)
             alive = ranked[: max(1, math.ceil(len(ranked) * self.keep))]
-            for genome_id in ranked[len(alive):]:
-                self._settle(genome_id, reached[genome_id], spent[genome_id], waiting, done)
+            for training_id in ranked[len(alive):]:
+                self._settle(training_id, reached[training_id], spent[training_id], waiting, done)
         return [done[candidate.index] for candidate in candidates]
 
-    def _settle(self, genome_id: str, outcome: Outcome, compute_tokens: int,
+    def _settle(self, training_id: str, outcome: Outcome, compute_tokens: int,
                 waiting: dict[str, list[Candidate]], done: dict[int, Record]) -> None:
-        """Record a genome's final outcome for every candidate that waited for it; the
+        """Record a model's final outcome for every candidate that waited for it; the
         first one carries the compute its training cost, the others were free."""
-        self.known[genome_id] = outcome
+        self.known[training_id] = outcome
         best = sorted(self.known, key=lambda g: self.known[g].rank())[:KEPT_WEIGHTS]
         self.store.prune_weights(set(best))
-        for position, candidate in enumerate(waiting[genome_id]):
+        for position, candidate in enumerate(waiting[training_id]):
             done[candidate.index] = self._keep(candidate, outcome, cached=position > 0,
                                                compute_tokens=0 if position else compute_tokens)
 
@@ -450,7 +511,8 @@ def _set_global_rng_states(states: dict[str, Any]) -> None:
     torch.set_rng_state(torch.tensor(states["torch"], dtype=torch.uint8))
 
 
-def _versions() -> dict[str, str]:
+def versions() -> dict[str, str]:
+    """Versions of Python, genesis and the libraries that shape results."""
     names = ("torch", "deap", "tokenizers", "numpy", "optuna")
     return {"python": platform.python_version(), "genesis": version("genesis"),
             **{name: version(name) for name in names}}

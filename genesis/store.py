@@ -248,10 +248,10 @@ def list_runs(folder: str | Path) -> list[RunStore]:
 
 
 def best_records(records: Iterable[Record], k: int) -> list[Record]:
-    """The `k` best distinct genomes among `records` (first record of each genome), at
-    the highest fidelity first."""
+    """The `k` best distinct models among `records` (first record of each training
+    identity: genomes that differ only in σ are one model), at the highest fidelity first."""
     first: dict[str, Record] = {}
     for record in records:
-        first.setdefault(record.genome_id, record)
+        first.setdefault(record.genome.training_id, record)
     ranked = sorted(first.values(), key=lambda r: (r.outcome.rank(), r.generation, r.index))
     return ranked[:k]

@@ -31,6 +31,9 @@ log = logging.getLogger(__name__)
 STUDY_FILE = "study.db"
 
 
+MEMORY = "memory"  # a study kept in memory only: fastest, for replays on a sweep table
+
+
 def default_storage(run_path: Path) -> str:
     """The SQLite URL of the study file inside a run folder."""
     return f"sqlite:///{(run_path / STUDY_FILE).resolve()}"
@@ -68,6 +71,8 @@ class StudyRecorder:
         # Optuna announces every new study on stderr; genesis' library code does not print.
         verbosity = optuna.logging.get_verbosity()
         optuna.logging.set_verbosity(optuna.logging.WARNING)
+        if storage == MEMORY:
+            storage = optuna.storages.InMemoryStorage()
         try:
             self.study = optuna.create_study(storage=storage, study_name=study_name,
                                              direction="minimize", load_if_exists=True)

@@ -39,6 +39,7 @@ def train(
     on_step: Callable[[int, float], None] | None = None,
     weights_path: Path | None = None,
     give_up_above: Sequence[float | None] = (),
+    measure_test: bool = False,
 ) -> Outcome:
     """Build the genome's model, train it for `recipe.steps` and measure it.
 
@@ -55,13 +56,16 @@ def train(
             but the last: training stops after point k when the lowest point so far is
             above bound k. The outcome then records the step and the tokens it reached;
             it is measured on the validation batches as usual.
+        measure_test: also measure the loss on the same number of fixed windows of the
+            held-out test split (`Outcome.test_loss`).
 
     Returns:
         An `Outcome`; its status says whether training succeeded.
     """
     started = time.perf_counter()
     try:
-        return _train(genome, recipe, data, seed, device, on_step, started, weights_path, give_up_above)
+        return _train(genome, recipe, data, seed, device, on_step, started, weights_path, give_up_above,
+                      measure_test)
     except torch.OutOfMemoryError as error:
         return _failure("oom", error, recipe, started)
     except Exception as error:  # a bad genome must not stop the run; the record keeps why
@@ -97,7 +101,8 @@ def curve_parts(steps: int) -> list[tuple[int, int]]:
     return list(zip([0, *ends[:-1]], ends))
 
 
-def _train(genome, recipe, data, seed, device, on_step, started, weights_path, give_up_above) -> Outcome:
+def _train(genome, recipe, data, seed, device, on_step, started, weights_path, give_up_above,
+           measure_test) -> Outcome:
     torch.manual_seed(seed)
     config = GPTConfig.from_genome(genome, data.vocab_size, recipe.seq_len)
     model = GPT(config).to(device)
@@ -150,6 +155,7 @@ def _train(genome, recipe, data, seed, device, on_step, started, weights_path, g
 
     with autocast:
         val_loss = evaluate(model, data.valid, recipe, device)
+        test_loss = evaluate(model, data.test, recipe, device) if measure_test else None
         latency_ms = inference_latency_ms(model, recipe.seq_len, device)
     tail = max(1, steps_run // 10)
     params = model.num_parameters()
@@ -175,6 +181,7 @@ def _train(genome, recipe, data, seed, device, on_step, started, weights_path, g
         wall_s=time.perf_counter() - started,
         curve=torch.stack([losses[a:b].mean() for a, b in reached]).tolist() if reached else [],
         stopped_at=stopped_at,
+        test_loss=test_loss,
     )
 
 

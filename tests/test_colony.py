@@ -43,10 +43,10 @@ def _state(model: GPT) -> dict[str, torch.Tensor]:
 def test_bundles_round_trip_bit_exactly(run, bundles, tmp_path):
     first = load_bundle(bundles[0])
     kept = GPT(first.model.config)
-    load_weights(kept, run.store.weights_path(first.genome.id))
+    load_weights(kept, run.store.weights_path(first.genome.training_id))
     assert all(torch.equal(a, b) for a, b in zip(_state(kept).values(), _state(first.model).values()))
-    assert first.genome == run.best(1)[0].genome
-    assert first.manifest["metrics"]["val_loss"] == run.best(1)[0].outcome.val_loss
+    assert first.genome == run.champions(1)[0].genome  # the confirmed ranking's first
+    assert first.manifest["metrics"]["val_loss"] == run.champions(1)[0].outcome.val_loss
     again = export_champions(run.path, top=1, out=tmp_path)
     assert (again[0] / "model.safetensors").read_bytes() == (bundles[0] / "model.safetensors").read_bytes()
     for name in ("genome.json", "model.safetensors", "tokenizer.json", "card.md", "bundle.json"):
@@ -58,7 +58,7 @@ def test_export_retrains_missing_weights_exactly(run, tmp_path):
     shutil.copytree(run.path, copy)
     shutil.rmtree(copy / "weights")
     retrained = load_bundle(export_champions(copy, top=1, out=tmp_path / "out")[0])
-    assert retrained.manifest["metrics"]["val_loss"] == run.best(1)[0].outcome.val_loss
+    assert retrained.manifest["metrics"]["val_loss"] == run.champions(1)[0].outcome.val_loss
 
 
 def _broken_copy(bundles, tmp_path, name="broken"):

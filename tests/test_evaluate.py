@@ -39,7 +39,7 @@ def test_in_process_and_process_pool_give_identical_records(tmp_path, data_folde
     assert _comparable(in_process) == _comparable(pooled)
     assert pooled.config["evaluator"] == {"backend": "processes", "workers": 2, "threads": 1,
                                           "ray_address": None, "device": "cpu", "rungs": [1.0],
-                                          "early_stop": 0.0}
+                                          "early_stop": 0.0, "replicates": 1}
 
 
 def test_ray_backend_on_a_local_instance_gives_identical_records(tmp_path, data_folder):
@@ -108,7 +108,8 @@ def test_successive_halving_promotes_the_best_at_each_rung(tmp_path, data_folder
     recipe = Recipe(name="halving", steps=8, batch_size=4, seq_len=32, warmup_steps=1,
                     eval_batches=2, eval_batch_size=4)
     run = genesis.evolve(population=6, generations=1, search_space=FIXTURES / "small_space.toml",
-                         recipe=recipe, data=tokens, seed=5, output=tmp_path, rungs=(0.25, 0.5, 1.0))
+                         recipe=recipe, data=tokens, seed=5, output=tmp_path, rungs=(0.25, 0.5, 1.0),
+                         noise_probes=0, confirm=0)
     by_tokens = {}
     for record in run.records:
         by_tokens.setdefault(record.outcome.tokens, []).append(record)
@@ -122,7 +123,7 @@ def test_successive_halving_promotes_the_best_at_each_rung(tmp_path, data_folder
 
     def loss_at(record, steps):  # what the rung measured: training is deterministic per seed
         return train(record.genome, dataclasses.replace(recipe, steps=steps), tokens,
-                     training_seed(5, record.genome_id)).val_loss
+                     training_seed(5, record.genome.training_id)).val_loss
 
     first = {r.genome_id: loss_at(r, 2) for r in run.records}
     went_on = [r.genome_id for r in run.records if r.outcome.tokens > 2 * per_step]

@@ -58,10 +58,12 @@ def test_a_planted_effect_ranks_first_and_the_rest_are_not_significant(tmp_path)
     ranking = report["traits"]["ranking"]
     first = ranking[0]
     assert first["trait"] == "d_model" and first["significant"] and first["rho"] == pytest.approx(-1)
-    assert first["ci_high"] < 0
+    assert first["rho_high"] < 0 and first["eta2_low"] > 0.9
     for row in ranking[1:]:
-        assert row["significant"] is False and row["p_value"] > 0.05, row
-    fanova = {row["trait"]: row["fanova"] for row in ranking}
+        assert row["significant"] is not True, row
+        assert row["trait"] == "sigma" or row["p_value"] > 0.05, row
+    fanova = {row["trait"]: row["fanova"] for row in ranking if row["fanova"] is not None}
+    assert set(fanova) == {"n_layer", "n_head", "d_model", "activation"}  # σ does not train
     assert max(fanova, key=fanova.get) == "d_model"
     assert set(report["traits"]["ranking"][-1]) >= {"fanova", "effect", "n"}
     proxies = {row["proxy"]: row for row in report["proxies"]}
@@ -103,7 +105,8 @@ def test_too_few_samples_are_said_not_computed(tmp_path, data_folder):
                          recipe=FIXTURES / "tiny.toml", data=data_folder, output=tmp_path)
     report = build_report(run.path, bootstrap_resamples=100)
     for row in report["traits"]["ranking"]:
-        assert "needs at least 5" in row["note"] and row["effect"] is None and "rho" not in row
+        assert row["effect"] is None and "rho" not in row
+        assert "needs at least 5" in row["note"] or row["trait"] == "sigma"
     assert "fANOVA needs at least 5" in report["traits"]["fanova_note"]
 
 
@@ -122,7 +125,7 @@ def test_a_run_still_going_can_be_reported(tiny_run, tmp_path):
 def test_cli_report_text_json_and_comparison(tiny_run, tmp_path, data_folder):
     result = runner.invoke(app, ["report", str(tiny_run.path)])
     assert result.exit_code == 0, result.output
-    assert "Which traits matter" in result.output and (tiny_run.path / "report/report.html").exists()
+    assert "Trait importance" in result.output and "Seed noise" in result.output and (tiny_run.path / "report/report.html").exists()
 
     result = runner.invoke(app, ["report", str(tiny_run.path), "--format", "json"])
     assert json.loads(result.stdout)["run"]["id"] == tiny_run.id

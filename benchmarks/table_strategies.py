@@ -1,0 +1,212 @@
+"""Search strategies judged against ground truth: each strategy replayed hundreds of
+times on the sweep table (`genesis evolve --backend table:PATH`), scored by the *true*
+quality of the champion it returns.
+
+True quality of an architecture = its mean **test** loss over the table's seeds (never
+seen by selection). A run returns its incumbent: the genome with the best validation
+loss at full fidelity among those evaluated so far. Regret = how much worse the
+incumbent's true perplexity is than the best architecture's, in percent. For every
+(strategy, seed) the regret is followed against compute (in full trainings of the
+recipe); reported per strategy: mean regret with a 95% bootstrap interval at several
+budgets, the share of runs within 1% and 2% (about the seed noise) of the best, and the
+compute each run needed to get within 1%: median over seeds with a bootstrap interval,
+and its ratio to random search's.
+
+    python benchmarks/table_strategies.py --table benchmarks/results/table-quick --seeds 200
+
+Runs are appended to benchmarks/results/table_strategies.jsonl as they finish (so an
+interrupted benchmark continues where it was); the summary goes to
+table_strategies.json, a plot to table_strategies.png and a table to the README.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import multiprocessing
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+BENCHMARKS = Path(__file__).resolve().parent
+RESULTS = BENCHMARKS / "results"
+NAME = "table_strategies"
+STRATEGIES = {  # name -> EvolutionConfig fields, and the `rungs` / `early_stop` of genesis.evolve
+    "random": {"strategy": "random"},
+    "evolution": {"strategy": "evolution"},
+    "aging": {"strategy": "aging"},
+    "tpe": {"strategy": "tpe"},
+    "nsga2-optuna": {"strategy": "nsga2-optuna"},
+    "evolution+early-stop-0.75": {"strategy": "evolution", "early_stop": 0.75},
+    "evolution+halving": {"strategy": "evolution", "rungs": (0.25, 0.5, 1.0)},
+}
+BUDGETS = (16, 32, 64, 96)  # full trainings
+THRESHOLDS = (1.0, 2.0)  # regret in percent of perplexity
+
+
+def true_quality(table: str) -> dict[str, float]:
+    """Mean test loss over the table's seeds, per architecture."""
+    import genesis
+
+    frame = genesis.load_table(table)
+    return frame[frame["status"] == "ok"].groupby("training_id")["test_loss"].mean().to_dict()
+
+
+def run_one(task: tuple) -> dict:
+    """Replay strategy `name` with `seed` on the table; its regret trajectory."""
+    import genesis
+    from genesis.evolution import EvolutionConfig
+
+    name, seed, table, recipe, population, budget, truth, space = task
+    settings = dict(STRATEGIES[name])
+    fidelity = {"rungs": settings.pop("rungs", (1.0,)), "early_stop": settings.pop("early_stop", 0.0)}
+    with tempfile.TemporaryDirectory() as output:
+        # a converged population spends no compute (the cache answers), so generations are capped too
+        run = genesis.evolve(population=population, generations=4 * budget // population, recipe=recipe,
+                             search_space=space,
+                             backend=f"table:{table}", seed=seed, output=output, storage="memory",
+                             evolution=EvolutionConfig(**settings), budget_tokens=budget * recipe.tokens,
+                             noise_probes=0, confirm=0, **fidelity)
+    best_true = min(truth.values())
+    trajectory, spent, incumbent = [], 0, None
+    for record in run.records:  # in (generation, index) order
+        spent += record.compute_tokens
+        if record.outcome.status == "ok" and (incumbent is None or record.outcome.rank() < incumbent.outcome.rank()):
+            incumbent = record
+            regret = 100 * (math.exp(truth[incumbent.genome.training_id] - best_true) - 1)
+            trajectory.append([spent / recipe.tokens, regret])
+    return {"strategy": name, "seed": seed, "trajectory": trajectory,
+            "champion": incumbent.genome.training_id if incumbent else None}
+
+
+def regret_at(trajectory: list, compute: float) -> float:
+    known = [regret for spent, regret in trajectory if spent <= compute]
+    return known[-1] if known else math.inf
+
+
+def compute_to(trajectory: list, threshold: float) -> float:
+    return next((spent for spent, regret in trajectory if regret <= threshold), math.inf)
+
+
+def _interval(values: np.ndarray, statistic, resamples: int = 2000) -> list[float]:
+    rng = np.random.default_rng(0)
+    draws = [statistic(values[rng.integers(0, len(values), len(values))]) for _ in range(resamples)]
+    return [float(np.quantile(draws, 0.025)), float(np.quantile(draws, 0.975))]
+
+
+def summarize(runs: list[dict], budget: int) -> dict:
+    """Per strategy: regret at each budget, shares within thresholds, compute to 1%."""
+    summary = {}
+    for name in STRATEGIES:
+        mine = [r for r in runs if r["strategy"] == name]
+        if not mine:
+            continue
+        entry: dict = {"seeds": len(mine), "budgets": {}}
+        for b in [b for b in BUDGETS if b <= budget]:
+            regrets = np.array([regret_at(r["trajectory"], b) for r in mine])
+            finite = regrets[np.isfinite(regrets)]
+            entry["budgets"][b] = {
+                "mean_regret": float(finite.mean()) if len(finite) else None,
+                "mean_regret_ci": _interval(finite, np.mean) if len(finite) > 1 else None,
+                "median_regret": float(np.median(regrets)),
+                **{f"within_{t:g}": float(np.mean(regrets <= t)) for t in THRESHOLDS}}
+        for t in THRESHOLDS:
+            reach = np.array([compute_to(r["trajectory"], t) for r in mine])
+            entry[f"compute_to_{t:g}"] = {
+                "median": float(np.median(reach)),
+                "median_ci": _interval(reach, np.median),
+                "reached_share": float(np.mean(np.isfinite(reach)))}
+        # anytime curve: mean regret and its 95% interval on a grid of compute
+        grid = np.linspace(1, budget, 48)
+        curve = []
+        for g in grid:
+            regrets = np.array([regret_at(r["trajectory"], g) for r in mine])
+            finite = regrets[np.isfinite(regrets)]
+            if len(finite) > 1:
+                curve.append([float(g), float(finite.mean()), *_interval(finite, np.mean, 300)])
+        entry["curve"] = curve
+        summary[name] = entry
+    random_reach = summary.get("random", {}).get("compute_to_1", {}).get("median")
+    for entry in summary.values():
+        reach = entry["compute_to_1"]["median"]
+        entry["compute_to_1_vs_random"] = (reach / random_reach if random_reach and math.isfinite(random_reach)
+                                           and math.isfinite(reach) else None)
+    return summary
+
+
+def _finite(value):
+    """JSON has no infinity: a threshold never reached is written as null."""
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return None if isinstance(value, float) and not math.isfinite(value) else value
+
+
+def plot(summary: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(8, 4.8))
+    for position, (name, entry) in enumerate(summary.items()):
+        x, mean, low, high = zip(*entry["curve"])
+        line, = axis.plot(x, mean, label=name, linestyle=("-", "--", "-.", ":")[position % 4])
+        axis.fill_between(x, low, high, color=line.get_color(), alpha=0.15)
+    axis.axhline(1.0, color="grey", linewidth=0.8)
+    axis.set(xlabel="compute (full trainings)", ylabel="regret of the returned champion (% ppl, mean)",
+             yscale="log", title=f"Strategies on the ground-truth table ({entry['seeds']} seeds each, 95% bands)")
+    axis.legend(fontsize=8)
+    axis.grid(alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--table", default=str(RESULTS / "table-quick"))
+    parser.add_argument("--seeds", type=int, default=200)
+    parser.add_argument("--population", type=int, default=8)
+    parser.add_argument("--budget", type=int, default=max(BUDGETS), help="full trainings per run")
+    parser.add_argument("--strategies", default=",".join(STRATEGIES))
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--search-space", default="default", help="a space the table covers")
+    args = parser.parse_args()
+    import genesis
+
+    meta = json.loads((Path(args.table) / "table.json").read_text())
+    recipe = genesis.Recipe(**meta["recipe"])
+    truth = true_quality(args.table)
+    log = RESULTS / f"{NAME}.jsonl"
+    settings = {"table": str(Path(args.table).resolve().relative_to(BENCHMARKS.parent)),
+                "population": args.population, "budget": args.budget, "search_space": args.search_space}
+    runs = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+    runs = [r for r in runs if r.get("settings") == settings]
+    done = {(r["strategy"], r["seed"]) for r in runs}
+    tasks = [(name, seed, args.table, recipe, args.population, args.budget, truth, args.search_space)
+             for name in args.strategies.split(",") for seed in range(args.seeds) if (name, seed) not in done]
+    with multiprocessing.get_context("spawn").Pool(args.workers) as pool, log.open("a") as out:
+        for result in pool.imap_unordered(run_one, tasks):
+            result["settings"] = settings
+            out.write(json.dumps(result) + "\n")
+            out.flush()
+            runs.append(result)
+    summary = summarize(runs, args.budget)
+    best = min(truth, key=truth.get)
+    results = {"settings": settings, "architectures": len(truth), "best_architecture": best,
+               "best_true_test_ppl": math.exp(truth[best]),
+               "architectures_within_1": sum(math.exp(v - truth[best]) - 1 <= 0.01 for v in truth.values()),
+               "architectures_within_2": sum(math.exp(v - truth[best]) - 1 <= 0.02 for v in truth.values()),
+               "summary": summary}
+    (RESULTS / f"{NAME}.json").write_text(json.dumps(_finite(results), indent=2) + "\n")
+    plot(summary, RESULTS / f"{NAME}.png")
+    for name, entry in summary.items():
+        print(name, json.dumps({k: v for k, v in entry.items() if k != "curve"}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,134 @@
+"""Ground truth: sweeps write a resumable table, and the table backend replays searches."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+import genesis
+from genesis.cli import app
+from genesis.errors import GenesisError
+from genesis.records import TIMING_FIELDS
+from genesis.space import load_search_space
+from genesis.sweep import architectures, stratified_sample
+
+from conftest import FIXTURES
+
+SMALL_SPACE = FIXTURES / "small_space.toml"
+TINY = FIXTURES / "tiny.toml"
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def table(tmp_path_factory, data_folder):
+    """Every architecture of the small space, 2 seeds, under the tiny recipe."""
+    folder = tmp_path_factory.mktemp("tables") / "tiny"
+    genesis.sweep(search_space=SMALL_SPACE, recipe=TINY, data=data_folder, seeds=2, output=folder,
+                  device="cpu", threads=1)
+    return folder
+
+
+def test_the_default_space_holds_288_architectures_once_sigma_is_set_aside():
+    genomes = architectures(load_search_space())
+    assert len(genomes) == 288 == len({g.training_id for g in genomes})
+    sample = stratified_sample(genomes, 36)
+    cells = {(g.n_layer, g.activation) for g in sample}
+    assert len(sample) == 36 == len({g.training_id for g in sample}) and len(cells) == 16
+
+
+def test_a_sweep_table_loads_as_one_row_per_architecture_and_seed(table):
+    frame = genesis.load_table(table)
+    assert len(frame) == 32 * 2 and frame.groupby("training_id").size().eq(2).all()
+    assert frame["test_loss"].notna().all() and (frame["test_loss"] != frame["val_loss"]).any()
+    assert frame.loc[0, "tokens"] == 4 * 4 * 32
+    meta = json.loads((table / "table.json").read_text())
+    assert meta["recipe"]["name"] == "tiny" and meta["seeds"] == 2 and meta["data_key"]
+    assert {"torch", "genesis"} <= set(meta["versions"])
+
+
+def test_an_interrupted_sweep_resumes_to_the_same_table(table, tmp_path, data_folder):
+    folder = tmp_path / "again"
+    seen = []
+
+    def stop_after_five(genome, index, outcome):
+        seen.append(genome)
+        if len(seen) == 5:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        genesis.sweep(search_space=SMALL_SPACE, recipe=TINY, data=data_folder, seeds=2, output=folder,
+                      device="cpu", threads=1, on_row=stop_after_five)
+    with (folder / "table.csv").open("a") as out:
+        out.write("deadbeef,1,1,3")  # a line torn by a kill
+    genesis.sweep(search_space=SMALL_SPACE, recipe=TINY, data=data_folder, seeds=2, output=folder,
+                  device="cpu", threads=1)
+    columns = [c for c in genesis.load_table(table).columns if c not in TIMING_FIELDS]
+    key = ["training_id", "seed"]
+    resumed = genesis.load_table(folder)[columns].sort_values(key).reset_index(drop=True)
+    whole = genesis.load_table(table)[columns].sort_values(key).reset_index(drop=True)
+    assert resumed.drop(columns="curve").equals(whole.drop(columns="curve"))
+
+
+def test_a_sweep_folder_of_another_plan_is_refused(table, data_folder):
+    with pytest.raises(GenesisError, match="another"):
+        genesis.sweep(search_space=SMALL_SPACE, recipe=TINY, data=data_folder, seeds=3, output=table)
+
+
+def _table_run(tmp_path, table, seed=0, **kwargs):
+    return genesis.evolve(population=4, generations=3, search_space=SMALL_SPACE, recipe=TINY,
+                          backend=f"table:{table}", output=tmp_path, seed=seed, **kwargs)
+
+
+def test_the_table_backend_answers_by_lookup_and_counts_compute(table, tmp_path):
+    run = _table_run(tmp_path, table, confirm=2, confirm_seeds=2)
+    frame = genesis.load_table(table).set_index(["training_id", "seed"])
+    for record in run.records:
+        losses = frame.loc[record.genome.training_id, "val_loss"].tolist()
+        assert record.outcome.val_loss in losses and record.outcome.test_loss is None
+    assert sum(r.compute_tokens for r in run.records) == 512 * sum(not r.cached for r in run.records)
+    summary = run.summary()
+    # the two table seeds are the fresh seeds of confirmation
+    for champion in summary["confirmed"]:
+        tests = frame.loc[champion["training_id"], "test_loss"].tolist()
+        assert champion["seeds"] == 2 and champion["test_loss"] == pytest.approx(sum(tests) / 2)
+    again = _table_run(tmp_path, table, confirm=2, confirm_seeds=2)
+    assert [r.to_dict() for r in again.records] == [r.to_dict() for r in run.records]
+
+
+def test_the_table_backend_stops_early_from_the_tables_curves(tmp_path, data_folder):
+    folder = tmp_path / "table"
+    recipe = genesis.Recipe(name="curves", steps=16, batch_size=4, seq_len=32, warmup_steps=1,
+                            eval_batches=2, eval_batch_size=4)
+    genesis.sweep(search_space=SMALL_SPACE, recipe=recipe, data=data_folder, seeds=1, output=folder,
+                  device="cpu", threads=1)
+    run = genesis.evolve(population=8, generations=4, search_space=SMALL_SPACE, recipe=recipe,
+                         backend=f"table:{folder}", output=tmp_path / "runs", early_stop=0.25,
+                         confirm=0, noise_probes=0)
+    stopped = [r for r in run.records if r.outcome.stopped_at is not None and not r.cached]
+    assert stopped, "a quarter-quantile rule gives some training up"
+    for record in stopped:
+        assert record.outcome.tokens == record.outcome.stopped_at * 4 * 32 < 16 * 4 * 32
+        assert record.compute_tokens == record.outcome.tokens
+
+
+def test_a_table_of_another_recipe_or_space_is_refused_with_exit_2(table, tmp_path):
+    result = runner.invoke(app, ["evolve", "--backend", f"table:{table}", "--output", str(tmp_path),
+                                 "--search-space", str(SMALL_SPACE)])  # the quick recipe
+    assert result.exit_code == 2 and "recipe" in result.output
+    result = runner.invoke(app, ["evolve", "--backend", f"table:{table}", "--output", str(tmp_path),
+                                 "--recipe", str(TINY)])  # the default space
+    assert result.exit_code == 2 and "lacks" in result.output
+    result = runner.invoke(app, ["evolve", "--backend", f"table:{tmp_path}", "--output", str(tmp_path),
+                                 "--recipe", str(TINY)])
+    assert result.exit_code == 2 and "not a sweep table" in result.output
+    assert not any(p.is_dir() for p in tmp_path.iterdir())
+
+
+def test_cli_sweep_writes_a_table(tmp_path, data_folder):
+    result = runner.invoke(app, ["sweep", "--output", str(tmp_path / "t"), "--search-space", str(SMALL_SPACE),
+                                 "--recipe", str(TINY), "--seeds", "1", "--sample", "3",
+                                 "--data", str(data_folder), "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert len(genesis.load_table(tmp_path / "t")) == 3
