@@ -27,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 import os
 import secrets
 import shutil
@@ -42,10 +43,13 @@ from tokenizers import Tokenizer
 from genesis.bundle import load_bundle, same_tokenizer
 from genesis.errors import GenesisError
 from genesis.genome import Genome
-from genesis.model import GPT, GPTConfig, load_weights, save_weights
+from genesis.model import GPT, GPTConfig, count_parameters, load_weights, save_weights
 from genesis.sampling import continuation_token_probs, generate
 
 DATABASE = "colony.db"
+AGENT_ID = re.compile(r"a[0-9a-f]{8}")  # what `_new_identity` makes
+MAX_BLOCK_SIZE = 4096
+MAX_PARAMETERS = 200_000_000  # about 0.8 GB of fp32 weights: the largest agent a colony builds
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS agents (
     id TEXT PRIMARY KEY, parent TEXT, genome TEXT NOT NULL, weights TEXT NOT NULL,
@@ -137,11 +141,17 @@ class Colony:
         self.folder = Path(folder)
         if not (self.folder / DATABASE).is_file():
             raise GenesisError(f"{self.folder} is not a colony (no {DATABASE})")
-        self.tokenizer = Tokenizer.from_file(str(self.folder / "tokenizer.json"))
-        with self._connect() as db:
-            stored = dict(db.execute("SELECT key, value FROM settings").fetchall())
-        self.settings = ColonySettings(**json.loads(stored["settings"]))
+        try:
+            self.tokenizer = Tokenizer.from_file(str(self.folder / "tokenizer.json"))
+            with self._connect() as db:
+                stored = dict(db.execute("SELECT key, value FROM settings").fetchall())
+            self.settings = ColonySettings(**json.loads(stored["settings"]))
+        except Exception as error:  # a foreign folder: tokenizer, database or settings unreadable
+            raise GenesisError(f"{self.folder} is not a readable colony: {type(error).__name__}: "
+                               f"{error}".splitlines()[0]) from None
+        self.settings.validate()
         self._models: dict[tuple[str, int], GPT] = {}  # (agent id, weights mtime) -> model
+        self.agents(alive_only=False)  # every row is checked before anything is built from it
 
     @classmethod
     def open(cls, folder: str | Path) -> Colony:
@@ -208,12 +218,44 @@ class Colony:
                               f"ORDER BY fitness DESC, id").fetchall()
         finally:
             db.close()
-        return [Agent(r[0], r[1], Genome.from_json(r[2]), r[3], r[4], r[5], r[6], r[7], int(r[8]), r[9], r[10])
-                for r in rows]
+        return [self._agent(r) for r in rows]
+
+    def _agent(self, row: Sequence[Any]) -> Agent:
+        """An agents row, checked: a colony folder may come from someone else, so nothing in
+        it may point outside the folder or ask for an unbounded model."""
+        agent_id = row[0]
+        try:
+            if not isinstance(agent_id, str) or not AGENT_ID.fullmatch(agent_id):
+                raise GenesisError(f"its id {agent_id!r} is not an agent id")
+            if row[3] != f"agents/{agent_id}.safetensors":
+                raise GenesisError(f"its weights path {row[3]!r} is not agents/{agent_id}.safetensors")
+            genome = Genome.from_json(row[2])
+            if not isinstance(row[4], int) or not 1 <= row[4] <= MAX_BLOCK_SIZE:
+                raise GenesisError(f"its block size {row[4]!r} is not in 1..{MAX_BLOCK_SIZE}")
+            size = count_parameters(genome, self.tokenizer.get_vocab_size(), row[4])
+            if size > MAX_PARAMETERS:
+                raise GenesisError(f"its model has {size:,} parameters, above the limit of {MAX_PARAMETERS:,}")
+            return Agent(agent_id, row[1], genome, row[3], row[4], float(row[5]), int(row[6]), int(row[7]),
+                         int(row[8]), row[9], row[10])
+        except (GenesisError, TypeError, ValueError) as error:
+            raise GenesisError(f"{self.folder / DATABASE}: agent {agent_id!r} is invalid: {error}") from None
+
+    def weights_path(self, agent_id: str) -> Path:
+        """Where an agent's weights live: always derived from its id, inside the folder.
+
+        Raises:
+            GenesisError: not an agent id, or the file is a symbolic link.
+        """
+        if not AGENT_ID.fullmatch(agent_id):
+            raise GenesisError(f"{agent_id!r} is not an agent id")
+        path = self.folder / "agents" / f"{agent_id}.safetensors"
+        if path.is_symlink() or (self.folder / "agents").is_symlink():
+            raise GenesisError(f"{path} is a symbolic link; a colony keeps its weights inside its folder")
+        return path
 
     def model(self, agent: Agent) -> GPT:
         """The agent's current model, loaded from its weights file (cached per version)."""
-        path = self.folder / agent.weights
+        path = self.weights_path(agent.id)
         key = (agent.id, path.stat().st_mtime_ns)
         if key not in self._models:
             model = GPT(GPTConfig.from_genome(agent.genome, self.tokenizer.get_vocab_size(), agent.block_size))
@@ -259,14 +301,16 @@ class Colony:
 
         With `continuation` (the true text after `prompt`), every living agent's fitness
         moves toward its mean per-token log-likelihood of it. With `score` in (0, 1], the
-        agents that answered memory `memory_id` and are still alive move toward log(score).
+        agents that answered memory `memory_id` and are still alive move toward their
+        fitness + log(2·score): a score above 0.5 raises fitness, below lowers it, and a
+        lower score always lowers it more.
 
         `measured` passes per-agent mean log-likelihoods of the continuation that the
         caller already computed (the replay measures them before learning), so they are
         not computed twice.
 
         Returns:
-            The log-likelihood (or log score) each updated agent received.
+            The value each updated agent's fitness moved toward.
         """
         if (continuation is None) == (score is None):
             raise GenesisError("give either the true continuation or a score")
@@ -292,9 +336,12 @@ class Colony:
                 row = db.execute("SELECT agents FROM memories WHERE id = ?", (memory_id,)).fetchone()
                 if row is None:
                     raise GenesisError(f"no memory {memory_id}")
-                alive = {r[0] for r in db.execute("SELECT id FROM agents WHERE status = 'alive'")}
-                received = {agent_id: math.log(score) for agent_id in json.loads(row[0])
-                            if agent_id in alive}  # retired agents keep their last fitness
+                fitness = dict(db.execute("SELECT id, fitness FROM agents WHERE status = 'alive'").fetchall())
+                # On the fitness scale (a mean log-likelihood, about -5.6): a score moves each
+                # answering agent toward its own fitness + log(2·score), so 0.5 is neutral and
+                # any lower score lowers fitness more. Retired agents keep their last fitness.
+                received = {agent_id: fitness[agent_id] + math.log(2 * score)
+                            for agent_id in json.loads(row[0]) if agent_id in fitness}
                 db.execute("UPDATE memories SET score = ? WHERE id = ?", (score, memory_id))
             elif memory_id is not None:
                 db.execute("UPDATE memories SET continuation = ? WHERE id = ?", (continuation, memory_id))
@@ -346,7 +393,7 @@ class Colony:
 
     def save(self, agent: Agent, model: GPT) -> None:
         """Write an agent's weights (atomically) and keep the loaded model current."""
-        path = self.folder / agent.weights
+        path = self.weights_path(agent.id)
         save_weights(model, path)
         self._models = {k: v for k, v in self._models.items() if k[0] != agent.id}
         self._models[(agent.id, path.stat().st_mtime_ns)] = model
@@ -375,17 +422,19 @@ class Colony:
         return child
 
     def _divide(self, db: sqlite3.Connection, parent_id: str) -> str:
-        row = db.execute("SELECT genome, weights, block_size, fitness FROM agents WHERE id = ?",
+        row = db.execute("SELECT id, parent, genome, weights, block_size, fitness, interactions, "
+                         "total_interactions, identity_seed, born, status FROM agents WHERE id = ?",
                          (parent_id,)).fetchone()
-        genome, block_size = Genome.from_json(row[0]), row[2]
+        agent = self._agent(row)
+        genome, block_size = agent.genome, agent.block_size
         parent = GPT(GPTConfig.from_genome(genome, self.tokenizer.get_vocab_size(), block_size))
-        load_weights(parent, self.folder / row[1])
+        load_weights(parent, self.weights_path(parent_id))
         child_id, identity = _new_identity()
         child = mutate_weights(parent, genome.sigma, identity)
-        save_weights(child, self.folder / "agents" / f"{child_id}.safetensors")
+        save_weights(child, self.weights_path(child_id))
         db.execute("INSERT INTO agents (id, parent, genome, weights, block_size, fitness, identity_seed, born) "
                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                   (child_id, parent_id, row[0], f"agents/{child_id}.safetensors", block_size, row[3],
+                   (child_id, parent_id, row[2], f"agents/{child_id}.safetensors", block_size, agent.fitness,
                     str(identity), _now()))
         db.execute("UPDATE agents SET interactions = 0 WHERE id = ?", (parent_id,))
         _event(db, "division", parent_id, {"child": child_id, "sigma": genome.sigma})

@@ -113,10 +113,11 @@ def _train(genome, recipe, data, seed, device, on_step, started, weights_path, g
     train_tokens = torch.from_numpy(data.train.astype(np.int64)).to(device)
     generator = torch.Generator(device="cpu").manual_seed(seed)
     parts = curve_parts(recipe.steps)
-    # part end step -> (part start, bound); only these steps wait for the device
-    checks = {end: (start, bound) for (start, end), bound in zip(parts[:-1], give_up_above)
-              if bound is not None}
-    lowest_part, stopped_at = math.inf, None
+    # part end step -> (part start, early-stopping bound or None); only these steps wait
+    # for the device: to give up a hopeless curve, and to stop at a non-finite loss
+    bounds = list(give_up_above) + [None] * len(parts)
+    checks = {end: (start, bound) for (start, end), bound in zip(parts, bounds)}
+    lowest_part, stopped_at, diverged = math.inf, None, False
 
     losses = torch.zeros(recipe.steps, device=device)
     train_started = time.perf_counter()
@@ -138,11 +139,15 @@ def _train(genome, recipe, data, seed, device, on_step, started, weights_path, g
             on_step(step + 1, losses[step].item())
         if step + 1 in checks:
             start, bound = checks[step + 1]
-            lowest_part = min(lowest_part, losses[start:step + 1].mean().item())
-            if lowest_part > bound:
+            part = losses[start:step + 1].mean().item()
+            if not math.isfinite(part):  # no point training on: the loss is gone
+                diverged = True
+                break
+            lowest_part = min(lowest_part, part)
+            if bound is not None and lowest_part > bound:
                 stopped_at = step + 1
                 break
-    steps_run = stopped_at or recipe.steps
+    steps_run = step + 1 if diverged else (stopped_at or recipe.steps)
     tokens = steps_run * recipe.batch_size * recipe.seq_len
     losses = losses[:steps_run]
     finite = torch.isfinite(losses)

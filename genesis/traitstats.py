@@ -55,6 +55,8 @@ def eta_squared(values: Sequence[Any], losses: np.ndarray) -> float:
 
 def _bootstrap(statistic, n: int, resamples: int, seed: int = 0) -> tuple[float | None, float | None]:
     """Percentile 95% interval of `statistic(indices)` over resamples of n items."""
+    if resamples < 1:
+        return None, None
     rng = np.random.default_rng(seed)
     draws = []
     for _ in range(resamples):
@@ -195,7 +197,7 @@ def fanova_importance(genomes: Sequence[Any], losses: Sequence[float], space: Se
         draws = [importance(rng.integers(0, len(genomes), len(genomes))) for _ in range(resamples)]
     except Exception as error:  # a degenerate sample must not stop a report
         return {"note": f"fANOVA importance unavailable: {type(error).__name__}: {error}"}
-    low = {k: float(np.quantile([d.get(k, 0.0) for d in draws], 0.025)) for k in point}
-    high = {k: float(np.quantile([d.get(k, 0.0) for d in draws], 0.975)) for k in point}
+    low = {k: float(np.quantile([d.get(k, 0.0) for d in draws], 0.025)) for k in point} if draws else {}
+    high = {k: float(np.quantile([d.get(k, 0.0) for d in draws], 0.975)) for k in point} if draws else {}
     return {"importances": point, "low": low, "high": high, "resamples": resamples,
             "architectures": len(genomes)}

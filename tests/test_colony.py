@@ -222,3 +222,61 @@ def test_colony_cli_seed_ask_status(tmp_path, bundles):
     assert result.exit_code == 0 and "2 alive" in result.output and "birth" in result.output
     result = runner.invoke(app, ["colony", "seed", str(folder), *map(str, bundles)])
     assert result.exit_code == 2 and "already holds a colony" in result.output
+
+
+def test_a_colony_row_pointing_outside_the_folder_is_refused_and_nothing_is_written(tmp_path, bundles):
+    import sqlite3
+
+    colony = _colony(tmp_path, bundles, adapt_steps=0)
+    victim = tmp_path / "outside" / "x.safetensors"
+    victim.parent.mkdir()
+    victim.write_bytes(b"precious")
+    agent = colony.agents()[0]
+    with sqlite3.connect(colony.folder / "colony.db") as db:
+        db.execute("UPDATE agents SET weights = ? WHERE id = ?", ("../outside/x.safetensors", agent.id))
+    with pytest.raises(genesis.GenesisError, match="weights path"):
+        Colony.open(colony.folder)
+    result = runner.invoke(app, ["colony", "feedback", str(colony.folder), "1", "--score", "0.9"])
+    assert result.exit_code == 2 and "weights path" in result.output
+    assert victim.read_bytes() == b"precious"
+
+
+@pytest.mark.parametrize("column, value, message", [
+    ("id", "../../x", "not an agent id"),
+    ("block_size", 10**9, "block size"),
+    ("genome", '{"n_layer": 10000, "n_head": 1, "d_model": 100000, "activation": "relu", "sigma": 0.01}',
+     "above the limit"),
+    ("genome", "not json", "not valid JSON"),
+])
+def test_colony_rows_are_checked_before_any_model_is_built(tmp_path, bundles, column, value, message):
+    import sqlite3
+
+    colony = _colony(tmp_path, bundles, adapt_steps=0)
+    with sqlite3.connect(colony.folder / "colony.db") as db:
+        db.execute(f"UPDATE agents SET {column} = ? WHERE id = ?", (value, colony.agents()[0].id))
+    result = runner.invoke(app, ["colony", "status", str(colony.folder)])
+    assert result.exit_code == 2 and message in result.output
+
+
+def test_a_symlinked_weights_file_is_refused(tmp_path, bundles):
+    colony = _colony(tmp_path, bundles, adapt_steps=0)
+    agent = colony.agents()[0]
+    path = colony.folder / "agents" / f"{agent.id}.safetensors"
+    outside = tmp_path / "elsewhere.safetensors"
+    path.rename(outside)
+    path.symlink_to(outside)
+    with pytest.raises(genesis.GenesisError, match="symbolic link"):
+        colony.model(agent)
+
+
+def test_a_lower_score_always_lowers_fitness_more(tmp_path, bundles):
+    after = {}
+    for score in (0.05, 0.3, 0.5, 0.9, 1.0):
+        colony = _colony(tmp_path / str(score), bundles, fitness_smoothing=0.5, adapt_steps=0)
+        answer = colony.ask("The", max_tokens=2, seed=0)
+        before = {a.id: a.fitness for a in colony.agents()}
+        colony.feedback("The", score=score, memory_id=answer.memory_id)
+        after[score] = {a.id: a.fitness - before[a.id] for a in colony.agents() if a.id in answer.agents}
+    changes = [sum(after[s].values()) / len(after[s]) for s in sorted(after)]
+    assert changes == sorted(changes) and changes[0] < 0 < changes[-1]
+    assert changes[2] == pytest.approx(0)  # 0.5 is neutral

@@ -76,3 +76,13 @@ def test_early_stopping_gives_up_at_the_first_point_above_its_bound(tokens):
     assert stopped.status == "ok" and stopped.stopped_at == end == 8
     assert stopped.tokens == end * 4 * 32 and stopped.curve == full.curve[:4]
     assert math.isfinite(stopped.val_loss) and stopped.val_loss > full.val_loss
+
+
+def test_training_stops_at_the_first_non_finite_part_of_its_curve(tokens, tiny_recipe):
+    recipe = dataclasses.replace(tiny_recipe, steps=80, lr=1e8, min_lr=1e8, grad_clip=0.0)
+    steps_seen = []
+    outcome = train(GENOME, recipe, tokens, seed=0, on_step=lambda s, loss: steps_seen.append(s))
+    per_step = recipe.batch_size * recipe.seq_len
+    assert outcome.status == "diverged" and "at step" in outcome.reason
+    assert outcome.tokens % (10 * per_step) == 0 and outcome.tokens < 80 * per_step  # an eighth's end
+    assert max(steps_seen, default=0) < 80
