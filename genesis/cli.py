@@ -103,7 +103,7 @@ def evolve(
 ) -> None:
     """Evolve a population of µLM genomes; each one really trains on WikiText."""
     if resume_path is not None:
-        resume(resume_path, data=data, search_space=search_space, device=None)
+        resume(resume_path, data=data, search_space=search_space, device=None, storage=storage, force=False)
         return
     from genesis.run import evolve as run_evolve
 
@@ -128,6 +128,11 @@ def resume(
     search_space: Optional[str] = typer.Option(
         None, help="Only as a check: resuming refuses a search space other than the run's."),
     device: Optional[str] = typer.Option(None, help="Torch device; default the run's."),
+    storage: Optional[str] = typer.Option(
+        None, help="The study's storage URL again, when it had a password (run folders keep "
+        "URLs without passwords)."),
+    force: bool = typer.Option(
+        False, "--force", help="Break the run's lock (left by a process or machine that died)."),
 ) -> None:
     """Continue an interrupted run; finished evaluations are not redone."""
     from genesis.run import Run, resume as run_resume
@@ -137,7 +142,8 @@ def resume(
     except GenesisError as error:
         fail(str(error))
     _run_with_progress(generations, lambda progress: run_resume(
-        run_path, data=data, search_space=search_space, observers=[progress], device=device))
+        run_path, data=data, search_space=search_space, observers=[progress], device=device,
+        storage=storage, force=force))
 
 
 def _run_with_progress(generations: int, start) -> None:

@@ -249,7 +249,17 @@ def save_weights(model: nn.Module, path: str | Path) -> None:
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     safetensors.torch.save_model(model, str(temporary))
     temporary.chmod(0o644)
+    _fsync(temporary)  # the bytes reach the disk before the name points at them
     os.replace(temporary, path)
+    _fsync(path.parent)  # and the rename itself survives a power cut
+
+
+def _fsync(path: Path) -> None:
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
 
 
 def load_weights(model: nn.Module, path: str | Path) -> None:

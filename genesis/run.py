@@ -35,7 +35,7 @@ from genesis.retrain import Retrainer, read_retrainings
 from genesis.store import RunStore, best_records, new_run_id
 from genesis.summary import summarize
 from genesis.table import TABLE_PREFIX, open_table_backend
-from genesis.study import StudyRecorder, default_storage
+from genesis.study import StudyRecorder, default_storage, redact, storage_for_resume
 
 log = logging.getLogger(__name__)
 
@@ -208,7 +208,7 @@ def evolve(
         "search_space": space.describe(),
         "recipe": recipe.to_dict(),
         "data": data_config,
-        "storage": storage,
+        "storage": redact(storage),
         "device": evaluator["device"],
         "evaluator": evaluator,
         "noise": {"probes": noise_probes, "confirm": confirm, "confirm_seeds": confirm_seeds},
@@ -231,6 +231,8 @@ def resume(
     observers: Sequence[Observer] = (),
     device: str | None = None,
     cache_dir: str | Path | None = None,
+    storage: str | None = None,
+    force: bool = False,
 ) -> Run:
     """Continue an interrupted run from its last checkpoint and recorded evaluations.
 
@@ -242,6 +244,10 @@ def resume(
         observers: progress callbacks.
         device: torch device; default the run's.
         cache_dir: tokenizer and token cache.
+        storage: the study's storage URL again, needed when it had a password (run
+            folders keep URLs without their passwords).
+        force: take the run even if its lock names a live process or another host
+            (for a lock left behind by a machine that died).
 
     Raises:
         GenesisError: not a genesis run, another format version, a running or
@@ -263,12 +269,13 @@ def resume(
         tokens = None
     else:
         tokens = data if isinstance(data, TokenData) else tokens_of(config, data, cache_dir)
-    recorder = StudyRecorder(config["storage"] or default_storage(store.path), store.id, space)
+    storage = storage_for_resume(config["storage"], storage)
+    recorder = StudyRecorder(storage or default_storage(store.path), store.id, space)
     evaluator = dict(config["evaluator"])
     if device is not None:
         evaluator["device"] = resolve_device(device)
     return _drive(store, space, recipe, tokens, evolution, recorder, observers, evaluator,
-                  cache_dir, checkpoint=store.checkpoint())
+                  cache_dir, checkpoint=store.checkpoint(), force=force)
 
 
 def space_of(config: dict[str, Any]) -> SearchSpace:
@@ -331,8 +338,8 @@ def evaluator_config(backend: str, workers: int, threads: int | None, ray_addres
 
 
 def _drive(store, space, recipe, tokens, config, recorder, observers, settings, cache_dir,
-           checkpoint: dict[str, Any] | None = None) -> Run:
-    store.lock()
+           checkpoint: dict[str, Any] | None = None, force: bool = False) -> Run:
+    store.lock(force)
     for observer in observers:
         observer.on_run_start(store.id, store.path)
     setup = TrainingSetup(recipe, store.config()["data"]["key"], str(cache_dir or default_cache_dir()),
@@ -357,7 +364,12 @@ def _drive(store, space, recipe, tokens, config, recorder, observers, settings, 
             loop.restore(checkpoint["evolution"])
             _set_global_rng_states(checkpoint["global_rng"])
         while not loop.done:
-            loop.step()
+            generation = loop.step()
+            if generation and all(r.outcome.status != "ok" for r in generation):
+                reason = generation[0].outcome.reason
+                raise GenesisError(f"every genome of generation {generation[0].generation} failed to "
+                                   f"train (e.g. {generation[0].outcome.status}: {reason}); the run stops. "
+                                   f"Its records are in {store.path}")
             records = store.records()
             retrainer.probe(max(r.generation for r in records), records)
             store.write_checkpoint({"evolution": loop.state(), "global_rng": _global_rng_states()})

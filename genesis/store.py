@@ -140,16 +140,26 @@ class RunStore:
         order trainings finished).
 
         A last line cut short by a crash is ignored; it is the evaluation in progress.
+
+        Raises:
+            GenesisError: a line before the last is corrupt (the log was damaged, not
+                cut by a crash); the message names it.
         """
         path = self.path / RECORDS_FILE
         if not path.exists():
             return []
+        lines = path.read_text().split("\n")
         records = []
-        for line in path.read_text().splitlines():
+        for number, line in enumerate(lines, start=1):
+            if not line:
+                continue
             try:
                 records.append(Record.from_dict(json.loads(line)))
-            except json.JSONDecodeError:
-                break
+            except (json.JSONDecodeError, KeyError, TypeError, GenesisError) as error:
+                if number == len(lines):  # no newline after it: the write a crash cut short
+                    break
+                raise GenesisError(f"{path}: line {number} is corrupt ({type(error).__name__}); "
+                                   "only a last line cut short by a crash is dropped") from None
         return sorted(records, key=lambda r: (r.generation, r.index))
 
     def drop_partial_record(self) -> list[Record]:
@@ -179,17 +189,36 @@ class RunStore:
         except json.JSONDecodeError as error:
             raise GenesisError(f"{path} is corrupt: {error}") from None
 
-    def lock(self) -> None:
-        """Mark the run as being worked on by this process.
+    def lock(self, force: bool = False) -> None:
+        """Take the run for this process: an exclusive create of `run.lock`, which holds
+        the pid and host for display.
+
+        A lock left by a dead process of this host is replaced; one held by a live
+        process, or by any process of another host (whose liveness cannot be seen from
+        here), is replaced only with `force`.
 
         Raises:
-            GenesisError: another live process on this host holds the run.
+            GenesisError: another process holds the run.
         """
-        holder = self._lock_holder()
-        if holder is not None and _alive(holder):
-            raise GenesisError(f"{self.path} is already running (pid {holder['pid']} on "
-                               f"{holder['host']})")
-        write_json_atomic(self.path / LOCK_FILE, {"pid": os.getpid(), "host": socket.gethostname()})
+        from filelock import FileLock
+
+        path = self.path / LOCK_FILE
+        # the guard serializes stale-lock checks, so two processes cannot both replace one
+        with FileLock(str(self.path / f".{LOCK_FILE}.guard")):
+            try:
+                handle = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                holder = self._lock_holder()
+                stale = holder is None or (holder.get("host") == socket.gethostname() and not _alive(holder))
+                if not (stale or force):
+                    raise GenesisError(f"{self.path} is already running (pid {holder['pid']} on "
+                                       f"{holder['host']}); if that process is gone, resume with --force")
+                path.unlink()
+                handle = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            with os.fdopen(handle, "w") as out:
+                json.dump({"pid": os.getpid(), "host": socket.gethostname()}, out)
+                out.flush()
+                os.fsync(out.fileno())
 
     def unlock(self) -> None:
         (self.path / LOCK_FILE).unlink(missing_ok=True)

@@ -34,6 +34,40 @@ STUDY_FILE = "study.db"
 MEMORY = "memory"  # a study kept in memory only: fastest, for replays on a sweep table
 
 
+REDACTED = "***"
+
+
+def redact(url: str | None) -> str | None:
+    """A storage URL without its password, fit to be written into a run folder."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    if url is None:
+        return None
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{parts.username}:{REDACTED}@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def storage_for_resume(stored: str | None, given: str | None) -> str | None:
+    """The storage URL a resumed run uses: the stored one, or, when a password was
+    redacted from it, the full URL given again (which must match the stored one).
+
+    Raises:
+        GenesisError: the password is needed and missing, or the URL given is another one.
+    """
+    if given is None:
+        if stored is not None and f":{REDACTED}@" in stored:
+            raise GenesisError(f"the run's study is in {stored}; its password is not kept in the "
+                               "run folder: pass the full URL again with --storage")
+        return stored
+    if redact(given) != stored:
+        raise GenesisError(f"--storage {redact(given)} is not the run's storage {stored}")
+    return given
+
+
 def default_storage(run_path: Path) -> str:
     """The SQLite URL of the study file inside a run folder."""
     return f"sqlite:///{(run_path / STUDY_FILE).resolve()}"

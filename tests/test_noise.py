@@ -209,3 +209,19 @@ def test_effects_smaller_than_the_noise_are_marked():
                                         noise_sd=0.02, noise_df=10, resamples=50)["ranking"]
                if r["trait"] == "n_layer")
     assert not row["within_noise"]
+
+
+def test_a_storage_password_never_reaches_the_run_folder():
+    from genesis.errors import GenesisError
+    from genesis.study import redact, storage_for_resume
+
+    url = "postgresql://genesis:s3cret@db.example:5432/runs"
+    stored = redact(url)
+    assert stored == "postgresql://genesis:***@db.example:5432/runs" and "s3cret" not in stored
+    assert redact("sqlite:///runs/x/study.db") == "sqlite:///runs/x/study.db"
+    with pytest.raises(GenesisError, match="--storage"):
+        storage_for_resume(stored, None)
+    assert storage_for_resume(stored, url) == url
+    with pytest.raises(GenesisError, match="not the run's storage"):
+        storage_for_resume(stored, "postgresql://genesis:s3cret@other/runs")
+

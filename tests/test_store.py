@@ -135,9 +135,15 @@ def test_fitness_cache_skips_repeated_genomes(tmp_path, data_folder, monkeypatch
 
 
 def test_a_diverging_genome_is_a_failed_trial_and_the_run_finishes(tmp_path, data_folder):
-    run = genesis.evolve(population=3, generations=2, search_space=SMALL_SPACE,
-                         recipe=FIXTURES / "huge_lr.toml", data=data_folder, output=tmp_path)
-    assert run.status == "finished"
+    with pytest.raises(genesis.GenesisError, match="every genome of generation 0 failed"):
+        genesis.evolve(population=3, generations=2, search_space=SMALL_SPACE,
+                       recipe=FIXTURES / "huge_lr.toml", data=data_folder, output=tmp_path)
+    run = genesis.run.Run.load(_only_run(tmp_path))
+    assert run.status == "interrupted" and len(run.records) == 3  # nothing claims success
+    result = CliRunner().invoke(app, ["evolve", "--population", "2", "--generations", "1", "--search-space",
+                                      str(SMALL_SPACE), "--recipe", str(FIXTURES / "huge_lr.toml"),
+                                      "--data", str(data_folder), "--output", str(tmp_path / "cli")])
+    assert result.exit_code == 2 and "failed to train" in result.output
     study = optuna.load_study(study_name=run.id, storage=f"sqlite:///{run.path / 'study.db'}")
     trials = study.get_trials()
     assert {t.state for t in trials} == {optuna.trial.TrialState.FAIL}
@@ -224,3 +230,40 @@ def test_records_cut_by_a_crash_are_dropped_before_appending(tmp_path, data_fold
     store = run_module.RunStore(run_path)
     assert len(store.drop_partial_record()) == 2
     assert log.read_text() == whole
+
+
+def test_a_corrupt_line_in_the_middle_of_the_log_is_an_error_naming_it(tmp_path, data_folder):
+    run_path = _finished_run(tmp_path, data_folder)
+    log = run_path / "evaluations.jsonl"
+    first, second = log.read_text().splitlines()
+    log.write_text(first[:40] + "\n" + second + "\n")  # damage, not a crash: later records follow
+    with pytest.raises(GenesisError, match="line 1 is corrupt"):
+        run_module.RunStore(run_path).records()
+    result = CliRunner().invoke(app, ["report", str(run_path)])
+    assert result.exit_code == 2 and "line 1 is corrupt" in result.output
+    assert log.read_text() == first[:40] + "\n" + second + "\n"  # nothing was dropped
+
+
+def test_the_run_lock_is_exclusive_and_only_force_breaks_a_foreign_one(tmp_path):
+    store = run_module.RunStore.create(tmp_path, "locked", {"seed": 0})
+    store.lock()
+    with pytest.raises(GenesisError, match="already running"):
+        run_module.RunStore(store.path).lock()  # this live process holds it
+    store.unlock()
+    (store.path / "run.lock").write_text(json.dumps({"pid": 1, "host": "another-machine"}))
+    with pytest.raises(GenesisError, match="--force"):
+        store.lock()
+    assert store.status() == "running"  # a holder elsewhere cannot be seen dying
+    store.lock(force=True)
+    assert json.loads((store.path / "run.lock").read_text())["pid"] == os.getpid()
+    store.unlock()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (store.path / "run.lock").write_text(json.dumps({"pid": dead.pid, "host": os.uname().nodename}))
+    store.lock()  # a dead process of this host left it: replaced without --force
+    assert json.loads((store.path / "run.lock").read_text())["pid"] == os.getpid()
+
+
+def test_resume_force_flag_reaches_the_lock(tmp_path):
+    result = CliRunner().invoke(app, ["resume", "--help"])
+    assert "--force" in result.output
