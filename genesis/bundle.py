@@ -26,7 +26,7 @@ from tokenizers import Tokenizer
 
 from genesis.errors import GenesisError
 from genesis.genome import Genome
-from genesis.model import GPT, GPTConfig, load_weights
+from genesis.model import GPT, GPTConfig, check_size, load_weights
 from genesis.recipe import Recipe, load_recipe
 from genesis.records import Record, training_identity, training_seed
 from genesis.run import Run, tokens_of
@@ -197,6 +197,7 @@ def load_bundle(path: str | Path) -> Bundle:
     if tokenizer.get_vocab_size() != manifest["vocab_size"]:
         raise GenesisError(f"{path}: the tokenizer has {tokenizer.get_vocab_size()} tokens, the "
                            f"weights were trained with {manifest['vocab_size']}")
+    check_size(genome, manifest["vocab_size"], manifest["block_size"], str(path))
     model = GPT(GPTConfig.from_genome(genome, manifest["vocab_size"], manifest["block_size"]))
     try:
         load_weights(model, path / "model.safetensors")

@@ -43,13 +43,12 @@ from tokenizers import Tokenizer
 from genesis.bundle import load_bundle, same_tokenizer
 from genesis.errors import GenesisError
 from genesis.genome import Genome
-from genesis.model import GPT, GPTConfig, count_parameters, load_weights, save_weights
+from genesis.model import GPT, GPTConfig, check_size, load_weights, save_weights
 from genesis.sampling import continuation_token_probs, generate
 
 DATABASE = "colony.db"
 AGENT_ID = re.compile(r"a[0-9a-f]{8}")  # what `_new_identity` makes
 MAX_BLOCK_SIZE = 4096
-MAX_PARAMETERS = 200_000_000  # about 0.8 GB of fp32 weights: the largest agent a colony builds
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS agents (
     id TEXT PRIMARY KEY, parent TEXT, genome TEXT NOT NULL, weights TEXT NOT NULL,
@@ -232,9 +231,7 @@ class Colony:
             genome = Genome.from_json(row[2])
             if not isinstance(row[4], int) or not 1 <= row[4] <= MAX_BLOCK_SIZE:
                 raise GenesisError(f"its block size {row[4]!r} is not in 1..{MAX_BLOCK_SIZE}")
-            size = count_parameters(genome, self.tokenizer.get_vocab_size(), row[4])
-            if size > MAX_PARAMETERS:
-                raise GenesisError(f"its model has {size:,} parameters, above the limit of {MAX_PARAMETERS:,}")
+            check_size(genome, self.tokenizer.get_vocab_size(), row[4], "its genome")
             return Agent(agent_id, row[1], genome, row[3], row[4], float(row[5]), int(row[6]), int(row[7]),
                          int(row[8]), row[9], row[10])
         except (GenesisError, TypeError, ValueError) as error:

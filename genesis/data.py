@@ -99,6 +99,21 @@ def load_cached(key: str, cache_dir: str | Path | None = None, source: str = "")
     return TokenData(**arrays, tokenizer=tokenizer, source=source or key, key=key)
 
 
+def check_fits(tokens: TokenData, seq_len: int, batch_size: int) -> None:
+    """Check that every split holds enough tokens for the recipe's windows: the train split
+    a batch of distinct windows, validation and test one window each.
+
+    Raises:
+        GenesisError: a split is too short, naming it and how many tokens it needs.
+    """
+    needs = {"train": seq_len + 1 + batch_size, "valid": seq_len + 1, "test": seq_len + 1}
+    for name, least in needs.items():
+        have = int(tokens.split(name).size)
+        if have < least:
+            raise GenesisError(f"the {name} split of {tokens.source} has {have} tokens; windows of "
+                               f"{seq_len} tokens need at least {least}")
+
+
 def train_tokenizer(text: str, vocab_size: int) -> Tokenizer:
     """Train a byte-level BPE tokenizer (GPT-2 style) on `text`."""
     tokenizer = Tokenizer(models.BPE())
@@ -153,7 +168,10 @@ def _read_folder(folder: Path) -> tuple[dict[str, str], str]:
         path = folder / f"{name}.txt"
         if not path.is_file():
             raise GenesisError(f"data folder {folder} has no {name}.txt (needs {', '.join(s + '.txt' for s in SPLITS)})")
-        texts[name] = path.read_text(encoding="utf-8")
+        try:
+            texts[name] = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as error:
+            raise GenesisError(f"{path} is not UTF-8 text (byte {error.start} cannot be decoded)") from None
         if not texts[name].strip():
             raise GenesisError(f"{path} is empty")
     return texts, str(folder.resolve())

@@ -17,7 +17,27 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from genesis.errors import GenesisError
 from genesis.genome import Genome
+
+# The largest model genesis builds from a search space, bundle or colony it is given:
+# about 0.8 GB of fp32 weights, plus optimizer state when training. $GENESIS_MAX_PARAMETERS
+# raises or lowers it for bigger or smaller machines.
+DEFAULT_MAX_PARAMETERS = 200_000_000
+
+
+def max_parameters() -> int:
+    """The parameter limit in force: `$GENESIS_MAX_PARAMETERS`, else the default."""
+    value = os.environ.get("GENESIS_MAX_PARAMETERS", "")
+    return int(value) if value.isdigit() else DEFAULT_MAX_PARAMETERS
+
+
+def check_size(genome: Genome, vocab_size: int, block_size: int, where: str) -> None:
+    """Raise `GenesisError` before building a model above the parameter limit."""
+    count = count_parameters(genome, vocab_size, block_size)
+    if count > max_parameters():
+        raise GenesisError(f"{where}: {genome.describe()} would have {count:,} parameters, above the "
+                           f"limit of {max_parameters():,} (set GENESIS_MAX_PARAMETERS to change it)")
 
 
 @dataclass(frozen=True)
@@ -269,6 +289,24 @@ def load_weights(model: nn.Module, path: str | Path) -> None:
         RuntimeError: a missing, unexpected or misshapen tensor.
     """
     safetensors.torch.load_model(model, str(path), strict=True)
+
+
+def largest_genome(domains: dict) -> Genome:
+    """The genome of a search space with the most parameters: every ordered trait at its
+    largest value, the widest feed-forward (swiglu) and learned positions when searched."""
+    traits = {}
+    for name, domain in domains.items():
+        values = getattr(domain, "values", None)
+        if values is None:
+            traits[name] = getattr(domain, "high")
+        elif isinstance(values[0], int):
+            traits[name] = max(values)
+        else:
+            preferred = {"activation": "swiglu", "norm": "layernorm", "position": "learned",
+                         "weight_precision": "fp32"}.get(name)
+            traits[name] = preferred if preferred in values else values[0]
+    traits["n_head"] = 1  # the head count does not change the parameter count
+    return Genome.from_dict(traits)
 
 
 def count_parameters(genome: Genome, vocab_size: int, block_size: int) -> int:

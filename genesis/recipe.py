@@ -13,6 +13,7 @@ from typing import Any
 from genesis.config import check_keys, read_toml, resolve_data_file
 from genesis.errors import GenesisError
 
+MAX_VOCAB_SIZE = 65536  # ids 0..65535: what the uint16 token arrays hold
 DEFAULT_RECIPE = "quick"
 PRECISIONS = ("fp32", "bf16", "auto")
 
@@ -83,4 +84,7 @@ def load_recipe(name_or_path: str | Path = DEFAULT_RECIPE) -> Recipe:
         raise GenesisError(f"{path}: precision must be one of {', '.join(PRECISIONS)}")
     if recipe.vocab_size < 256 + 2:
         raise GenesisError(f"{path}: vocab_size must exceed the 256 byte tokens")
+    if recipe.vocab_size > MAX_VOCAB_SIZE:
+        raise GenesisError(f"{path}: vocab_size must be at most {MAX_VOCAB_SIZE} (token ids are "
+                           "stored as 16-bit integers)")
     return recipe

@@ -23,11 +23,12 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any, Sequence
 
-from genesis.data import TokenData, default_cache_dir, load_data
+from genesis.data import TokenData, check_fits, default_cache_dir, load_data
 from genesis.errors import GenesisError
 from genesis.evaluate import BACKENDS, Job, TrainingSetup, make_backend
 from genesis.evolution import Candidate, Evolution, EvolutionConfig, Observer
 from genesis.fidelity import give_up_bounds
+from genesis.model import check_size, largest_genome
 from genesis.recipe import DEFAULT_RECIPE, Recipe, load_recipe
 from genesis.records import SEEDING, Outcome, Record, combine_replicates, training_seed
 from genesis.space import DEFAULT_SEARCH_SPACE, SearchSpace, load_search_space, parse_search_space
@@ -189,11 +190,14 @@ def evolve(
         config.validate()
     except ValueError as error:
         raise GenesisError(str(error)) from None
+    check_size(largest_genome(space.domains), recipe.vocab_size, recipe.seq_len,
+               f"the search space {space.source or ''}".strip())
     table = open_table_backend(backend, space, recipe)
     if table is not None:  # lookups need no corpus: the table names the one it was trained on
         tokens, data_config = None, {"source": f"table:{table.folder}", "key": table.meta["data_key"]}
     else:
         tokens = data if isinstance(data, TokenData) else load_data(data, recipe.vocab_size, cache_dir)
+        check_fits(tokens, recipe.seq_len, recipe.batch_size)
         data_config = {"source": tokens.source, "key": tokens.key, "vocab_size": tokens.vocab_size,
                        "tokens": {name: int(tokens.split(name).size) for name in ("train", "valid", "test")}}
     evaluator = evaluator_config(backend, workers, threads, ray_address, device, rungs, early_stop)

@@ -277,16 +277,19 @@ def sweep(
     Returns:
         The sweep folder; `load_table` reads it.
     """
-    from genesis.data import TokenData, default_cache_dir, load_data
+    from genesis.data import TokenData, check_fits, default_cache_dir, load_data
     from genesis.evaluate import TrainingSetup, make_backend
+    from genesis.model import check_size, largest_genome
     from genesis.recipe import Recipe, load_recipe
     from genesis.run import evaluator_config
     from genesis.space import load_search_space
 
     space = search_space if isinstance(search_space, SearchSpace) else load_search_space(search_space)
     recipe = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
+    check_size(largest_genome(space.domains), recipe.vocab_size, recipe.seq_len, "the search space")
     evaluator = evaluator_config(backend, workers, threads, None, device)
     tokens = data if isinstance(data, TokenData) else load_data(data, recipe.vocab_size, cache_dir)
+    check_fits(tokens, recipe.seq_len, recipe.batch_size)
     plan = plan_sweep(space, recipe, tokens.key, seeds, seed, sample, evaluator["threads"])
     done = open_sweep(output, plan)
     if on_start is not None:

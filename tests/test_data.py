@@ -11,6 +11,8 @@ import genesis.data as data_module
 from genesis.data import load_data
 from genesis.errors import GenesisError
 
+from conftest import FIXTURES
+
 
 def test_local_folder_tokenizes_all_splits(tokens):
     assert tokens.vocab_size == 4096
@@ -56,3 +58,39 @@ def test_unreachable_hub_fails_within_seconds_and_names_the_option(monkeypatch):
     with pytest.raises(GenesisError, match="--data PATH"):
         load_data(None)
     assert time.monotonic() - started < 10
+
+
+def _corpus(folder, train, valid="valid words here. " * 50, test="test words here. " * 50):
+    folder.mkdir()
+    for name, text in (("train", train), ("valid", valid), ("test", test)):
+        (folder / f"{name}.txt").write_bytes(text if isinstance(text, bytes) else text.encode())
+    return folder
+
+
+@pytest.mark.parametrize("train, valid, message", [
+    (b"caf\xe9 au lait " * 200, "valid words here. " * 50, "not UTF-8 text (byte 3"),
+    ("one short line\n", "valid words here. " * 50, "the train split"),
+    ("plenty of training words. " * 400, "short", "the valid split"),
+])
+def test_data_a_recipe_cannot_use_is_refused_with_exit_2_and_no_run(tmp_path, train, valid, message):
+    from typer.testing import CliRunner
+
+    from genesis.cli import app
+
+    folder = _corpus(tmp_path / "corpus", train, valid)
+    result = CliRunner().invoke(app, ["evolve", "--data", str(folder), "--output", str(tmp_path / "runs"),
+                                      "--recipe", str(FIXTURES / "tiny.toml")],
+                                env={"GENESIS_CACHE": str(tmp_path / "cache")})
+    assert result.exit_code == 2 and message in result.output, result.output
+    assert sum("error:" in line for line in result.output.splitlines()) == 1
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_a_vocabulary_beyond_16_bit_token_ids_is_refused(tmp_path):
+    from genesis.errors import GenesisError
+    from genesis.recipe import load_recipe
+
+    recipe = tmp_path / "big.toml"
+    recipe.write_text("vocab_size = 70000\n")
+    with pytest.raises(GenesisError, match="at most 65536"):
+        load_recipe(recipe)

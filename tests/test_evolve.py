@@ -304,6 +304,7 @@ def test_cli_evolve_runs_and_prints_the_best_table(tmp_path, data_folder):
     (["--search-space", str(FIXTURES / "malformed.toml")], "malformed TOML"),
     (["--search-space", str(FIXTURES / "unknown_trait.toml")], "unknown trait 'n_wings'"),
     (["--search-space", str(FIXTURES / "impossible_domain.toml")], "impossible domain"),
+    (["--search-space", str(FIXTURES / "huge_space.toml")], "above the limit"),
     (["--recipe", "no-such-recipe"], "no such file"),
     (["--data", "/no/such/folder"], "does not exist"),
     (["--population", "1"], "population size must be at least 2"),

@@ -127,3 +127,13 @@ def test_ternary_weights_take_three_values_in_the_forward_pass_and_still_learn()
     assert losses[-1] < losses[0]
     full = GPT(GPTConfig.from_genome(Genome(2, 2, 32, "gelu", 0.01), 300, 16))
     assert model.size_bytes() < full.size_bytes() == 4 * full.num_parameters()
+
+
+def test_the_largest_genome_of_a_space_has_the_most_parameters():
+    from genesis.model import largest_genome
+    from genesis.space import load_search_space
+    from genesis.sweep import architectures
+
+    space = load_search_space()
+    most = max(count_parameters(g, 4096, 64) for g in architectures(space))
+    assert count_parameters(largest_genome(space.domains), 4096, 64) == most
