@@ -52,9 +52,9 @@ def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log librar
 def evolve(
     population: int = typer.Option(8, help="Genomes per generation."),
     generations: int = typer.Option(4, help="Generations, the random initial one included."),
-    recipe: str = typer.Option("quick", help="Training recipe: a name in trainers/ or a TOML path."),
+    recipe: str = typer.Option("quick", help="Training recipe: a built-in name (quick, long) or a TOML path."),
     search_space: Optional[str] = typer.Option(
-        None, help="Search space: a name in genomes/ or a TOML path (default: default)."
+        None, help="Search space: a built-in name (default) or a TOML path (default: default)."
     ),
     data: Optional[Path] = typer.Option(None, envvar="GENESIS_DATA", help=DATA_HELP),
     seed: int = typer.Option(0, help="Run seed: same seed and config, same records."),
@@ -188,8 +188,8 @@ def _run_with_progress(generations: int, start) -> None:
 @app.command()
 def sweep(
     output: Path = typer.Option(..., help="The sweep folder (an existing one is continued)."),
-    recipe: str = typer.Option("quick", help="Training recipe: a name in trainers/ or a TOML path."),
-    search_space: str = typer.Option("default", help="Search space: a name in genomes/ or a TOML path."),
+    recipe: str = typer.Option("quick", help="Training recipe: a built-in name (quick, long) or a TOML path."),
+    search_space: str = typer.Option("default", help="Search space: a built-in name (default) or a TOML path."),
     seeds: int = typer.Option(3, help="Trainings per architecture, each with its own seed."),
     sample: Optional[int] = typer.Option(
         None, help="Train only this many architectures, spread over (n_layer, activation) cells."),

@@ -17,7 +17,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
 
-PACKAGE_ROOT = Path(__file__).resolve().parent.parent
+BUILTIN_ROOT = Path(__file__).resolve().parent  # genomes/ and trainers/ ship inside the package
 
 
 def read_toml(path: str | Path) -> dict[str, Any]:
@@ -44,12 +44,14 @@ def check_keys(table: dict[str, Any], allowed: set[str], where: str) -> None:
 
 
 def resolve_data_file(name_or_path: str | Path, folder: str, suffix: str = ".toml") -> Path:
-    """Find a data file given either a path or a bare name from a shipped folder.
+    """Find a data file given either a path or the bare name of a built-in one.
 
-    `resolve_data_file("quick", "trainers")` finds `trainers/quick.toml`; a path that
-    exists is returned as it is.
+    The one lookup: anything that looks like a path (exists, has a folder or the suffix)
+    is used as it is; a bare name is a built-in shipped inside the package, so
+    `resolve_data_file("quick", "trainers")` finds `genesis/trainers/quick.toml` in a
+    checkout, a wheel or any other install.
     """
     candidate = Path(name_or_path)
     if candidate.exists() or candidate.suffix == suffix or len(candidate.parts) > 1:
         return candidate
-    return PACKAGE_ROOT / folder / f"{name_or_path}{suffix}"
+    return BUILTIN_ROOT / folder / f"{name_or_path}{suffix}"

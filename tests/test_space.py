@@ -51,3 +51,16 @@ def test_recipe_with_a_wrong_type_is_rejected(tmp_path):
     path.write_text('steps = "many"\n')
     with pytest.raises(GenesisError, match="steps must be int"):
         load_recipe(path)
+
+
+def test_built_in_spaces_and_recipes_ship_inside_the_package():
+    from pathlib import Path
+
+    import genesis
+    from genesis.config import resolve_data_file
+    from genesis.recipe import load_recipe
+
+    package = Path(genesis.__file__).resolve().parent
+    assert resolve_data_file("default", "genomes") == package / "genomes" / "default.toml"
+    assert load_recipe("long").steps == 8 * load_recipe("quick").steps
+    assert load_search_space("default").source.startswith(str(package))
