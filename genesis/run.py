@@ -219,7 +219,8 @@ def evolve(
         "versions": versions(),
     })
     try:
-        recorder = StudyRecorder(storage or default_storage(store.path), store.id, space)
+        recorder = StudyRecorder(storage or default_storage(store.path), store.id, space,
+                                 config.objectives, recipe.tokens)
     except GenesisError:
         store.discard()
         raise
@@ -274,7 +275,8 @@ def resume(
     else:
         tokens = data if isinstance(data, TokenData) else tokens_of(config, data, cache_dir)
     storage = storage_for_resume(config["storage"], storage)
-    recorder = StudyRecorder(storage or default_storage(store.path), store.id, space)
+    recorder = StudyRecorder(storage or default_storage(store.path), store.id, space,
+                             evolution.objectives, recipe.tokens)
     evaluator = dict(config["evaluator"])
     if device is not None:
         evaluator["device"] = resolve_device(device)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import math
 from pathlib import Path
+from typing import Sequence
 
 import optuna
 from optuna.distributions import (
@@ -99,9 +100,18 @@ def distributions(space: SearchSpace) -> dict[str, BaseDistribution]:
 
 
 class StudyRecorder:
-    """Adds run records to an Optuna study, each exactly once."""
+    """Adds run records to an Optuna study, each distinct evaluation exactly once.
 
-    def __init__(self, storage: str, study_name: str, space: SearchSpace):
+    The study tells the truth about fidelity: a training at the run's full budget is a
+    COMPLETE trial with the run's objective values (several objectives: a
+    multi-objective study, so optuna-dashboard shows its front); a lower successive-
+    halving rung or an early-stopped training is PRUNED, with its learning curve (or its
+    loss at the tokens it reached) as intermediate values; a failure is FAIL. A cached
+    repeat trained nothing and adds no trial.
+    """
+
+    def __init__(self, storage: str, study_name: str, space: SearchSpace,
+                 objectives: Sequence[str] = ("val_loss",), full_tokens: int | None = None):
         # Optuna announces every new study on stderr; genesis' library code does not print.
         verbosity = optuna.logging.get_verbosity()
         optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -109,11 +119,12 @@ class StudyRecorder:
             storage = optuna.storages.InMemoryStorage()
         try:
             self.study = optuna.create_study(storage=storage, study_name=study_name,
-                                             direction="minimize", load_if_exists=True)
+                                             directions=["minimize"] * len(objectives), load_if_exists=True)
         except Exception as error:  # Optuna raises many types for a bad URL or database
-            raise GenesisError(f"cannot open the Optuna storage {storage}: {error}") from None
+            raise GenesisError(f"cannot open the Optuna storage {redact(str(storage))}: {error}") from None
         finally:
             optuna.logging.set_verbosity(verbosity)
+        self.objectives, self.full_tokens = tuple(objectives), full_tokens
         self.distributions = distributions(space)
         self.known = {
             (t.user_attrs.get("generation"), t.user_attrs.get("index"))
@@ -121,24 +132,35 @@ class StudyRecorder:
         }
 
     def add(self, record: Record) -> None:
-        """Add `record` as a finished (or failed) trial unless it is already there."""
+        """Add `record` as a trial unless it is already there or a cached repeat."""
         key = (record.generation, record.index)
-        if key in self.known:
+        if key in self.known or record.cached:
             return
-        fitness = record.outcome.fitness
-        metrics = {k: v for k, v in record.outcome.to_dict().items() if v is not None}
+        outcome = record.outcome
+        full = outcome.stopped_at is None and (self.full_tokens is None or outcome.tokens >= self.full_tokens)
+        values = [outcome.objective(name) for name in self.objectives]
+        metrics = {k: v for k, v in outcome.to_dict().items() if v is not None and k != "replicates"}
+        if outcome.status != "ok" or not all(math.isfinite(v) for v in values):
+            state, intermediate = TrialState.FAIL, {}
+        elif full:
+            state, intermediate = TrialState.COMPLETE, {}
+        else:
+            state = TrialState.PRUNED
+            intermediate = ({step: value for step, value in enumerate(outcome.curve)} if outcome.curve
+                            else {outcome.tokens: outcome.fitness})
         trial = optuna.trial.create_trial(
-            state=TrialState.COMPLETE if math.isfinite(fitness) else TrialState.FAIL,
-            value=fitness if math.isfinite(fitness) else None,
+            state=state,
+            values=values if state == TrialState.COMPLETE else None,
             params={name: getattr(record.genome, name) for name in self.distributions},
             distributions=self.distributions,
+            intermediate_values=intermediate,
             user_attrs={
                 "generation": record.generation,
                 "index": record.index,
                 "genome_id": record.genome_id,
+                "training_id": record.genome.training_id,
                 "parents": list(record.parents),
                 "operator": record.operator,
-                "cached": record.cached,
                 **metrics,
             },
         )

@@ -103,8 +103,11 @@ def test_optuna_reads_the_study_back(tmp_path, data_folder):
                          recipe=FIXTURES / "tiny.toml", data=data_folder, output=tmp_path, seed=2)
     study = optuna.load_study(study_name=run.id, storage=f"sqlite:///{run.path / 'study.db'}")
     trials = study.get_trials()
-    assert len(trials) == len(run.records) == 6
-    for trial, record in zip(sorted(trials, key=lambda t: t.number), run.records):
+    trained = [r for r in run.records if not r.cached]  # a cached repeat is no new trial
+    assert len(trials) == len(trained) < len(run.records) == 6
+    by_key = {(r.generation, r.index): r for r in trained}
+    for trial in trials:
+        record = by_key[(trial.user_attrs["generation"], trial.user_attrs["index"])]
         assert trial.value == record.outcome.val_loss
         searched = ("n_layer", "n_head", "d_model", "activation", "sigma")  # the space's traits
         assert trial.params == {name: getattr(record.genome, name) for name in searched}
@@ -112,6 +115,27 @@ def test_optuna_reads_the_study_back(tmp_path, data_folder):
         assert trial.user_attrs["operator"] == record.operator
         assert trial.user_attrs["generation"] == record.generation
     assert study.best_value == run.best(1)[0].outcome.val_loss
+
+
+def test_the_study_stores_lower_fidelity_as_pruned_and_several_objectives_as_a_front(tmp_path, data_folder):
+    recipe = genesis.Recipe(name="rungs", steps=16, batch_size=4, seq_len=32, warmup_steps=1,
+                            eval_batches=2, eval_batch_size=4)
+    run = genesis.evolve(population=4, generations=1, search_space=SMALL_SPACE, recipe=recipe,
+                         data=data_folder, output=tmp_path, rungs=(0.5, 1.0), noise_probes=0, confirm=0)
+    study = optuna.load_study(study_name=run.id, storage=f"sqlite:///{run.path / 'study.db'}")
+    states = [t.state for t in study.get_trials()]
+    lower = [r for r in run.records if r.outcome.tokens < recipe.tokens]
+    assert states.count(optuna.trial.TrialState.PRUNED) == len(lower) == 2
+    assert states.count(optuna.trial.TrialState.COMPLETE) == 2
+    pruned = next(t for t in study.get_trials() if t.state == optuna.trial.TrialState.PRUNED)
+    assert pruned.intermediate_values and pruned.value is None
+
+    run = genesis.evolve(population=3, generations=1, search_space=SMALL_SPACE, recipe=FIXTURES / "tiny.toml",
+                         data=data_folder, output=tmp_path, noise_probes=0, confirm=0,
+                         evolution=genesis.EvolutionConfig(strategy="nsga2", objectives=("val_loss", "params")))
+    study = optuna.load_study(study_name=run.id, storage=f"sqlite:///{run.path / 'study.db'}")
+    assert len(study.directions) == 2 and study.best_trials
+    assert all(len(t.values) == 2 for t in study.get_trials() if t.state == optuna.trial.TrialState.COMPLETE)
 
 
 def test_fitness_cache_skips_repeated_genomes(tmp_path, data_folder, monkeypatch):
