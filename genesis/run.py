@@ -28,7 +28,6 @@ from genesis.errors import GenesisError
 from genesis.evaluate import BACKENDS, Job, TrainingSetup, make_backend
 from genesis.evolution import Candidate, Evolution, EvolutionConfig, Observer
 from genesis.fidelity import give_up_bounds
-from genesis.model import check_size, largest_genome
 from genesis.recipe import DEFAULT_RECIPE, Recipe, load_recipe
 from genesis.records import SEEDING, Outcome, Record, combine_replicates, training_seed
 from genesis.space import DEFAULT_SEARCH_SPACE, SearchSpace, load_search_space, parse_search_space
@@ -190,6 +189,8 @@ def evolve(
         config.validate()
     except ValueError as error:
         raise GenesisError(str(error)) from None
+    from genesis.model import check_size, largest_genome  # torch: imported when a run starts
+
     check_size(largest_genome(space.domains), recipe.vocab_size, recipe.seq_len,
                f"the search space {space.source or ''}".strip())
     table = open_table_backend(backend, space, recipe)
