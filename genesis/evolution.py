@@ -153,9 +153,10 @@ class Candidate:
     parents: tuple[str, ...] = ()
     operator: str = "random"
 
-    def to_record(self, outcome: Outcome, cached: bool = False, compute_tokens: int = 0) -> Record:
+    def to_record(self, outcome: Outcome, cached: bool = False, compute_tokens: int = 0,
+                  rung: int | None = None) -> Record:
         return Record(self.generation, self.index, self.genome, self.parents, self.operator,
-                      outcome, cached, compute_tokens)
+                      outcome, cached, compute_tokens, rung)
 
 
 class Observer:

@@ -123,6 +123,9 @@ class Record:
             genome instead of training again.
         compute_tokens: training tokens this evaluation cost, lower successive-halving
             rungs included; 0 when cached. A run's compute is the sum over its records.
+        rung: under successive halving, the rung its training ended at (0 is the first;
+            a resumed run ranks each rung over the genomes recorded there too); None for
+            a cached repeat or a run with one rung.
     """
 
     generation: int
@@ -133,6 +136,7 @@ class Record:
     outcome: Outcome
     cached: bool = False
     compute_tokens: int = 0
+    rung: int | None = None
 
     @property
     def genome_id(self) -> str:
@@ -149,6 +153,7 @@ class Record:
             "operator": self.operator,
             "cached": self.cached,
             "compute_tokens": self.compute_tokens,
+            **({"rung": self.rung} if self.rung is not None else {}),
             "status": self.outcome.status,
             "fitness": None if math.isinf(self.outcome.fitness) else self.outcome.fitness,
             "metrics": self.outcome.to_dict(),
@@ -168,6 +173,7 @@ class Record:
             # records written before compute was counted: a fresh training cost its tokens
             compute_tokens=data.get("compute_tokens",
                                     0 if data.get("cached") else data["metrics"].get("tokens", 0)),
+            rung=data.get("rung"),
         )
 
 

@@ -439,6 +439,12 @@ class _CachingEvaluator:
         # Each training is `replicates` trainings with their own seeds; the genome's outcome
         # is their mean (`combine_replicates`), and only the first replicate keeps weights.
         bounds = self._give_up_bounds(candidates[0].generation if candidates else 0)
+        # Genomes of this generation recorded before an interruption took part in the rungs
+        # up to the one they ended at: each cut counts them, so a resumed run promotes the
+        # same genomes as an uninterrupted one.
+        ended_at = [r.rung for c in candidates
+                    if (r := self.recorded.get((c.generation, c.index))) is not None
+                    and r.genome == c.genome and r.rung is not None]
         alive = list(waiting)
         spent = dict.fromkeys(waiting, 0)  # training id -> training tokens over all its rungs
         for level, steps in enumerate(self.rung_steps):
@@ -456,28 +462,32 @@ class _CachingEvaluator:
                 if len(parts[g]) == self.replicates:
                     reached[g] = combine_replicates([parts[g][r] for r in range(self.replicates)])
                     if final:
-                        self._settle(g, reached[g], spent[g], waiting, done)
+                        self._settle(g, reached[g], spent[g], waiting, done, level)
             if final:
                 break
             ranked = sorted(alive, key=lambda g: reached[g].fitness)
-            alive = ranked[: max(1, math.ceil(len(ranked) * self.keep))]
+            entered = len(ranked) + sum(1 for r in ended_at if r >= level)
+            promoted_before = sum(1 for r in ended_at if r > level)
+            alive = ranked[: max(0, max(1, math.ceil(entered * self.keep)) - promoted_before)]
             for training_id in ranked[len(alive):]:
-                self._settle(training_id, reached[training_id], spent[training_id], waiting, done)
+                self._settle(training_id, reached[training_id], spent[training_id], waiting, done, level)
         return [done[candidate.index] for candidate in candidates]
 
     def _settle(self, training_id: str, outcome: Outcome, compute_tokens: int,
-                waiting: dict[str, list[Candidate]], done: dict[int, Record]) -> None:
+                waiting: dict[str, list[Candidate]], done: dict[int, Record], level: int) -> None:
         """Record a model's final outcome for every candidate that waited for it; the
         first one carries the compute its training cost, the others were free."""
         self.known[training_id] = outcome
         best = sorted(self.known, key=lambda g: self.known[g].rank())[:KEPT_WEIGHTS]
         self.store.prune_weights(set(best))
         for position, candidate in enumerate(waiting[training_id]):
-            done[candidate.index] = self._keep(candidate, outcome, cached=position > 0,
-                                               compute_tokens=0 if position else compute_tokens)
+            done[candidate.index] = self._keep(
+                candidate, outcome, cached=position > 0, compute_tokens=0 if position else compute_tokens,
+                rung=None if position or len(self.rung_steps) == 1 else level)
 
-    def _keep(self, candidate: Candidate, outcome: Outcome, cached: bool, compute_tokens: int = 0) -> Record:
-        record = candidate.to_record(outcome, cached=cached, compute_tokens=compute_tokens)
+    def _keep(self, candidate: Candidate, outcome: Outcome, cached: bool, compute_tokens: int = 0,
+              rung: int | None = None) -> Record:
+        record = candidate.to_record(outcome, cached=cached, compute_tokens=compute_tokens, rung=rung)
         self._remember_curve(record)
         self.store.append(record)
         self.recorder.add(record)

@@ -100,7 +100,10 @@ class Table:
             if bound is not None and lowest > bound:
                 stop_point = k
                 break
-        if steps is not None and steps < full_steps and curve:
+        if steps is not None and steps < full_steps:
+            if not curve:
+                return Outcome(status="error", reason="the table has no learning curves to answer a lower rung",
+                               tokens=0)
             point = max(0, min(CURVE_POINTS - 1, math.ceil(steps / full_steps * CURVE_POINTS) - 1))
             return self._partial(row, curve[: point + 1], steps * tokens_per_step, None)
         if stop_point is not None:

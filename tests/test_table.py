@@ -97,14 +97,23 @@ def test_the_table_backend_answers_by_lookup_and_counts_compute(table, tmp_path)
     assert [r.to_dict() for r in again.records] == [r.to_dict() for r in run.records]
 
 
-def test_the_table_backend_stops_early_from_the_tables_curves(tmp_path, data_folder):
-    folder = tmp_path / "table"
-    recipe = genesis.Recipe(name="curves", steps=16, batch_size=4, seq_len=32, warmup_steps=1,
-                            eval_batches=2, eval_batch_size=4)
-    genesis.sweep(search_space=SMALL_SPACE, recipe=recipe, data=data_folder, seeds=1, output=folder,
+CURVES = genesis.Recipe(name="curves", steps=16, batch_size=4, seq_len=32, warmup_steps=1,
+                        eval_batches=2, eval_batch_size=4)
+
+
+@pytest.fixture(scope="module")
+def curve_table(tmp_path_factory, data_folder):
+    """The small space under a 16-step recipe: trainings long enough to have learning curves."""
+    folder = tmp_path_factory.mktemp("tables") / "curves"
+    genesis.sweep(search_space=SMALL_SPACE, recipe=CURVES, data=data_folder, seeds=2, output=folder,
                   device="cpu", threads=1)
+    return folder
+
+
+def test_the_table_backend_stops_early_from_the_tables_curves(tmp_path, curve_table):
+    recipe = CURVES
     run = genesis.evolve(population=8, generations=4, search_space=SMALL_SPACE, recipe=recipe,
-                         backend=f"table:{folder}", output=tmp_path / "runs", early_stop=0.25,
+                         backend=f"table:{curve_table}", output=tmp_path / "runs", early_stop=0.25,
                          confirm=0, noise_probes=0)
     stopped = [r for r in run.records if r.outcome.stopped_at is not None and not r.cached]
     assert stopped, "a quarter-quantile rule gives some training up"
@@ -132,3 +141,52 @@ def test_cli_sweep_writes_a_table(tmp_path, data_folder):
                                  "--data", str(data_folder), "--device", "cpu"])
     assert result.exit_code == 0, result.output
     assert len(genesis.load_table(tmp_path / "t")) == 3
+
+
+FIDELITIES = {"halving": {"rungs": (0.25, 0.5, 1.0)}, "early-stop": {"early_stop": 0.5}}
+
+
+@pytest.mark.parametrize("strategy", ["evolution", "aging", "random", "nsga2", "tpe", "nsga2-optuna"])
+@pytest.mark.parametrize("fidelity", sorted(FIDELITIES))
+def test_a_run_interrupted_anywhere_resumes_to_the_same_records(tmp_path, curve_table, monkeypatch,
+                                                                 strategy, fidelity):
+    """Successive halving, early stopping and every strategy: interrupted after the first
+    training, a third and two thirds of the way, and at the last one (in the confirmation),
+    resumed, equal to an uninterrupted run."""
+    from genesis.table import TableBackend
+
+    settings = dict(population=6, generations=4, search_space=SMALL_SPACE, recipe=CURVES,
+                    backend=f"table:{curve_table}", storage="memory", seed=3, noise_probes=1, confirm=2,
+                    evolution=genesis.EvolutionConfig(strategy=strategy), **FIDELITIES[fidelity])
+    real_run = TableBackend.run
+    total = 0
+
+    def counting(self, jobs):
+        nonlocal total
+        for item in real_run(self, jobs):
+            total += 1
+            yield item
+
+    monkeypatch.setattr(TableBackend, "run", counting)
+    whole = genesis.evolve(output=tmp_path / "whole", **settings)
+    expected = [r.to_dict() for r in whole.records], [r.to_dict() for r in whole.retrainings]
+    assert any(r.rung == 0 for r in whole.records) or fidelity != "halving"
+    for kill_after in sorted({1, total // 3, 2 * total // 3, total - 1}):
+        answered = 0
+
+        def interrupted(self, jobs):
+            nonlocal answered
+            for item in real_run(self, jobs):
+                if answered == kill_after:
+                    raise KeyboardInterrupt
+                answered += 1
+                yield item
+
+        monkeypatch.setattr(TableBackend, "run", interrupted)
+        output = tmp_path / f"killed-{kill_after}"
+        with pytest.raises(KeyboardInterrupt):
+            genesis.evolve(output=output, **settings)
+        monkeypatch.setattr(TableBackend, "run", real_run)
+        [folder] = list(output.iterdir())
+        resumed = genesis.resume(folder)
+        assert ([r.to_dict() for r in resumed.records], [r.to_dict() for r in resumed.retrainings]) == expected
