@@ -103,7 +103,8 @@ def export_champions(
             identity = training_identity(config, record.genome)
             kept = run.store.weights_path(identity)
             seed = training_seed(config["seed"], identity)
-            if new_recipe is not None or not kept.exists():
+            retrained = new_recipe is not None or not kept.exists()
+            if retrained:
                 used_recipe = new_recipe or run_recipe
                 outcome = train(record.genome, used_recipe, tokens, seed,
                                 weights_path=staging / "model.safetensors")
@@ -111,7 +112,8 @@ def export_champions(
                     raise GenesisError(f"retraining {record.genome_id} failed: {outcome.reason}")
             else:
                 shutil.copyfile(kept, staging / "model.safetensors")
-            _write_bundle(staging, record, outcome, used_recipe, tokens.tokenizer, run, seed)
+            _write_bundle(staging, record, outcome, used_recipe, tokens.tokenizer, run, seed,
+                          "retrained" if retrained else "kept by the run")
             if folder.exists():
                 shutil.rmtree(folder)
             staging.chmod(0o755)
@@ -123,7 +125,7 @@ def export_champions(
 
 
 def _write_bundle(folder: Path, record: Record, outcome, recipe: Recipe, tokenizer: Tokenizer,
-                  run: Run, seed: int) -> None:
+                  run: Run, seed: int, weights: str) -> None:
     (folder / "genome.json").write_text(record.genome.to_json() + "\n")
     tokenizer.save(str(folder / "tokenizer.json"))
     metrics = outcome.to_dict()
@@ -137,6 +139,7 @@ def _write_bundle(folder: Path, record: Record, outcome, recipe: Recipe, tokeniz
                     "parents": list(record.parents)},
         "recipe": recipe.to_dict(),
         "training_seed": seed,
+        "weights": weights,  # "kept by the run", or "retrained" (missing, or another recipe)
         "data": run.config["data"],
         "sha256": {name: sha256_file(folder / name) for name in HASHED_FILES},
     }

@@ -363,13 +363,19 @@ def export(
     except GenesisError as error:
         fail(str(error))
     table = Table(title="Exported agent bundles")
-    for column in ("bundle", "traits", "val ppl", "recipe"):
+    for column in ("bundle", "traits", "val ppl", "recipe", "weights"):
         table.add_column(column, no_wrap=True)
     for path in paths:
         bundle = load_bundle(path)  # also checks what was just written
+        weights = bundle.manifest.get("weights", "kept by the run")
         table.add_row(str(path), bundle.genome.describe(), f"{bundle.manifest['metrics']['val_ppl']:.1f}",
-                      bundle.manifest["recipe"]["name"])
+                      bundle.manifest["recipe"]["name"],
+                      f"[yellow]{weights}[/]" if weights == "retrained" else weights)
     console.print(table)
+    retrained = [p for p in paths if load_bundle(p).manifest.get("weights") == "retrained"]
+    if retrained and recipe is None:
+        console.print(f"[yellow]{len(retrained)} champion(s) had no kept weights and were retrained with "
+                      "the run's recipe and seed[/]")
 
 
 @app.command()

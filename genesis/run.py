@@ -450,7 +450,7 @@ class _CachingEvaluator:
         for level, steps in enumerate(self.rung_steps):
             final = level == len(self.rung_steps) - 1
             jobs = [Job(waiting[g][0].genome, training_seed(self.seed, g, replicate),
-                        str(self.store.weights_path(g)) if final and replicate == 0 else None,
+                        str(self.store.staged_weights_path(g)) if final and replicate == 0 else None,
                         None if final else steps, bounds if final else (), replicate=replicate)
                     for g in alive for replicate in range(self.replicates)]
             parts: dict[str, dict[int, Outcome]] = {g: {} for g in alive}
@@ -479,7 +479,7 @@ class _CachingEvaluator:
         first one carries the compute its training cost, the others were free."""
         self.known[training_id] = outcome
         best = sorted(self.known, key=lambda g: self.known[g].rank())[:KEPT_WEIGHTS]
-        self.store.prune_weights(set(best))
+        self.store.settle_weights(training_id, set(best))
         for position, candidate in enumerate(waiting[training_id]):
             done[candidate.index] = self._keep(
                 candidate, outcome, cached=position > 0, compute_tokens=0 if position else compute_tokens,

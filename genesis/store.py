@@ -34,6 +34,7 @@ SUMMARY_FILE = "summary.json"
 CHECKPOINT_FILE = "checkpoint.json"
 LOCK_FILE = "run.lock"
 WEIGHTS_DIR = "weights"
+STAGING_DIR = ".staged"
 FORMAT_VERSION = 1
 
 
@@ -240,8 +241,17 @@ class RunStore:
         """Where the trained weights of a genome are kept (if they are)."""
         return self.path / WEIGHTS_DIR / f"{genome_id}.safetensors"
 
-    def prune_weights(self, keep: set[str]) -> None:
-        """Delete kept weights of every genome not in `keep`."""
+    def staged_weights_path(self, training_id: str) -> Path:
+        """Where a training writes its weights before its result is settled: a staging
+        folder that pruning never touches, so a result read late still finds its file."""
+        return self.path / WEIGHTS_DIR / STAGING_DIR / f"{training_id}.safetensors"
+
+    def settle_weights(self, training_id: str, keep: set[str]) -> None:
+        """Move a settled training's staged weights into place, then delete the kept
+        weights of every model not in `keep` (the staged file too, if it is not)."""
+        staged = self.staged_weights_path(training_id)
+        if staged.exists():
+            os.replace(staged, self.weights_path(training_id))
         for path in (self.path / WEIGHTS_DIR).glob("*.safetensors"):
             if path.stem not in keep:
                 path.unlink(missing_ok=True)

@@ -162,3 +162,24 @@ def test_early_stopping_gives_up_exactly_what_earlier_generations_bound(tmp_path
             assert record.compute_tokens == record.outcome.tokens < recipe.tokens
             assert record.outcome.val_loss is not None
     assert all(r.outcome.stopped_at is None for r in run.best(3))  # full fidelity ranks first
+
+
+def test_kept_weights_survive_results_read_in_any_order(tmp_path, data_folder, monkeypatch):
+    """A parallel backend writes a training's weights before its result is read: settling
+    the others in between must not prune them."""
+    from genesis.evaluate import InProcessBackend
+
+    real_run = InProcessBackend.run
+
+    def all_first_then_reversed(self, jobs):
+        yield from reversed(list(real_run(self, jobs)))
+
+    monkeypatch.setattr(InProcessBackend, "run", all_first_then_reversed)
+    run = genesis.evolve(population=6, generations=1, search_space=FIXTURES / "small_space.toml",
+                         recipe=FIXTURES / "tiny.toml", data=data_folder, output=tmp_path, seed=2,
+                         noise_probes=0, confirm=0)
+    best = run.best(5)
+    assert all(run.store.weights_path(r.genome.training_id).exists() for r in best)
+    kept = {p.stem for p in (run.path / "weights").glob("*.safetensors")}
+    assert kept == {r.genome.training_id for r in best}
+    assert not list((run.path / "weights" / ".staged").glob("*"))
