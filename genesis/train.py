@@ -191,7 +191,8 @@ def _train(genome, recipe, data, seed, device, on_step, started, weights_path, g
 
 
 def learning_rate(step: int, recipe: Recipe) -> float:
-    """Linear warm-up to `recipe.lr`, then cosine decay to `recipe.min_lr` at the last step."""
+    """Linear warm-up to `recipe.lr`, then cosine decay toward `recipe.min_lr`, which the
+    schedule reaches one step after the last (the last step runs just above it)."""
     if step < recipe.warmup_steps:
         return recipe.lr * (step + 1) / recipe.warmup_steps
     span = max(1, recipe.steps - recipe.warmup_steps)

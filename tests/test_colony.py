@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import subprocess
 import sys
@@ -198,11 +199,27 @@ def test_eight_concurrent_asks_lose_no_memory_and_no_agent(tmp_path, bundles):
 
 
 def test_simulate_predicts_before_learning_and_writes_its_summary(tmp_path, bundles, data_folder):
+    from genesis.data import load_data
+    from genesis.sampling import continuation_token_probs
+
     colony = _colony(tmp_path, bundles, division_threshold=3, population_cap=3)
+    best = load_bundle(bundles[0]) if colony.agents()[0].genome == load_bundle(bundles[0]).genome \
+        else load_bundle(bundles[1])  # the fittest agent at the start, as the replay freezes it
     summary = simulate(colony, data_folder, chunks=8, prompt_tokens=16, continuation_tokens=8)
     assert summary["chunks"] == 8 and summary["divisions"] >= 2
-    assert set(summary["online_ppl"]) == {"consensus", "frozen_best", "learning_best"}
-    assert isinstance(summary["colony_beats_frozen_best"], bool)
+    online = summary["online_ppl"]
+    assert set(online) == {"consensus", "frozen_best", "learning_best"}
+    assert summary["colony_beats_frozen_best"] == (online["consensus"] < online["frozen_best"])
+    # the frozen best is measured independently here: same chunks, its bundle's own weights
+    stream = load_data(data_folder, best.tokenizer.get_vocab_size()).split("test")
+    nll, counted = 0.0, 0
+    for index in range(8):
+        piece = stream[index * 24:(index + 1) * 24].tolist()
+        context = best.tokenizer.encode(best.tokenizer.decode(piece[:16])).ids
+        target = best.tokenizer.encode(best.tokenizer.decode(piece[16:])).ids
+        nll -= float(continuation_token_probs(best.model, context, target).double().log().sum())
+        counted += len(target)
+    assert online["frozen_best"] == pytest.approx(math.exp(nll / counted), rel=1e-6)
     series = summary["series"]
     assert [p["chunk"] for p in series] == list(range(1, 9))
     assert all(p["agents"] <= 3 for p in series)

@@ -66,13 +66,22 @@ def test_killed_workers_do_not_stop_a_run(tmp_path, data_folder):
     killer = _KillTheWorkers()
     run = genesis.evolve(population=6, generations=2, search_space=FIXTURES / "small_space.toml",
                          recipe=FIXTURES / "small_steps.toml", data=data_folder, seed=3,
-                         output=tmp_path, backend="processes", workers=2, observers=[killer])
+                         output=tmp_path / "killed", backend="processes", workers=2, observers=[killer],
+                         noise_probes=0, confirm=0)
     assert len(killer.killed) == 2
     assert run.status == "finished" and len(run.records) == 12
     failed = [r for r in run.records if r.outcome.status != "ok"]
     # the worker still training when killed loses its genome; an idle one loses nothing
     assert len({r.genome_id for r in failed}) <= 1
     assert all(r.outcome.reason == "worker process died (exit code -9)" for r in failed)
+    # the workers that replaced the killed ones train exactly as before: every genome of
+    # generation 0 that did not die with a worker matches a run without kills
+    reference = genesis.evolve(population=6, generations=1, search_space=FIXTURES / "small_space.toml",
+                               recipe=FIXTURES / "small_steps.toml", data=data_folder, seed=3,
+                               output=tmp_path / "reference", threads=1, noise_probes=0, confirm=0)
+    expected = {r.genome_id: r.outcome.val_loss for r in reference.records}
+    survived = [r for r in run.records if r.generation == 0 and r.outcome.status == "ok"]
+    assert len(survived) >= 5 and all(r.outcome.val_loss == expected[r.genome_id] for r in survived)
 
 
 def test_the_genome_of_a_worker_killed_mid_training_is_recorded_as_failed(tokens):
