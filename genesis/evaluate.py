@@ -10,8 +10,9 @@ All backends take the same `Job`s and yield `(job, outcome)` pairs as trainings 
 A training's result depends only on its genome, seed, recipe and the number of threads
 it runs with, so for one seed every backend gives the same records when the threads
 per evaluation are equal (with other thread counts, losses agree to about 1e-5).
-Workers read the tokenized corpus from the token cache by its key, so the cache must
-be reachable from every worker (a shared folder on a cluster).
+Pool workers read the tokenized corpus from the token cache by its key (one machine);
+Ray tasks get it through Ray's object store and return kept weights with their result,
+so a Ray cluster needs no shared filesystem.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import dataclasses
 import logging
 import multiprocessing
 import os
+import socket
 from dataclasses import dataclass
 from multiprocessing.connection import wait
 from pathlib import Path
@@ -225,53 +227,105 @@ class ProcessPoolBackend:
                 worker.process.kill()
 
 
-class RayBackend:
-    """Ray tasks, each training one genome with `setup.threads` CPUs.
+RAY_PROBE_SECONDS = 3
+_RAY_STARTED: list[bool] = []  # a Ray instance or connection this process started, to shut down
 
-    Connects to `address` (a running cluster, e.g. "ray://head:10001" or "auto"), or
-    starts a local Ray instance with `workers` CPUs.
+
+def start_ray(address: str | None = None, workers: int | None = None) -> None:
+    """Start a local Ray instance, or join the cluster at `address`, unless this process
+    already has one (then it is left as it is, and never shut down by genesis).
+
+    Called before a run folder exists, so a missing Ray or a bad address leaves nothing.
+
+    Raises:
+        GenesisError: Ray is not installed, or the cluster cannot be joined.
+    """
+    try:
+        import ray
+    except ImportError:
+        raise GenesisError("the ray backend needs Ray: pip install 'genesis[ray]'") from None
+    if ray.is_initialized():
+        return
+    if address and address != "auto":
+        # Ray retries an unreachable cluster for a long time; a short TCP probe fails fast
+        host, _, port = address.split("://")[-1].rpartition(":")
+        try:
+            socket.create_connection((host or "127.0.0.1", int(port)), timeout=RAY_PROBE_SECONDS).close()
+        except (OSError, ValueError):
+            raise GenesisError(f"cannot start or join Ray at {address}: nothing answers there") from None
+    try:
+        ray.init(address=address, num_cpus=None if address else (workers or os.cpu_count()),
+                 include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
+    except Exception as error:  # Ray raises many types for an unreachable or bad address
+        raise GenesisError(f"cannot start or join Ray{f' at {address}' if address else ''}: "
+                           f"{type(error).__name__}: {error}".splitlines()[0]) from None
+    _RAY_STARTED.append(True)
+
+
+class RayBackend:
+    """Ray tasks, each training one genome with `setup.threads` CPUs (and a GPU when the
+    device is cuda), on a local instance or a cluster of several machines.
+
+    Nothing is shared through files: the token arrays travel once through Ray's object
+    store, and a task that keeps weights returns them with its result, written into the
+    run folder here. "auto" resolves on the worker, to the GPU Ray gave it, if any.
     """
 
-    def __init__(self, setup: TrainingSetup, address: str | None = None, workers: int | None = None):
-        try:
-            import ray
-        except ImportError:
-            raise GenesisError("the ray backend needs Ray: pip install 'genesis[ray]'") from None
+    def __init__(self, setup: TrainingSetup, tokens, address: str | None = None, workers: int | None = None):
+        import ray
+
+        start_ray(address, workers)
         self.ray = ray
-        self.setup = setup
-        if not ray.is_initialized():
-            ray.init(address=address, num_cpus=None if address else (workers or os.cpu_count()),
-                     include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
-        self.task = ray.remote(num_cpus=setup.threads)(_ray_train)
+        self.setup = dataclasses.replace(setup, cache_dir=None)  # workers read no cache
+        self.tokens = ray.put(tokens)
+        gpus = 1 if setup.device.startswith("cuda") else 0
+        self.task = ray.remote(num_cpus=setup.threads, num_gpus=gpus)(_ray_train)
 
     def run(self, jobs: Sequence[Job]) -> Iterator[tuple[Job, Outcome]]:
-        pending = {self.task.remote(self.setup, job): job for job in jobs}
+        pending = {self.task.remote(self.setup, job, self.tokens): job for job in jobs}
         while pending:
             done, _ = self.ray.wait(list(pending), num_returns=1)
             job = pending.pop(done[0])
             try:
-                outcome = Outcome.from_dict(self.ray.get(done[0]))
+                result, weights = self.ray.get(done[0])
+                outcome = Outcome.from_dict(result)
             except Exception as error:  # a worker that died surfaces here as a Ray error
-                outcome = Outcome(status="error", reason=f"ray task failed: {type(error).__name__}")
+                outcome, weights = Outcome(status="error", reason=f"ray task failed: {type(error).__name__}"), None
+            if weights is not None and job.weights_path:
+                _write_atomic(Path(job.weights_path), weights)
             yield job, outcome
 
     def close(self) -> None:
-        """Leave a cluster we joined running; shut down a local instance we started."""
-        self.ray.shutdown()
+        """Shut down a Ray instance (or connection) genesis started; leave any other."""
+        if _RAY_STARTED:
+            self.ray.shutdown()
+            _RAY_STARTED.clear()
 
 
-_RAY_TOKENS: dict[str, Any] = {}  # corpus per Ray worker process, loaded once
+def _write_atomic(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with temporary.open("wb") as out:
+        out.write(data)
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(temporary, path)
 
 
-def _ray_train(setup: TrainingSetup, job: Job) -> dict[str, Any]:
+def _ray_train(setup: TrainingSetup, job: Job, tokens) -> tuple[dict[str, Any], bytes | None]:
+    import tempfile
+
     import torch
 
-    from genesis.data import load_cached
-
     torch.set_num_threads(setup.threads)
-    if setup.data_key not in _RAY_TOKENS:
-        _RAY_TOKENS[setup.data_key] = load_cached(setup.data_key, setup.cache_dir)
-    return _run_job(setup, job, _RAY_TOKENS[setup.data_key]).to_dict()
+    if setup.device == "auto":
+        setup = dataclasses.replace(setup, device="cuda" if torch.cuda.is_available() else "cpu")
+    if not job.weights_path:
+        return _run_job(setup, job, tokens).to_dict(), None
+    with tempfile.TemporaryDirectory() as folder:  # on the worker's machine, returned as bytes
+        local = Path(folder) / "model.safetensors"
+        outcome = _run_job(setup, dataclasses.replace(job, weights_path=str(local)), tokens)
+        return outcome.to_dict(), local.read_bytes() if local.exists() else None
 
 
 def make_backend(name: str, setup: TrainingSetup, tokens=None, workers: int = 2,
@@ -287,5 +341,5 @@ def make_backend(name: str, setup: TrainingSetup, tokens=None, workers: int = 2,
     if name == "processes":
         return ProcessPoolBackend(setup, workers)
     if name == "ray":
-        return RayBackend(setup, ray_address, workers)
+        return RayBackend(setup, tokens, ray_address, workers)
     raise GenesisError(f"unknown backend {name!r} (choose from {', '.join(BACKENDS)})")

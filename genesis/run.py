@@ -25,7 +25,7 @@ from typing import Any, Sequence
 
 from genesis.data import TokenData, check_fits, default_cache_dir, load_data
 from genesis.errors import GenesisError
-from genesis.evaluate import BACKENDS, Job, TrainingSetup, make_backend
+from genesis.evaluate import BACKENDS, Job, TrainingSetup, make_backend, start_ray
 from genesis.evolution import Candidate, Evolution, EvolutionConfig, Observer
 from genesis.fidelity import give_up_bounds
 from genesis.recipe import DEFAULT_RECIPE, Recipe, load_recipe
@@ -202,6 +202,8 @@ def evolve(
         data_config = {"source": tokens.source, "key": tokens.key, "vocab_size": tokens.vocab_size,
                        "tokens": {name: int(tokens.split(name).size) for name in ("train", "valid", "test")}}
     evaluator = evaluator_config(backend, workers, threads, ray_address, device, rungs, early_stop)
+    if backend == "ray":
+        start_ray(ray_address, workers)  # a missing Ray or a bad address: no run folder yet
     if replicates < 1 or min(noise_probes, confirm, confirm_seeds) < 0:
         raise GenesisError("replicates must be at least 1; noise probes and confirmation at least 0")
     evaluator["replicates"] = replicates
@@ -280,7 +282,7 @@ def resume(
                              evolution.objectives, recipe.tokens)
     evaluator = dict(config["evaluator"])
     if device is not None:
-        evaluator["device"] = resolve_device(device)
+        evaluator["device"] = _device_for(evaluator["backend"], device)
     return _drive(store, space, recipe, tokens, evolution, recorder, observers, evaluator,
                   cache_dir, checkpoint=store.checkpoint(), force=force)
 
@@ -340,8 +342,16 @@ def evaluator_config(backend: str, workers: int, threads: int | None, ray_addres
     cores = os.cpu_count() or 1
     default_threads = cores if backend == "inprocess" else max(1, cores // workers)
     return {"backend": backend, "workers": workers, "threads": threads or default_threads,
-            "ray_address": ray_address,
-            "device": "table" if backend.startswith(TABLE_PREFIX) else resolve_device(device), "rungs": rungs, "early_stop": early_stop}
+            "ray_address": ray_address, "device": _device_for(backend, device), "rungs": rungs,
+            "early_stop": early_stop}
+
+
+def _device_for(backend: str, device: str) -> str:
+    """The device a backend trains on: resolved here, except "auto" on Ray, which each
+    worker resolves to what its own machine has; a table trains on nothing."""
+    if backend.startswith(TABLE_PREFIX):
+        return "table"
+    return device if backend == "ray" and device == "auto" else resolve_device(device)
 
 
 def _drive(store, space, recipe, tokens, config, recorder, observers, settings, cache_dir,

@@ -6,6 +6,7 @@ import json
 import multiprocessing
 import os
 import signal
+from pathlib import Path
 
 import pytest
 
@@ -42,11 +43,42 @@ def test_in_process_and_process_pool_give_identical_records(tmp_path, data_folde
                                           "early_stop": 0.0, "replicates": 1}
 
 
-def test_ray_backend_on_a_local_instance_gives_identical_records(tmp_path, data_folder):
-    pytest.importorskip("ray")
-    in_process = _evolve(tmp_path, data_folder, "inprocess")
-    on_ray = _evolve(tmp_path, data_folder, "ray", backend="ray", workers=2)
+def test_ray_on_a_two_node_cluster_gives_identical_records_and_ships_the_weights(tmp_path, data_folder):
+    """Two Ray nodes with their own temp folders (Ray's simulated multi-node cluster): the
+    tokens travel through the object store, kept weights come back with the results."""
+    ray = pytest.importorskip("ray")
+    from ray.cluster_utils import Cluster
+
+    import tempfile
+
+    in_process = _evolve(tmp_path, data_folder, "inprocess", noise_probes=0, confirm=0)
+    short = Path(tempfile.mkdtemp(prefix="r", dir="/tmp"))  # Ray's sockets need short paths
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "temp_dir": str(short / "h")})
+    cluster.add_node(num_cpus=1, temp_dir=str(short / "n"))
+    try:
+        on_ray = _evolve(tmp_path, data_folder, "ray", backend="ray", ray_address=cluster.address,
+                         noise_probes=0, confirm=0)
+        assert not ray.is_initialized()  # genesis disconnects what it connected
+    finally:
+        cluster.shutdown()
     assert _comparable(in_process) == _comparable(on_ray)
+    kept = {p.name for p in (on_ray.path / "weights").glob("*.safetensors")}
+    assert kept == {p.name for p in (in_process.path / "weights").glob("*.safetensors")} and kept
+    for name in kept:
+        assert (on_ray.path / "weights" / name).read_bytes() == (in_process.path / "weights" / name).read_bytes()
+
+
+def test_a_bad_ray_address_exits_2_before_a_run_folder_exists(tmp_path):
+    pytest.importorskip("ray")
+    from typer.testing import CliRunner
+
+    from genesis.cli import app
+
+    result = CliRunner().invoke(app, ["evolve", "--backend", "ray", "--ray-address", "127.0.0.1:1",
+                                      "--output", str(tmp_path / "runs"), "--recipe", str(FIXTURES / "tiny.toml"),
+                                      "--search-space", str(FIXTURES / "small_space.toml")])
+    assert result.exit_code == 2 and "cannot start or join Ray" in result.output
+    assert not (tmp_path / "runs").exists()
 
 
 class _KillTheWorkers(genesis.Observer):
