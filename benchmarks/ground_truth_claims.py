@@ -71,6 +71,20 @@ def importance_by_seed(frame, space, fanova: bool = True) -> dict:
             "fanova_order": sorted(TRAITS, key=lambda t: -(summary[t]["fanova_mean_loss"] or 0))}
 
 
+def seed_noise(frame) -> dict:
+    """The seed noise of one training: pooled within-architecture standard deviation of
+    validation and test loss over the table's seeds, overall and per model size."""
+    from genesis.noise import pooled_sd
+
+    def pooled(group, column):
+        sd, df = pooled_sd([g[column].tolist() for _, g in group.groupby("training_id")])
+        return {"sd": sd, "df": df, "ppl_percent": None if sd is None else 100 * (math.exp(sd) - 1)}
+
+    return {"val": pooled(frame, "val_loss"), "test": pooled(frame, "test_loss"),
+            "by_n_layer": {int(k): pooled(g, "val_loss") for k, g in frame.groupby("n_layer")},
+            "by_d_model": {int(k): pooled(g, "val_loss") for k, g in frame.groupby("d_model")}}
+
+
 def agreement(quick, long) -> dict:
     """Spearman of quick vs long (mean over seeds) on the long subset, and of the
     parameter-count proxy with both."""
@@ -147,24 +161,24 @@ def main() -> None:
     parser.add_argument("--long", default=str(RESULTS / "table-long"))
     parser.add_argument("--runs", type=int, default=200)
     parser.add_argument("--search-space", default="default")
+    parser.add_argument("--out", default=str(RESULTS / "ground_truth_claims.json"))
     args = parser.parse_args()
     import genesis
 
     space = genesis.load_search_space(args.search_space)
     quick = genesis.load_table(args.quick)
     quick = quick[quick["status"] == "ok"]
-    results = {"quick": importance_by_seed(quick, space)}
+    results = {"noise": seed_noise(quick), "quick": importance_by_seed(quick, space)}
     if (Path(args.long) / "table.csv").exists():
         long = genesis.load_table(args.long)
         long = long[long["status"] == "ok"]
         results["long"] = importance_by_seed(long, space)
         results["agreement"] = agreement(quick, long)
+        results["noise_long"] = seed_noise(long)
     truth = quick.groupby("training_id")["test_loss"].mean().to_dict()
     results["replays"] = replays(args.quick, args.runs, truth, results["quick"]["eta2_order"], space)
-    (RESULTS / "ground_truth_claims.json").write_text(json.dumps(results, indent=2, default=float) + "\n")
-    print(json.dumps({k: (v if k != "quick" and k != "long" else {"order": v["eta2_order"],
-                                                                  "fanova": v["fanova_order"]})
-                      for k, v in results.items()}, indent=1, default=float))
+    Path(args.out).write_text(json.dumps(results, indent=2, default=float) + "\n")
+    print(json.dumps(results, indent=1, default=float))
 
 
 if __name__ == "__main__":

@@ -14,9 +14,14 @@ and its ratio to random search's.
 
     python benchmarks/table_strategies.py --table benchmarks/results/table-quick --seeds 200
 
+Every run also confirms its champions as a default run does (the best 3 at selection,
+with the table's two other seeds as fresh seeds): the confirmed champion's test
+perplexity and true regret at the whole budget are the search-efficiency answer on what
+a user gets, not on the selection-time minimum.
+
 Runs are appended to benchmarks/results/table_strategies.jsonl as they finish (so an
 interrupted benchmark continues where it was); the summary goes to
-table_strategies.json, a plot to table_strategies.png and a table to the README.
+table_strategies-p<population>-b<budget>.json and a plot beside it.
 """
 
 from __future__ import annotations
@@ -42,7 +47,7 @@ STRATEGIES = {  # name -> EvolutionConfig fields, and the `rungs` / `early_stop`
     "evolution+early-stop-0.75": {"strategy": "evolution", "early_stop": 0.75},
     "evolution+halving": {"strategy": "evolution", "rungs": (0.25, 0.5, 1.0)},
 }
-BUDGETS = (16, 32, 64, 96)  # full trainings
+BUDGETS = (8, 16, 24, 32, 64, 96)  # full trainings
 THRESHOLDS = (1.0, 2.0)  # regret in percent of perplexity
 
 
@@ -64,11 +69,13 @@ def run_one(task: tuple) -> dict:
     fidelity = {"rungs": settings.pop("rungs", (1.0,)), "early_stop": settings.pop("early_stop", 0.0)}
     with tempfile.TemporaryDirectory() as output:
         # a converged population spends no compute (the cache answers), so generations are capped too
+        # confirmation as a default run does it, with the table's two other seeds as fresh seeds
         run = genesis.evolve(population=population, generations=4 * budget // population, recipe=recipe,
                              search_space=space,
                              backend=f"table:{table}", seed=seed, output=output, storage="memory",
                              evolution=EvolutionConfig(**settings), budget_tokens=budget * recipe.tokens,
-                             noise_probes=0, confirm=0, **fidelity)
+                             noise_probes=0, confirm=3, confirm_seeds=2, **fidelity)
+        confirmed = run.summary()["confirmed"]
     best_true = min(truth.values())
     trajectory, spent, incumbent = [], 0, None
     for record in run.records:  # in (generation, index) order
@@ -77,8 +84,12 @@ def run_one(task: tuple) -> dict:
             incumbent = record
             regret = 100 * (math.exp(truth[incumbent.genome.training_id] - best_true) - 1)
             trajectory.append([spent / recipe.tokens, regret])
+    top = confirmed[0] if confirmed else None
     return {"strategy": name, "seed": seed, "trajectory": trajectory,
-            "champion": incumbent.genome.training_id if incumbent else None}
+            "champion": incumbent.genome.training_id if incumbent else None,
+            "selection_val_ppl": incumbent.outcome.val_ppl if incumbent else None,
+            "confirmed_test_ppl": top["test_ppl"] if top else None,
+            "confirmed_true_regret": 100 * (math.exp(truth[top["training_id"]] - best_true) - 1) if top else None}
 
 
 def regret_at(trajectory: list, compute: float) -> float:
@@ -93,7 +104,8 @@ def compute_to(trajectory: list, threshold: float) -> float:
 def _interval(values: np.ndarray, statistic, resamples: int = 2000) -> list[float]:
     rng = np.random.default_rng(0)
     draws = [statistic(values[rng.integers(0, len(values), len(values))]) for _ in range(resamples)]
-    return [float(np.quantile(draws, 0.025)), float(np.quantile(draws, 0.975))]
+    with np.errstate(invalid="ignore"):  # medians of runs that never got there are infinite
+        return [float(np.quantile(draws, 0.025)), float(np.quantile(draws, 0.975))]
 
 
 def summarize(runs: list[dict], budget: int) -> dict:
@@ -127,6 +139,18 @@ def summarize(runs: list[dict], budget: int) -> dict:
             if len(finite) > 1:
                 curve.append([float(g), float(finite.mean()), *_interval(finite, np.mean, 300)])
         entry["curve"] = curve
+        # the search-efficiency question on what a user gets: the confirmed champion at the
+        # whole budget, its test perplexity over fresh seeds and its true regret
+        confirmed = np.array([r["confirmed_test_ppl"] for r in mine if r.get("confirmed_test_ppl")])
+        regrets = np.array([r["confirmed_true_regret"] for r in mine if r.get("confirmed_true_regret") is not None])
+        selected = np.array([r["selection_val_ppl"] for r in mine if r.get("selection_val_ppl")])
+        if len(confirmed):
+            entry["confirmed_test_ppl"] = {"median": float(np.median(confirmed)),
+                                           "quartiles": [float(q) for q in np.quantile(confirmed, [0.25, 0.75])],
+                                           "mean_ci": _interval(confirmed, np.mean)}
+            entry["confirmed_true_regret_mean"] = float(regrets.mean())
+            entry["confirmed_true_regret_ci"] = _interval(regrets, np.mean)
+            entry["selection_val_ppl_median"] = float(np.median(selected))
         summary[name] = entry
     random_reach = summary.get("random", {}).get("compute_to_1", {}).get("median")
     for entry in summary.values():
@@ -166,6 +190,58 @@ def plot(summary: dict, path: Path) -> None:
     plt.close(figure)
 
 
+def render(results: dict) -> str:
+    """The README block: regret at each budget, compute to 1%, confirmed champions."""
+    from common import table
+
+    settings, summary = results["settings"], results["summary"]
+    budgets = sorted({int(b) for e in summary.values() for b in e["budgets"]})
+    random_reach = summary.get("random", {}).get("compute_to_1", {}).get("median")
+
+    def cell(entry, b):
+        row = entry["budgets"].get(str(b)) or entry["budgets"].get(b)
+        if not row or row["mean_regret"] is None:
+            return "-"
+        low, high = row["mean_regret_ci"] or (row["mean_regret"], row["mean_regret"])
+        return f"{row['mean_regret']:.2f} [{low:.2f}-{high:.2f}] ({row['within_1']:.0%})"
+
+    def reach(entry):
+        r = entry["compute_to_1"]
+        if r["median"] is None or not math.isfinite(r["median"]):
+            return f"not in half the runs ({r['reached_share']:.0%} reach it)"
+        low, high = r["median_ci"]
+        ratio = entry.get("compute_to_1_vs_random")
+        return (f"{r['median']:.0f} [{low:.0f}-{'-' if high is None or not math.isfinite(high) else f'{high:.0f}'}]"
+                + (f", x{ratio:.2f} random's" if ratio else ""))
+
+    def confirmed(entry):
+        c = entry.get("confirmed_test_ppl")
+        if not c:
+            return "-", "-"
+        q1, q3 = c["quartiles"]
+        low, high = entry["confirmed_true_regret_ci"]
+        return (f"{c['median']:.1f} [{q1:.1f}-{q3:.1f}]",
+                f"{entry['confirmed_true_regret_mean']:.2f} [{low:.2f}-{high:.2f}]")
+
+    rows = [[name, str(entry["seeds"]), *[cell(entry, b) for b in budgets], reach(entry), *confirmed(entry)]
+            for name, entry in sorted(summary.items(), key=lambda item: item[1]["compute_to_1"]["median"] or 1e9)]
+    return "\n".join([
+        f"Table {settings['table']} ({results['architectures']} architectures; the best, by mean test "
+        f"perplexity over the table's seeds, is {results['best_true_test_ppl']:.1f}; "
+        f"{results['architectures_within_1']} architectures are within 1% of it, "
+        f"{results['architectures_within_2']} within 2%). Population {settings['population']}, "
+        f"budget {settings['budget']} full trainings. Regret = how much worse (in % of perplexity) "
+        "the true quality of the champion a run returns is than the best architecture's; "
+        "mean [95% bootstrap interval] (share of runs within 1%).",
+        "",
+        table(["strategy", "runs", *[f"regret at {b} trainings" for b in budgets],
+               "trainings to reach 1% regret (median [95% CI])",
+               "confirmed champion: test ppl, median [quartiles]", "its true regret, mean [95% CI]"], rows),
+        "",
+        f"![regret against compute](results/{NAME}-p{settings['population']}-b{settings['budget']}.png)",
+    ])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--table", default=str(RESULTS / "table-quick"))
@@ -202,10 +278,13 @@ def main() -> None:
                "architectures_within_1": sum(math.exp(v - truth[best]) - 1 <= 0.01 for v in truth.values()),
                "architectures_within_2": sum(math.exp(v - truth[best]) - 1 <= 0.02 for v in truth.values()),
                "summary": summary}
-    (RESULTS / f"{NAME}.json").write_text(json.dumps(_finite(results), indent=2) + "\n")
-    plot(summary, RESULTS / f"{NAME}.png")
-    for name, entry in summary.items():
-        print(name, json.dumps({k: v for k, v in entry.items() if k != "curve"}))
+    tag = f"{NAME}-p{args.population}-b{args.budget}"
+    (RESULTS / f"{tag}.json").write_text(json.dumps(_finite(results), indent=2) + "\n")
+    plot(summary, RESULTS / f"{tag}.png")
+    from common import update_readme
+
+    update_readme(tag, render(_finite(results)))
+    print(render(_finite(results)))
 
 
 if __name__ == "__main__":

@@ -19,7 +19,9 @@ Inspired by bacterial growth and Population Based Training. A colony folder hold
 - **Selection:** above the population cap the lowest-fitness agents retire.
 
 Several processes may use one colony at once: every read-modify-write of the database is
-one `BEGIN IMMEDIATE` transaction, and weight files are replaced atomically.
+one `BEGIN IMMEDIATE` transaction, weight files are replaced atomically, and learning
+loads, trains and saves an agent's weights under that agent's file lock, each save a new
+version (in the file's metadata), so concurrent learners never overwrite each other.
 """
 
 from __future__ import annotations
@@ -38,12 +40,13 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import torch
+from filelock import FileLock
 from tokenizers import Tokenizer
 
 from genesis.bundle import load_bundle, same_tokenizer
 from genesis.errors import GenesisError
 from genesis.genome import Genome
-from genesis.model import GPT, GPTConfig, check_size, load_weights, save_weights
+from genesis.model import GPT, GPTConfig, check_size, load_weights, save_weights, weights_metadata
 from genesis.sampling import continuation_token_probs, generate
 
 DATABASE = "colony.db"
@@ -382,16 +385,25 @@ class Colony:
         texts = self.recent_memories()
         if not texts:
             return
+        sequences = [self.tokenizer.encode(t).ids for t in texts]
         for agent in self.agents():
-            model = self.model(agent)
-            adapt_model(model, [self.tokenizer.encode(t).ids for t in texts],
-                        self.settings.adapt_steps, self.settings.learning_rate)
-            self.save(agent, model)
+            # Load, learn and save under the agent's lock: a process that learns at the same
+            # time waits and then learns on top of these weights, so no update is lost.
+            with FileLock(str(self.weights_path(agent.id).with_suffix(".lock"))):
+                loaded = self.version(agent)
+                model = self.model(agent)
+                adapt_model(model, sequences, self.settings.adapt_steps, self.settings.learning_rate)
+                self.save(agent, model, loaded + 1)
 
-    def save(self, agent: Agent, model: GPT) -> None:
-        """Write an agent's weights (atomically) and keep the loaded model current."""
+    def version(self, agent: Agent) -> int:
+        """How many learning updates the agent's current weights carry (0 at birth)."""
+        return int(weights_metadata(self.weights_path(agent.id)).get("version", "0"))
+
+    def save(self, agent: Agent, model: GPT, version: int) -> None:
+        """Write an agent's weights (atomically) as `version` (one more than the version
+        they were loaded at), and keep the loaded model current."""
         path = self.weights_path(agent.id)
-        save_weights(model, path)
+        save_weights(model, path, {"version": str(version)})
         self._models = {k: v for k, v in self._models.items() if k[0] != agent.id}
         self._models[(agent.id, path.stat().st_mtime_ns)] = model
 

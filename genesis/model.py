@@ -259,15 +259,16 @@ class GPT(nn.Module):
         return logits, loss
 
 
-def save_weights(model: nn.Module, path: str | Path) -> None:
-    """Save a model's weights as safetensors, atomically (temporary file and rename).
+def save_weights(model: nn.Module, path: str | Path, metadata: dict[str, str] | None = None) -> None:
+    """Save a model's weights as safetensors, atomically (temporary file and rename),
+    with optional string `metadata` in the file's header.
 
     Tied tensors are stored once (safetensors refuses shared storage otherwise).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    safetensors.torch.save_model(model, str(temporary))
+    safetensors.torch.save_model(model, str(temporary), metadata=metadata)
     temporary.chmod(0o644)
     _fsync(temporary)  # the bytes reach the disk before the name points at them
     os.replace(temporary, path)
@@ -280,6 +281,12 @@ def _fsync(path: Path) -> None:
         os.fsync(descriptor)
     finally:
         os.close(descriptor)
+
+
+def weights_metadata(path: str | Path) -> dict[str, str]:
+    """The string metadata in a safetensors file's header."""
+    with safetensors.safe_open(str(path), framework="pt") as handle:
+        return handle.metadata() or {}
 
 
 def load_weights(model: nn.Module, path: str | Path) -> None:

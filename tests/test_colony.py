@@ -297,3 +297,27 @@ def test_a_lower_score_always_lowers_fitness_more(tmp_path, bundles):
     changes = [sum(after[s].values()) / len(after[s]) for s in sorted(after)]
     assert changes == sorted(changes) and changes[0] < 0 < changes[-1]
     assert changes[2] == pytest.approx(0)  # 0.5 is neutral
+
+
+def test_concurrent_learning_loses_no_update(tmp_path, bundles):
+    import time
+
+    colony = _colony(tmp_path, bundles, adapt_steps=20, division_threshold=1000, learning_rate=1e-3)
+    go = tmp_path / "go"
+    # every learner waits at a barrier so that their learning overlaps
+    code = ("import pathlib, sys, time; from genesis.colony import Colony; c = Colony.open(sys.argv[1]); "
+            "pathlib.Path(sys.argv[2]).touch(); "
+            "exec('while not pathlib.Path(sys.argv[3]).exists(): time.sleep(0.01)'); "
+            "c.feedback('The history of', ' the city is long')")
+    processes = [subprocess.Popen([sys.executable, "-c", code, str(colony.folder), str(tmp_path / f"ready{i}"),
+                                   str(go)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                 for i in range(4)]
+    while not all((tmp_path / f"ready{i}").exists() for i in range(4)):
+        time.sleep(0.05)
+    go.touch()
+    for process in processes:
+        _, stderr = process.communicate(timeout=300)
+        assert process.returncode == 0, stderr
+    # every learner saved on top of the version it loaded: four updates each, none lost
+    assert [colony.version(agent) for agent in colony.agents()] == [4, 4]
+    assert colony.status()["memories"] == 4
