@@ -264,12 +264,23 @@ def test_deap_state_does_not_leak_between_interleaved_runs():
     assert not hasattr(deap.creator, "Individual") and not hasattr(deap.creator, "FitnessMin")
 
 
-def test_a_failing_genome_gets_the_worst_fitness_and_the_run_goes_on(tmp_path, data_folder):
-    run = genesis.evolve(population=3, generations=2, search_space=SMALL_SPACE,
-                         recipe=FIXTURES / "huge_lr.toml", data=data_folder, output=tmp_path)
-    assert len(run.records) == 6
-    assert {r.outcome.status for r in run.records} == {"diverged"}
-    assert run.generation_best() == [None, None]
+def test_a_failing_genome_gets_the_worst_fitness_and_the_run_goes_on(tmp_path, data_folder, monkeypatch):
+    import genesis.train
+
+    real_train = genesis.train.train
+
+    def two_layers_fail(genome, *args, **kwargs):
+        if genome.n_layer == 2:
+            return Outcome(status="error", reason="RuntimeError: planted")
+        return real_train(genome, *args, **kwargs)
+
+    monkeypatch.setattr(genesis.train, "train", two_layers_fail)
+    run = genesis.evolve(population=4, generations=2, search_space=SMALL_SPACE, recipe=TINY,
+                         data=data_folder, output=tmp_path, seed=2, noise_probes=0, confirm=0)
+    failed = [r for r in run.records if r.genome.n_layer == 2]
+    assert failed and all(r.outcome.fitness == math.inf and r.outcome.reason.endswith("planted") for r in failed)
+    assert run.status == "finished" and len(run.records) == 8
+    assert run.best(1)[0].genome.n_layer == 1 and all(best is not None for best in run.generation_best())
 
 
 @pytest.mark.parametrize("strategy", ["evolution", "aging", "random", "tpe", "nsga2-optuna"])
