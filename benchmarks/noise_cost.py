@@ -4,7 +4,8 @@
    probe per generation, 3 champions confirmed with 3 fresh seeds): wall time of the
    search's trainings against the retrainings', from the run folder's records.
 2. Compute share and effect over many default runs replayed on the ground-truth table
-   (`--backend table:`): retraining tokens as a share of the search's; how often the
+   (`--backend table:`): retraining tokens and wall time (the sweep measured every
+   training's) as a share of the search's; how often the
    confirmed champion differs from the best at selection; and the true quality (mean test
    loss over the table's seeds) of each. On a 3-seed table a model has only two seeds
    besides its selection seed, so confirmation there uses 2 fresh seeds and no probes.
@@ -26,6 +27,12 @@ import numpy as np
 
 BENCHMARKS = Path(__file__).resolve().parent
 RESULTS = BENCHMARKS / "results"
+SETTINGS = {  # noise settings whose added compute is measured
+    "default (1 probe, 3 x 3 confirmed)": {},
+    "1 probe, 3 x 2 confirmed": {"confirm_seeds": 2},
+    "1 probe, 2 x 2 confirmed": {"confirm": 2, "confirm_seeds": 2},
+    "no probes, 3 x 2 confirmed": {"noise_probes": 0, "confirm_seeds": 2},
+}
 
 
 def real_run_cost(path: str) -> dict:
@@ -58,14 +65,20 @@ def replays(table: str, runs: int) -> dict:
     truth = frame[frame["status"] == "ok"].groupby("training_id")["test_loss"].mean().to_dict()
     best_true = min(truth.values())
     recipe = genesis.Recipe(**json.loads((Path(table) / "table.json").read_text())["recipe"])
-    shares, differs, regret_selected, regret_confirmed = [], 0, [], []
+    shares = {name: [] for name in SETTINGS}
+    wall_shares = {name: [] for name in SETTINGS}
+    differs, regret_selected, regret_confirmed = 0, [], []
     for seed in range(runs):
         with tempfile.TemporaryDirectory() as output:
-            costed = genesis.evolve(backend=f"table:{table}", recipe=recipe, seed=seed, output=output,
-                                    storage="memory")  # default noise settings: the compute share
-            compute = costed.summary()["compute"]
-            shares.append((compute["noise_probe_tokens"] + compute["confirmation_tokens"])
-                          / compute["search_tokens"])
+            for name, settings in SETTINGS.items():  # the compute each setting adds
+                costed = genesis.evolve(backend=f"table:{table}", recipe=recipe, seed=seed, output=output,
+                                        storage="memory", **settings)
+                compute = costed.summary()["compute"]
+                shares[name].append((compute["noise_probe_tokens"] + compute["confirmation_tokens"])
+                                    / compute["search_tokens"])
+                # wall time: the sweep measured every training, so the table answers with it
+                search_wall = sum(r.outcome.wall_s for r in costed.records if not r.cached)
+                wall_shares[name].append(sum(r.outcome.wall_s for r in costed.retrainings) / search_wall)
             run = genesis.evolve(backend=f"table:{table}", recipe=recipe, seed=seed, output=output,
                                  storage="memory", noise_probes=0, confirm=3, confirm_seeds=2)
             selected = run.best(1)[0].genome.training_id
@@ -77,8 +90,13 @@ def replays(table: str, runs: int) -> dict:
     rng = np.random.default_rng(0)
     draws = [gain[rng.integers(0, runs, runs)].mean() for _ in range(2000)]
     return {
-        "runs": runs, "retraining_compute_share_median": float(np.median(shares)),
-        "retraining_compute_share_quartiles": [float(q) for q in np.quantile(shares, [0.25, 0.75])],
+        "runs": runs,
+        "added": {name: {"settings": SETTINGS[name],
+                         "compute_share_median": float(np.median(shares[name])),
+                         "compute_share_quartiles": [float(q) for q in np.quantile(shares[name], [0.25, 0.75])],
+                         "wall_share_median": float(np.median(wall_shares[name])),
+                         "wall_share_quartiles": [float(q) for q in np.quantile(wall_shares[name], [0.25, 0.75])]}
+                  for name in SETTINGS},
         "confirmed_differs_share": differs / runs,
         "true_regret_selected_mean": float(np.mean(regret_selected)),
         "true_regret_confirmed_mean": float(np.mean(regret_confirmed)),

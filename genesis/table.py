@@ -15,7 +15,8 @@ How a job is answered:
   `(base + replicate) mod K`, where `base` comes from the run seed and the
   architecture, so a run's replicates and fresh-seed retrainings visit the table's
   seeds in turn (with K seeds, a model has at most K distinct outcomes).
-- Compute is counted as if it had trained: the steps it would have run.
+- Compute is counted as if it had trained: the steps it would have run; its wall time
+  is the sweep's measured one (pro rata for a part of the budget).
 - Early stopping reads the row's learning curve and stops where a trained run would
   have; the outcome's loss is then the curve's last point (training loss over that
   part of the budget: the table has no validation loss mid-training).
@@ -116,11 +117,15 @@ class Table:
             non_embedding_params=int(float(row["non_embedding_params"])),
             init_grad_norm=_number(row["init_grad_norm"]), tokens=full_steps * tokens_per_step,
             latency_ms=_number(row["latency_ms"]), size_bytes=int(float(row["size_bytes"])),
+            wall_s=_number(row["wall_s"]) or 0.0,
             curve=curve, test_loss=_number(row["test_loss"]) if measure_test else None)
 
     @staticmethod
     def _partial(row: dict[str, Any], curve: list[float], tokens: int, stopped_at: int | None) -> Outcome:
+        # the wall time of the part it ran: the sweep's training time, pro rata
+        share = len(curve) / CURVE_POINTS
         return Outcome(status="ok", val_loss=curve[-1], val_ppl=math.exp(curve[-1]), train_loss=curve[-1],
+                       wall_s=(_number(row["wall_s"]) or 0.0) * share,
                        params=int(float(row["params"])),
                        non_embedding_params=int(float(row["non_embedding_params"])),
                        init_grad_norm=_number(row["init_grad_norm"]), tokens=tokens,
