@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import sys
@@ -38,8 +39,18 @@ def fail(message: str) -> None:
     raise typer.Exit(2)
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        console.print(f"genesis {version('genesis')}")
+        raise typer.Exit()
+
+
 @app.callback()
-def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log library details.")):
+def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log library details."),
+         show_version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                           help="Print the version and exit.")):
     """genesis: evolve µLM genomes, read what made them good, put champions to work."""
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
@@ -50,56 +61,57 @@ def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log librar
 
 @app.command()
 def evolve(
-    population: int = typer.Option(8, help="Genomes per generation."),
-    generations: int = typer.Option(4, help="Generations, the random initial one included."),
-    recipe: str = typer.Option("quick", help="Training recipe: a built-in name (quick, long) or a TOML path."),
+    population: int = typer.Option(8, help="Genomes per generation.", rich_help_panel="Search"),
+    generations: int = typer.Option(4, help="Generations, the random initial one included.", rich_help_panel="Search"),
+    recipe: str = typer.Option("quick", help="Training recipe: a built-in name (quick, long) or a TOML path.", rich_help_panel="Training"),
     search_space: Optional[str] = typer.Option(
         None, help="Search space: a built-in name (default) or a TOML path (default: default)."
-    ),
-    data: Optional[Path] = typer.Option(None, envvar="GENESIS_DATA", help=DATA_HELP),
-    seed: int = typer.Option(0, help="Run seed: same seed and config, same records."),
-    output: Path = typer.Option(Path("runs"), help="Folder that receives the run folder."),
-    elites: int = typer.Option(EvolutionConfig.elites, help="Best genomes kept unchanged."),
-    tournament_size: int = typer.Option(EvolutionConfig.tournament_size, help="Tournament size."),
-    crossover_rate: float = typer.Option(EvolutionConfig.crossover_rate, help="Crossover probability."),
-    mutation_rate: float = typer.Option(EvolutionConfig.mutation_rate, help="Mutation probability."),
+    , rich_help_panel="Search"),
+    data: Optional[Path] = typer.Option(None, envvar="GENESIS_DATA", help=DATA_HELP, rich_help_panel="Training"),
+    seed: int = typer.Option(0, help="Run seed: same seed and config, same records.", rich_help_panel="Search"),
+    output: Path = typer.Option(Path("runs"), help="Folder that receives the run folder.", rich_help_panel="Storage"),
+    elites: int = typer.Option(EvolutionConfig.elites, help="Best genomes kept unchanged.", rich_help_panel="Search"),
+    tournament_size: int = typer.Option(EvolutionConfig.tournament_size, help="Tournament size.", rich_help_panel="Search"),
+    crossover_rate: float = typer.Option(EvolutionConfig.crossover_rate, help="Crossover probability.", rich_help_panel="Search"),
+    mutation_rate: float = typer.Option(EvolutionConfig.mutation_rate, help="Mutation probability.", rich_help_panel="Search"),
     strategy: str = typer.Option(
         "evolution", help="evolution (generational), aging (regularized evolution), random, "
-        "nsga2 (DEAP's NSGA-II survival), tpe or nsga2-optuna (Optuna samplers)."),
-    aging_batch: int = typer.Option(0, help="Children per generation of aging evolution (0: half the population)."),
+        "nsga2 (DEAP's NSGA-II survival), tpe or nsga2-optuna (Optuna samplers).", rich_help_panel="Search"),
+    aging_batch: int = typer.Option(0, help="Children per generation of aging evolution (0: half the population).", rich_help_panel="Search"),
     objectives: str = typer.Option(
         "val_loss", help="What the search minimizes, comma-separated: val_loss, params (non-embedding), "
-        "latency_ms, size_bytes; several need nsga2, nsga2-optuna or tpe."),
+        "latency_ms, size_bytes; several need nsga2, nsga2-optuna or tpe.", rich_help_panel="Search"),
     storage: Optional[str] = typer.Option(
         None, help="Optuna storage URL for the run's study (e.g. postgresql://...), or 'memory' to "
-        "keep no study (fastest with a table backend). Default: study.db in the run folder."),
+        "keep no study (fastest with a table backend). Default: study.db in the run folder.", rich_help_panel="Storage"),
     resume_path: Optional[Path] = typer.Option(
-        None, "--resume", help="Continue this interrupted run folder instead of starting one."),
-    device: str = typer.Option("auto", help="Torch device: cpu, cuda, or auto (CUDA when available)."),
+        None, "--resume", help="Continue this interrupted run folder instead of starting one.", rich_help_panel="Storage"),
+    device: str = typer.Option("auto", help="Torch device: cpu, cuda, or auto (CUDA when available).", rich_help_panel="Training"),
     backend: str = typer.Option(
         "inprocess", help="Where trainings run: inprocess, processes, ray, or table:PATH to look "
-        "them up in a sweep table (genesis sweep) instead of training."),
-    workers: int = typer.Option(2, help="Worker processes (processes) or local Ray CPUs (ray)."),
+        "them up in a sweep table (genesis sweep) instead of training.", rich_help_panel="Compute"),
+    workers: int = typer.Option(2, help="Worker processes (processes) or local Ray CPUs (ray).", rich_help_panel="Compute"),
     threads: Optional[int] = typer.Option(
-        None, help="Torch threads per evaluation (default: all cores in process, else cores / workers)."),
-    ray_address: Optional[str] = typer.Option(None, help="Join this Ray cluster instead of a local one."),
+        None, help="Torch threads per evaluation (default: all cores in process, else cores / workers).", rich_help_panel="Compute"),
+    ray_address: Optional[str] = typer.Option(None, help="Join this Ray cluster instead of a local one.", rich_help_panel="Compute"),
     rungs: str = typer.Option(
         "1", help="Successive halving: fractions of the recipe's steps, e.g. 0.25,0.5,1; the better "
-        "half of each rung trains on at the next."),
+        "half of each rung trains on at the next.", rich_help_panel="Training"),
     budget_tokens: str = typer.Option(
         "0", help="Compute budget in training tokens, e.g. 2.5M (0: none); the run stops after "
-        "the generation that spends it, or after --generations, whichever comes first."),
+        "the generation that spends it, or after --generations, whichever comes first.", rich_help_panel="Compute"),
     early_stop: float = typer.Option(
         0.0, help="Give up trainings whose learning curve is worse than this quantile of earlier "
-        "generations' curves at the same step (0.5: the median stopping rule; 0: never)."),
+        "generations' curves at the same step (0.5: the median stopping rule; 0: never).", rich_help_panel="Training"),
     replicates: int = typer.Option(
-        1, help="Trainings per genome, each with its own seed; fitness is their mean."),
+        1, help="Trainings per genome, each with its own seed; fitness is their mean.", rich_help_panel="Noise and confirmation"),
     noise_probes: int = typer.Option(
         1, help="Best models retrained with a fresh seed after each generation, to measure "
-        "the run's seed noise (0: none)."),
+        "the run's seed noise (0: none).", rich_help_panel="Noise and confirmation"),
     confirm: int = typer.Option(
-        3, help="Best models confirmed at the end with fresh seeds on the held-out test split (0: none)."),
-    confirm_seeds: int = typer.Option(3, help="Fresh-seed trainings per confirmed model."),
+        3, help="Best models confirmed at the end with fresh seeds on the held-out test split (0: none).", rich_help_panel="Noise and confirmation"),
+    confirm_seeds: int = typer.Option(3, help="Fresh-seed trainings per confirmed model.", rich_help_panel="Noise and confirmation"),
+    as_json: bool = typer.Option(False, "--json", help="Print the run's summary as JSON at the end (progress goes to stderr)."),
 ) -> None:
     """Evolve a population of µLM genomes; each one really trains on WikiText."""
     if resume_path is not None:
@@ -111,7 +123,7 @@ def evolve(
                                crossover_rate=crossover_rate, mutation_rate=mutation_rate,
                                strategy=strategy, aging_batch=aging_batch,
                                objectives=tuple(o.strip() for o in objectives.split(",") if o.strip()))
-    _run_with_progress(generations, lambda progress: run_evolve(
+    _run_with_progress(generations, as_json, lambda progress: run_evolve(
         population=population, generations=generations, recipe=recipe,
         search_space=search_space or "default", data=data, seed=seed, output=output,
         evolution=settings, storage=storage, observers=[progress], device=device, backend=backend,
@@ -141,14 +153,15 @@ def resume(
         generations = Run.load(run_path).config["evolution"]["generations"]
     except GenesisError as error:
         fail(str(error))
-    _run_with_progress(generations, lambda progress: run_resume(
+    _run_with_progress(generations, False, lambda progress: run_resume(
         run_path, data=data, search_space=search_space, observers=[progress], device=device,
         storage=storage, force=force))
 
 
-def _run_with_progress(generations: int, start) -> None:
-    """Run `start(progress)` under a progress display and render the result."""
-    with _EvolveProgress(generations) as progress:
+def _run_with_progress(generations: int, as_json: bool, start) -> None:
+    """Run `start(progress)` under a progress display and render the result (as JSON on
+    stdout, with the progress on stderr, for scripts)."""
+    with _EvolveProgress(generations, errors if as_json else console) as progress:
         try:
             run = start(progress)
         except GenesisError as error:
@@ -168,6 +181,9 @@ def _run_with_progress(generations: int, start) -> None:
                          f"genesis resume {where}", highlight=False, soft_wrap=True)
             raise typer.Exit(1)
     summary = run.summary()
+    if as_json:
+        typer.echo(json.dumps({"run": run.id, "path": str(run.path), **summary}, indent=2, default=str))
+        return
     console.print(best_table(run.best(5), title=f"Best genomes of run {run.id} at selection"))
     if summary["confirmed"]:
         console.print(confirmed_table(summary["confirmed"], title="Confirmed champions"))
@@ -231,8 +247,9 @@ def sweep(
 @app.command("runs")
 def list_runs(
     folder: Path = typer.Argument(Path("runs"), help="The folder that holds run folders."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON (for scripts) instead of tables."),
 ) -> None:
-    """List the runs in a folder: progress, best perplexity and status."""
+    """List the runs in a folder: progress, confirmed and selection perplexity, status."""
     from genesis.run import Run
     from genesis.store import list_runs as find_runs
 
@@ -240,6 +257,9 @@ def list_runs(
         stores = find_runs(folder)
     except GenesisError as error:
         fail(str(error))
+    if as_json:
+        typer.echo(json.dumps([_run_entry(store) for store in stores], indent=2))
+        return
     table = Table(title=f"Runs in {folder}")
     for column in ("run", "started", "gens", "evals", "test ppl [95% CI]", "val ppl", "status"):
         table.add_column(column, no_wrap=True)
@@ -263,6 +283,23 @@ def list_runs(
     console.print(table)
 
 
+def _run_entry(store) -> dict:
+    """One run as `genesis runs --json` lists it."""
+    from genesis.run import Run
+
+    try:
+        run = Run.load(store.path)
+    except GenesisError as error:
+        return {"run": store.id, "path": str(store.path), "error": str(error)}
+    best = run.best(1)
+    confirmed = run.summary()["confirmed"]
+    return {"run": run.id, "path": str(run.path), "started": run.config.get("started"),
+            "generations_done": len(run.logbook), "generations": run.config["evolution"]["generations"],
+            "evaluations": len(run.records), "status": run.status,
+            "best_val_ppl": best[0].outcome.val_ppl if best else None,
+            "confirmed": confirmed[0] if confirmed else None}
+
+
 @app.command()
 def report(
     runs: list[Path] = typer.Argument(..., metavar="RUN...", help="One or more run folders."),
@@ -276,8 +313,6 @@ def report(
     Writes RUN/report/ with report.md, report.html, report.json and PNG plots. With several
     runs, also a side-by-side comparison.
     """
-    import json
-
     from genesis.report import build_report
     from genesis.report_render import compare, write_comparison, write_report
 
@@ -353,6 +388,7 @@ def export(
     recipe: Optional[str] = typer.Option(
         None, help="Train the champions again with this (longer) recipe instead of using the run's weights."),
     data: Optional[Path] = typer.Option(None, envvar="GENESIS_DATA", help=DATA_HELP),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON (for scripts) instead of tables."),
 ) -> None:
     """Export champions as agent bundles: genome.json, model.safetensors, tokenizer.json, card.md."""
     from genesis.bundle import export_champions, load_bundle
@@ -362,6 +398,11 @@ def export(
             paths = export_champions(run_path, top=top, out=out, recipe=recipe, data=data)
     except GenesisError as error:
         fail(str(error))
+    if as_json:
+        typer.echo(json.dumps([{"bundle": str(p), **{k: load_bundle(p).manifest.get(k) for k in
+                                ("genome_id", "metrics", "recipe", "weights", "lineage")}} for p in paths],
+                              indent=2))
+        return
     table = Table(title="Exported agent bundles")
     for column in ("bundle", "traits", "val ppl", "recipe", "weights"):
         table.add_column(column, no_wrap=True)
@@ -473,7 +514,9 @@ def colony_feedback(
 
 
 @colony_app.command("status")
-def colony_status(folder: Path = typer.Argument(..., help="The colony folder.")) -> None:
+def colony_status(folder: Path = typer.Argument(..., help="The colony folder."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON (for scripts) instead of tables."),
+) -> None:
     """Agents with their lineage, fitness and interactions; memory size; recent events."""
     from genesis.colony import Colony, iter_lineage
 
@@ -483,6 +526,9 @@ def colony_status(folder: Path = typer.Argument(..., help="The colony folder."))
         fail(str(error))
     agents = colony.agents(alive_only=False)
     status = colony.status()
+    if as_json:
+        typer.echo(json.dumps(status, indent=2, default=str))
+        return
     table = Table(title=f"Colony {folder}: {sum(a.status == 'alive' for a in agents)} alive, "
                         f"{status['memories']} memories")
     for column in ("lineage", "genome", "fitness", "interactions", "status", "born"):
@@ -611,9 +657,9 @@ def _ppl(loss: float | None) -> str:
 class _EvolveProgress(Observer):
     """Renders a run: a bar over generations, one over genomes, a line per genome."""
 
-    def __init__(self, generations: int):
+    def __init__(self, generations: int, out: Console):
         self.progress = Progress(TextColumn("{task.description}"), BarColumn(),
-                                 MofNCompleteColumn(), TimeElapsedColumn(), console=console)
+                                 MofNCompleteColumn(), TimeElapsedColumn(), console=out)
         self.generations = self.progress.add_task("generations", total=generations)
         self.genomes = self.progress.add_task("genomes", total=None)
         self.run_path: Path | None = None

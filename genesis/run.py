@@ -82,6 +82,21 @@ class Run:
         """The `k` best distinct genomes over the whole run, best first."""
         return best_records(self.records, k)
 
+    def to_dataframe(self):
+        """The run's evaluations as a pandas DataFrame: one row per evaluation, with its
+        generation, index, genome and training ids, operator, cached flag, compute, the
+        traits and the metrics as columns (replicates, curves and failure reasons left out)."""
+        import pandas as pd
+
+        rows = []
+        for record in self.records:
+            metrics = {k: v for k, v in record.outcome.to_dict().items() if k not in ("replicates", "curve")}
+            rows.append({"generation": record.generation, "index": record.index, "genome_id": record.genome_id,
+                         "training_id": record.genome.training_id, "operator": record.operator,
+                         "cached": record.cached, "compute_tokens": record.compute_tokens,
+                         **record.genome.to_dict(), **metrics})
+        return pd.DataFrame(rows)
+
     def champions(self, k: int = 3) -> list[Record]:
         """The `k` best distinct models, confirmed champions first in their confirmed
         (test) order, then the best at selection."""

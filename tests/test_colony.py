@@ -48,6 +48,9 @@ def test_bundles_round_trip_bit_exactly(run, bundles, tmp_path):
     assert all(torch.equal(a, b) for a, b in zip(_state(kept).values(), _state(first.model).values()))
     assert first.genome == run.champions(1)[0].genome  # the confirmed ranking's first
     assert first.manifest["metrics"]["val_loss"] == run.champions(1)[0].outcome.val_loss
+    exported = json.loads(runner.invoke(app, ["export", str(run.path), "--top", "1", "--out",
+                                              str(tmp_path / "json"), "--json"]).stdout)
+    assert exported[0]["weights"] == "kept by the run" and exported[0]["genome_id"] == first.genome.id
     again = export_champions(run.path, top=1, out=tmp_path)
     assert (again[0] / "model.safetensors").read_bytes() == (bundles[0] / "model.safetensors").read_bytes()
     for name in ("genome.json", "model.safetensors", "tokenizer.json", "card.md", "bundle.json"):
@@ -237,6 +240,8 @@ def test_colony_cli_seed_ask_status(tmp_path, bundles):
     assert result.exit_code == 0 and "memory 1" in result.output
     result = runner.invoke(app, ["colony", "status", str(folder)], env={"COLUMNS": "160"})
     assert result.exit_code == 0 and "2 alive" in result.output and "birth" in result.output
+    status = json.loads(runner.invoke(app, ["colony", "status", str(folder), "--json"]).stdout)
+    assert status["memories"] == 1 and any(e["kind"] == "birth" for e in status["events"])
     result = runner.invoke(app, ["colony", "seed", str(folder), *map(str, bundles)])
     assert result.exit_code == 2 and "already holds a colony" in result.output
 

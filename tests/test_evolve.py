@@ -371,3 +371,18 @@ def test_nsga2_survival_compares_at_equal_fidelity():
     assert full and any(r.outcome.tokens == 250 for r in seen)
     kept_full = [r for r in loop.population if r.outcome.tokens == 1000]
     assert len(kept_full) == min(len(full), config.population_size)  # full-budget genomes first
+
+
+def test_json_outputs_version_and_dataframe(tmp_path, data_folder):
+    result = runner.invoke(app, ["evolve", "--population", "2", "--generations", "1", "--search-space",
+                                 str(SMALL_SPACE), "--recipe", str(TINY), "--data", str(data_folder),
+                                 "--output", str(tmp_path), "--confirm", "1", "--confirm-seeds", "1", "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["evaluations"] == 2 and len(summary["confirmed"]) == 1 and "noise" in summary
+    listed = json.loads(runner.invoke(app, ["runs", str(tmp_path), "--json"]).stdout)
+    assert listed[0]["run"] == summary["run"] and listed[0]["status"] == "finished"
+    assert listed[0]["confirmed"]["test_ppl"] == summary["confirmed"][0]["test_ppl"]
+    frame = genesis.Run.load(summary["path"]).to_dataframe()
+    assert len(frame) == 2 and {"n_layer", "activation", "val_loss", "operator", "training_id"} <= set(frame.columns)
+    assert runner.invoke(app, ["--version"]).stdout.startswith("genesis ")
