@@ -116,9 +116,7 @@ def open_sweep(folder: str | Path, plan: SweepPlan) -> set[tuple[str, int]]:
     try:
         folder.mkdir(parents=True, exist_ok=True)
         if meta_path.exists():
-            existing = read_meta(folder)
-            same = {k: v for k, v in existing.items() if k != "versions"}
-            if same != {k: v for k, v in plan.meta.items() if k != "versions"}:
+            if _plan_key(read_meta(folder)) != _plan_key(plan.meta):
                 raise GenesisError(f"{folder} holds a sweep of another space, recipe, data or seeds; "
                                    "choose another --output")
         else:
@@ -127,6 +125,14 @@ def open_sweep(folder: str | Path, plan: SweepPlan) -> set[tuple[str, int]]:
     except OSError as error:
         raise GenesisError(f"cannot write the sweep folder {folder}: {error.strerror}") from None
     return {(row["training_id"], int(row["seed"])) for row in _read_rows(folder / TABLE_FILE)}
+
+
+def _plan_key(meta: dict[str, Any]) -> dict[str, Any]:
+    """What makes two sweeps the same: everything but library versions and where the
+    search space file happened to live."""
+    key = {k: v for k, v in meta.items() if k != "versions"}
+    key["search_space"] = {k: v for k, v in meta["search_space"].items() if k != "source"}
+    return key
 
 
 def append_row(folder: str | Path, genome: Genome, seed_index: int, seed: int, outcome: Outcome) -> None:
