@@ -48,7 +48,7 @@ class _CountingBackend:
 
 
 def _evaluator(tmp_path, backend, replicates=1):
-    from genesis.run import _CachingEvaluator
+    from genesis.caching import CachingEvaluator as _CachingEvaluator
     from genesis.store import RunStore
 
     store = RunStore.create(tmp_path, "r", {"seed": 0})
