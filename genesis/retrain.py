@@ -17,6 +17,7 @@ from genesis.errors import GenesisError
 from genesis.evaluate import Job
 from genesis.noise import CONFIRM, PROBE, Retraining, best_full, fresh_replicates
 from genesis.records import Record, training_seed
+from genesis.store import drop_torn_line
 
 RETRAININGS_FILE = "retrainings.jsonl"
 
@@ -59,7 +60,7 @@ class Retrainer:
         self.probes, self.confirm, self.confirm_seeds = probes, confirm, confirm_seeds
         self.observers = observers
         self.done = read_retrainings(run_path)
-        self._drop_torn_line()
+        drop_torn_line(self.path)
 
     def probe(self, generation: int, records: Sequence[Record]) -> None:
         """Retrain the best `probes` models so far with one fresh seed each, once per generation."""
@@ -97,10 +98,3 @@ class Retrainer:
             self.done.append(retraining)
             for observer in self.observers:
                 observer.on_retraining(retraining)
-
-    def _drop_torn_line(self) -> None:
-        if self.path.exists():
-            text = self.path.read_text()
-            if text and not text.endswith("\n"):
-                with self.path.open("r+") as out:
-                    out.truncate(len(text[: text.rfind("\n") + 1].encode()))

@@ -60,6 +60,16 @@ def write_json_atomic(path: Path, data: Any) -> None:
         raise
 
 
+def drop_torn_line(path: Path) -> None:
+    """Cut a last line left half-written by a crash from an append-only log, so the next
+    append starts on a fresh line."""
+    if path.exists():
+        text = path.read_text()
+        if text and not text.endswith("\n"):
+            with path.open("r+") as out:
+                out.truncate(len(text[: text.rfind("\n") + 1].encode()))
+
+
 class RunStore:
     """Reads and writes one run folder."""
 

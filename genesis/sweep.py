@@ -30,7 +30,7 @@ from genesis.errors import GenesisError
 from genesis.genome import TRAINING_NEUTRAL, Genome
 from genesis.records import Outcome, training_seed
 from genesis.space import ChoiceDomain, IntDomain, SearchSpace
-from genesis.store import write_json_atomic
+from genesis.store import drop_torn_line, write_json_atomic
 
 TABLE_FILE = "table.csv"
 META_FILE = "table.json"
@@ -121,7 +121,7 @@ def open_sweep(folder: str | Path, plan: SweepPlan) -> set[tuple[str, int]]:
                                    "choose another --output")
         else:
             write_json_atomic(meta_path, plan.meta)
-        _drop_torn_line(folder / TABLE_FILE)
+        drop_torn_line(folder / TABLE_FILE)
     except OSError as error:
         raise GenesisError(f"cannot write the sweep folder {folder}: {error.strerror}") from None
     return {(row["training_id"], int(row["seed"])) for row in _read_rows(folder / TABLE_FILE)}
@@ -220,15 +220,6 @@ def load_table(folder: str | Path):
         frame[column] = pd.to_numeric(frame[column].replace("", math.nan))
     frame["curve"] = [[float(v) for v in text.split()] for text in frame["curve"]]
     return frame
-
-
-def _drop_torn_line(path: Path) -> None:
-    """Cut a last line left half-written by a crash, so appends start on a fresh line."""
-    if path.exists():
-        text = path.read_text()
-        if text and not text.endswith("\n"):
-            with path.open("r+") as out:
-                out.truncate(len(text[: text.rfind("\n") + 1].encode()))
 
 
 def _read_rows(path: Path) -> list[dict[str, str]]:
