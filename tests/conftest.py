@@ -56,3 +56,31 @@ def tiny_recipe() -> Recipe:
     """A recipe of a few small steps: real training, in well under a second a genome."""
     return Recipe(name="tiny", steps=4, batch_size=4, seq_len=32, warmup_steps=1,
                   eval_batches=2, eval_batch_size=4)
+
+
+SMALL_SPACE = FIXTURES / "small_space.toml"
+TINY = FIXTURES / "tiny.toml"
+CURVES = Recipe(name="curves", steps=16, batch_size=4, seq_len=32, warmup_steps=1,
+                eval_batches=2, eval_batch_size=4)
+
+
+@pytest.fixture(scope="session")
+def table(tmp_path_factory, data_folder):
+    """Every architecture of the small space, 2 seeds, under the tiny recipe."""
+    import genesis
+
+    folder = tmp_path_factory.mktemp("tables") / "tiny"
+    genesis.sweep(search_space=SMALL_SPACE, recipe=TINY, data=data_folder, seeds=2, output=folder,
+                  device="cpu", threads=1)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def curve_table(tmp_path_factory, data_folder):
+    """The small space under a 16-step recipe: trainings long enough to have learning curves."""
+    import genesis
+
+    folder = tmp_path_factory.mktemp("tables") / "curves"
+    genesis.sweep(search_space=SMALL_SPACE, recipe=CURVES, data=data_folder, seeds=2, output=folder,
+                  device="cpu", threads=1)
+    return folder

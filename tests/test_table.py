@@ -14,20 +14,9 @@ from genesis.records import TIMING_FIELDS
 from genesis.space import load_search_space
 from genesis.sweep import architectures, stratified_sample
 
-from conftest import FIXTURES
+from conftest import CURVES, SMALL_SPACE, TINY
 
-SMALL_SPACE = FIXTURES / "small_space.toml"
-TINY = FIXTURES / "tiny.toml"
 runner = CliRunner()
-
-
-@pytest.fixture(scope="module")
-def table(tmp_path_factory, data_folder):
-    """Every architecture of the small space, 2 seeds, under the tiny recipe."""
-    folder = tmp_path_factory.mktemp("tables") / "tiny"
-    genesis.sweep(search_space=SMALL_SPACE, recipe=TINY, data=data_folder, seeds=2, output=folder,
-                  device="cpu", threads=1)
-    return folder
 
 
 def test_the_default_space_holds_288_architectures_once_sigma_is_set_aside():
@@ -95,19 +84,6 @@ def test_the_table_backend_answers_by_lookup_and_counts_compute(table, tmp_path)
         assert champion["seeds"] == 2 and champion["test_loss"] == pytest.approx(sum(tests) / 2)
     again = _table_run(tmp_path, table, confirm=2, confirm_seeds=2)
     assert [r.to_dict() for r in again.records] == [r.to_dict() for r in run.records]
-
-
-CURVES = genesis.Recipe(name="curves", steps=16, batch_size=4, seq_len=32, warmup_steps=1,
-                        eval_batches=2, eval_batch_size=4)
-
-
-@pytest.fixture(scope="module")
-def curve_table(tmp_path_factory, data_folder):
-    """The small space under a 16-step recipe: trainings long enough to have learning curves."""
-    folder = tmp_path_factory.mktemp("tables") / "curves"
-    genesis.sweep(search_space=SMALL_SPACE, recipe=CURVES, data=data_folder, seeds=2, output=folder,
-                  device="cpu", threads=1)
-    return folder
 
 
 def test_the_table_backend_stops_early_from_the_tables_curves(tmp_path, curve_table):
