@@ -113,7 +113,6 @@ def main() -> None:
     for workers in (8, 32, 64):
         ray_rows.append(measure_ray(workers, args.task_seconds))
         print(ray_rows[-1])
-    in_process = layouts[0]
     results = {"machine": machine(), "population": args.population, "layouts": layouts,
                "framework_overhead": {  # over the whole multi-generation default run
                    "seconds_per_evaluation": default_run["overhead_s_per_training"],

@@ -39,8 +39,8 @@ TRAITS = ("n_layer", "n_head", "d_model", "activation")
 def importance_by_seed(frame, space, fanova: bool = True) -> dict:
     """eta² (and fANOVA) of each trait over all architectures, once per table seed, and
     on the seed-mean loss with a bootstrap interval over architectures."""
-    from genesis.genome import Genome
-    from genesis.traitstats import eta_squared, fanova_importance, trait_effects
+    from genesis.core.genome import Genome
+    from genesis.report.traitstats import eta_squared, fanova_importance, trait_effects
 
     per_seed = {}
     for seed, group in frame.groupby("seed"):
@@ -74,7 +74,7 @@ def importance_by_seed(frame, space, fanova: bool = True) -> dict:
 def seed_noise(frame) -> dict:
     """The seed noise of one training: pooled within-architecture standard deviation of
     validation and test loss over the table's seeds, overall and per model size."""
-    from genesis.noise import pooled_sd
+    from genesis.core.noise import pooled_sd
 
     def pooled(group, column):
         sd, df = pooled_sd([g[column].tolist() for _, g in group.groupby("training_id")])
@@ -103,7 +103,7 @@ def replays(table: str, runs: int, truth: dict, ground_order: list, space) -> di
     """Default evolution runs replayed on the table: trait convergence, operator impact
     on true quality, and recovery of the ground-truth trait ranking by one run's report."""
     import genesis
-    from genesis.traitstats import trait_effects
+    from genesis.report.traitstats import trait_effects
 
     best_id = min(truth, key=truth.get)
     frame = genesis.load_table(table)

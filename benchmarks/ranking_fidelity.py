@@ -22,14 +22,14 @@ import dataclasses
 import random
 import statistics
 
+from common import benchmark_parser, machine, rendered_only, table, update_readme, write_results
 from scipy import stats
 
-from common import benchmark_parser, machine, rendered_only, table, update_readme, write_results
-from genesis.data import load_data
-from genesis.recipe import load_recipe
-from genesis.records import training_seed
-from genesis.space import load_search_space
-from genesis.train import train
+from genesis.core.recipe import load_recipe
+from genesis.core.records import training_seed
+from genesis.core.space import load_search_space
+from genesis.train.data import load_data
+from genesis.train.trainer import train
 
 GENOMES = 12
 LONG_FACTOR = 8

@@ -26,7 +26,16 @@ import statistics
 import tempfile
 import time
 
-from common import RESULTS, benchmark_parser, machine, read_results, rendered_only, table, update_readme, write_results
+from common import (
+    RESULTS,
+    benchmark_parser,
+    machine,
+    read_results,
+    rendered_only,
+    table,
+    update_readme,
+    write_results,
+)
 
 NAME = "search_efficiency"
 STRATEGIES = {  # name -> EvolutionConfig fields, and the `rungs` / `early_stop` of genesis.evolve
@@ -46,7 +55,7 @@ GRID_POINTS = 48
 def run_strategy(name: str, seed: int, tokens, recipe, population: int, budget: int) -> dict:
     """Evolve with strategy `name` until `budget` tokens are spent; its compute curve."""
     import genesis
-    from genesis.evolution import EvolutionConfig
+    from genesis.search.loop import EvolutionConfig
 
     settings = dict(STRATEGIES[name])
     fidelity = {"rungs": settings.pop("rungs", (1.0,)), "early_stop": settings.pop("early_stop", 0.0)}
@@ -65,7 +74,7 @@ def run_strategy(name: str, seed: int, tokens, recipe, population: int, budget: 
 
 def compute_curve(records) -> list[list[float]]:
     """[compute spent, best full-budget ppl so far] at the end of every generation."""
-    from genesis.report import convergence
+    from genesis.report.build import convergence
 
     curve, best = [], float("inf")
     for row in convergence(records)["generations"]:
@@ -97,8 +106,8 @@ def main() -> None:
     args = parser.parse_args()
     if rendered_only(parser, args, NAME, summarize_and_render):
         return
-    from genesis.data import load_data
-    from genesis.recipe import load_recipe
+    from genesis.core.recipe import load_recipe
+    from genesis.train.data import load_data
 
     recipe = load_recipe(args.recipe)
     tokens = load_data(args.data, recipe.vocab_size)

@@ -62,7 +62,7 @@ def true_quality(table: str) -> dict[str, float]:
 def run_one(task: tuple) -> dict:
     """Replay strategy `name` with `seed` on the table; its regret trajectory."""
     import genesis
-    from genesis.evolution import EvolutionConfig
+    from genesis.search.loop import EvolutionConfig
 
     name, seed, table, recipe, population, budget, truth, space = task
     settings = dict(STRATEGIES[name])
@@ -196,7 +196,6 @@ def render(results: dict) -> str:
 
     settings, summary = results["settings"], results["summary"]
     budgets = sorted({int(b) for e in summary.values() for b in e["budgets"]})
-    random_reach = summary.get("random", {}).get("compute_to_1", {}).get("median")
 
     def cell(entry, b):
         row = entry["budgets"].get(str(b)) or entry["budgets"].get(b)

@@ -25,13 +25,21 @@ import statistics
 import time
 
 import torch
+from common import (
+    benchmark_parser,
+    machine,
+    matmul_peak,
+    rendered_only,
+    table,
+    update_readme,
+    write_results,
+)
 
-from common import benchmark_parser, machine, rendered_only, matmul_peak, table, update_readme, write_results
-from genesis.data import load_data
-from genesis.genome import Genome
-from genesis.model import GPT, GPTConfig
-from genesis.recipe import Recipe, load_recipe
-from genesis.train import _random_batch, learning_rate, train, uses_bf16
+from genesis.core.genome import Genome
+from genesis.core.recipe import Recipe, load_recipe
+from genesis.train.data import load_data
+from genesis.train.model import GPT, GPTConfig
+from genesis.train.trainer import _random_batch, learning_rate, train, uses_bf16
 
 GENOMES = [  # small to large within the default space, and one wider for the MFU target
     Genome(1, 1, 64, "relu", 0.01),

@@ -6,14 +6,14 @@ Importing the package does not import torch.
 
 from __future__ import annotations
 
+from genesis.core.genome import Genome
+from genesis.core.recipe import Recipe, load_recipe
+from genesis.core.records import Outcome, Record
+from genesis.core.space import SearchSpace, load_search_space
 from genesis.errors import GenesisError
-from genesis.evolution import EvolutionConfig, Observer
-from genesis.genome import Genome
-from genesis.recipe import Recipe, load_recipe
-from genesis.records import Outcome, Record
-from genesis.run import Run, evolve, resume
-from genesis.space import SearchSpace, load_search_space
-from genesis.sweep import load_table, sweep
+from genesis.runs.api import Run, evolve, resume
+from genesis.runs.sweep import load_table, sweep
+from genesis.search.loop import EvolutionConfig, Observer
 
 __all__ = [
     "EvolutionConfig",

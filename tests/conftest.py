@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from genesis.recipe import Recipe
+from genesis.core.recipe import Recipe
 
 REPO = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -46,7 +46,7 @@ def token_cache(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tokens(data_folder, token_cache):
     """The tokenized offline WikiText (BPE-4096), built once per session."""
-    from genesis.data import load_data
+    from genesis.train.data import load_data
 
     return load_data(data_folder, vocab_size=4096, cache_dir=token_cache)
 

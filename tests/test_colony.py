@@ -10,17 +10,16 @@ import sys
 
 import pytest
 import torch
+from conftest import FIXTURES
 from typer.testing import CliRunner
 
 import genesis
-from genesis.bundle import export_champions, load_bundle
-from genesis.cli import app
-from genesis.colony import Colony, ColonySettings, mutate_weights
-from genesis.model import GPT, load_weights
-from genesis.sampling import mixture, next_token_probs
-from genesis.simulate import simulate
-
-from conftest import FIXTURES
+from genesis.cli.main import app
+from genesis.colony.bundle import export_champions, load_bundle
+from genesis.colony.colony import Colony, ColonySettings, mutate_weights
+from genesis.colony.simulate import simulate
+from genesis.train.generate import mixture, next_token_probs
+from genesis.train.model import GPT, load_weights
 
 runner = CliRunner()
 
@@ -83,7 +82,7 @@ def test_corrupt_and_mismatched_bundles_exit_2(bundles, tmp_path, data_folder):
     assert result.exit_code == 2 and "is corrupt" in result.output
 
     other_tokenizer = _broken_copy(bundles, tmp_path, "tokenizer")
-    from genesis.data import load_data
+    from genesis.train.data import load_data
 
     load_data(data_folder, vocab_size=512, cache_dir=tmp_path / "cache").tokenizer.save(
         str(other_tokenizer / "tokenizer.json"))
@@ -95,7 +94,7 @@ def test_corrupt_and_mismatched_bundles_exit_2(bundles, tmp_path, data_folder):
     genome = genesis.Genome.from_json((mismatched / "genome.json").read_text())
     wider = genesis.Genome(**{**genome.to_dict(), "d_model": 96 if genome.d_model != 96 else 64})
     (mismatched / "genome.json").write_text(wider.to_json())
-    from genesis.bundle import sha256_file
+    from genesis.colony.bundle import sha256_file
 
     manifest = json.loads((mismatched / "bundle.json").read_text())
     manifest["genome_id"] = wider.id
@@ -202,8 +201,8 @@ def test_eight_concurrent_asks_lose_no_memory_and_no_agent(tmp_path, bundles):
 
 
 def test_simulate_predicts_before_learning_and_writes_its_summary(tmp_path, bundles, data_folder):
-    from genesis.data import load_data
-    from genesis.sampling import continuation_token_probs
+    from genesis.train.data import load_data
+    from genesis.train.generate import continuation_token_probs
 
     colony = _colony(tmp_path, bundles, division_threshold=3, population_cap=3)
     best = load_bundle(bundles[0]) if colony.agents()[0].genome == load_bundle(bundles[0]).genome \
@@ -310,7 +309,7 @@ def test_concurrent_learning_loses_no_update(tmp_path, bundles):
     colony = _colony(tmp_path, bundles, adapt_steps=20, division_threshold=1000, learning_rate=1e-3)
     go = tmp_path / "go"
     # every learner waits at a barrier so that their learning overlaps
-    code = ("import pathlib, sys, time; from genesis.colony import Colony; c = Colony.open(sys.argv[1]); "
+    code = ("import pathlib, sys, time; from genesis.colony.colony import Colony; c = Colony.open(sys.argv[1]); "
             "pathlib.Path(sys.argv[2]).touch(); "
             "exec('while not pathlib.Path(sys.argv[3]).exists(): time.sleep(0.01)'); "
             "c.feedback('The history of', ' the city is long')")

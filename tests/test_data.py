@@ -6,12 +6,11 @@ import time
 
 import numpy as np
 import pytest
-
-import genesis.data as data_module
-from genesis.data import load_data
-from genesis.errors import GenesisError
-
 from conftest import FIXTURES
+
+import genesis.train.data as data_module
+from genesis.errors import GenesisError
+from genesis.train.data import load_data
 
 
 def test_local_folder_tokenizes_all_splits(tokens):
@@ -75,7 +74,7 @@ def _corpus(folder, train, valid="valid words here. " * 50, test="test words her
 def test_data_a_recipe_cannot_use_is_refused_with_exit_2_and_no_run(tmp_path, train, valid, message):
     from typer.testing import CliRunner
 
-    from genesis.cli import app
+    from genesis.cli.main import app
 
     folder = _corpus(tmp_path / "corpus", train, valid)
     result = CliRunner().invoke(app, ["evolve", "--data", str(folder), "--output", str(tmp_path / "runs"),
@@ -87,8 +86,8 @@ def test_data_a_recipe_cannot_use_is_refused_with_exit_2_and_no_run(tmp_path, tr
 
 
 def test_a_vocabulary_beyond_16_bit_token_ids_is_refused(tmp_path):
+    from genesis.core.recipe import load_recipe
     from genesis.errors import GenesisError
-    from genesis.recipe import load_recipe
 
     recipe = tmp_path / "big.toml"
     recipe.write_text("vocab_size = 70000\n")

@@ -9,14 +9,13 @@ import signal
 from pathlib import Path
 
 import pytest
+from conftest import FIXTURES
 
 import genesis
-from genesis.evaluate import Job, ProcessPoolBackend, TrainingSetup
-from genesis.genome import Genome
-from genesis.recipe import Recipe
-from genesis.records import TIMING_FIELDS
-
-from conftest import FIXTURES
+from genesis.core.genome import Genome
+from genesis.core.recipe import Recipe
+from genesis.core.records import TIMING_FIELDS
+from genesis.runs.backends import Job, ProcessPoolBackend, TrainingSetup
 
 
 def _evolve(tmp_path, data_folder, name, **kwargs):
@@ -47,9 +46,9 @@ def test_ray_on_a_two_node_cluster_gives_identical_records_and_ships_the_weights
     """Two Ray nodes with their own temp folders (Ray's simulated multi-node cluster): the
     tokens travel through the object store, kept weights come back with the results."""
     ray = pytest.importorskip("ray")
-    from ray.cluster_utils import Cluster
-
     import tempfile
+
+    from ray.cluster_utils import Cluster
 
     in_process = _evolve(tmp_path, data_folder, "inprocess", noise_probes=0, confirm=0)
     short = Path(tempfile.mkdtemp(prefix="r", dir="/tmp"))  # Ray's sockets need short paths
@@ -72,7 +71,7 @@ def test_a_bad_ray_address_exits_2_before_a_run_folder_exists(tmp_path):
     pytest.importorskip("ray")
     from typer.testing import CliRunner
 
-    from genesis.cli import app
+    from genesis.cli.main import app
 
     result = CliRunner().invoke(app, ["evolve", "--backend", "ray", "--ray-address", "127.0.0.1:1",
                                       "--output", str(tmp_path / "runs"), "--recipe", str(FIXTURES / "tiny.toml"),
@@ -143,8 +142,8 @@ def test_the_genome_of_a_worker_killed_mid_training_is_recorded_as_failed(tokens
 def test_successive_halving_promotes_the_best_at_each_rung(tmp_path, data_folder, tokens):
     import dataclasses
 
-    from genesis.records import training_seed
-    from genesis.train import train
+    from genesis.core.records import training_seed
+    from genesis.train.trainer import train
 
     recipe = Recipe(name="halving", steps=8, batch_size=4, seq_len=32, warmup_steps=1,
                     eval_batches=2, eval_batch_size=4)
@@ -176,8 +175,8 @@ def test_successive_halving_promotes_the_best_at_each_rung(tmp_path, data_folder
 
 
 def test_early_stopping_gives_up_exactly_what_earlier_generations_bound(tmp_path, tokens):
-    from genesis.fidelity import give_up_bounds
-    from genesis.train import curve_parts
+    from genesis.search.fidelity import give_up_bounds
+    from genesis.train.trainer import curve_parts
 
     recipe = Recipe(name="stopping", steps=16, batch_size=4, seq_len=32, warmup_steps=2,
                     eval_batches=2, eval_batch_size=4)
@@ -208,7 +207,7 @@ def test_early_stopping_gives_up_exactly_what_earlier_generations_bound(tmp_path
 def test_kept_weights_survive_results_read_in_any_order(tmp_path, data_folder, monkeypatch):
     """A parallel backend writes a training's weights before its result is read: settling
     the others in between must not prune them."""
-    from genesis.evaluate import InProcessBackend
+    from genesis.runs.backends import InProcessBackend
 
     real_run = InProcessBackend.run
 

@@ -11,15 +11,14 @@ import subprocess
 import sys
 
 import pytest
+from conftest import FIXTURES
 from typer.testing import CliRunner
 
 import genesis
-from genesis.cli import app
-from genesis.evolution import Candidate, Evolution, EvolutionConfig
-from genesis.records import TIMING_FIELDS, Outcome
-from genesis.space import load_search_space
-
-from conftest import FIXTURES
+from genesis.cli.main import app
+from genesis.core.records import TIMING_FIELDS, Outcome
+from genesis.core.space import load_search_space
+from genesis.search.loop import Candidate, Evolution, EvolutionConfig
 
 SMALL_SPACE = FIXTURES / "small_space.toml"
 TINY = FIXTURES / "tiny.toml"
@@ -193,7 +192,7 @@ def test_optuna_samplers_search_several_objectives(strategy):
 
 
 def test_fitness_is_compared_at_equal_fidelity_first():
-    from genesis.evolution import Individual
+    from genesis.search.loop import Individual
 
     genome = load_search_space().sample(random.Random(0))
     full = Candidate(0, 0, genome).to_record(Outcome("ok", val_loss=6.0, tokens=1000))
@@ -265,16 +264,16 @@ def test_deap_state_does_not_leak_between_interleaved_runs():
 
 
 def test_a_failing_genome_gets_the_worst_fitness_and_the_run_goes_on(tmp_path, data_folder, monkeypatch):
-    import genesis.train
+    import genesis.train.trainer
 
-    real_train = genesis.train.train
+    real_train = genesis.train.trainer.train
 
     def two_layers_fail(genome, *args, **kwargs):
         if genome.n_layer == 2:
             return Outcome(status="error", reason="RuntimeError: planted")
         return real_train(genome, *args, **kwargs)
 
-    monkeypatch.setattr(genesis.train, "train", two_layers_fail)
+    monkeypatch.setattr(genesis.train.trainer, "train", two_layers_fail)
     run = genesis.evolve(population=4, generations=2, search_space=SMALL_SPACE, recipe=TINY,
                          data=data_folder, output=tmp_path, seed=2, noise_probes=0, confirm=0)
     failed = [r for r in run.records if r.genome.n_layer == 2]
@@ -339,8 +338,9 @@ def test_cli_unreachable_hub_exits_2_naming_the_data_option(tmp_path):
 
 
 def test_optuna_samplers_see_lower_fidelity_results_as_pruned(monkeypatch):
-    import genesis.samplers as samplers
     from optuna.trial import TrialState
+
+    import genesis.search.strategies.optuna as samplers
 
     made = []
     real = samplers.create_trial

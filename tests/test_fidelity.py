@@ -7,8 +7,8 @@ import statistics
 from hypothesis import given
 from hypothesis import strategies as st
 
-from genesis.fidelity import FIRST_CHECK, MIN_REFERENCES, give_up_bounds
-from genesis.records import CURVE_POINTS
+from genesis.core.records import CURVE_POINTS
+from genesis.search.fidelity import FIRST_CHECK, MIN_REFERENCES, give_up_bounds
 
 curves = st.lists(st.floats(1.0, 10.0), min_size=CURVE_POINTS, max_size=CURVE_POINTS)
 

@@ -12,10 +12,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from genesis.core.genome import Genome, trait_names
+from genesis.core.operators import crossover_uniform, mutate
+from genesis.core.space import load_search_space
 from genesis.errors import GenesisError
-from genesis.genome import Genome, trait_names
-from genesis.operators import crossover_uniform, mutate
-from genesis.space import load_search_space
 
 SPACE = load_search_space("default")
 RICH = load_search_space(Path(__file__).parent / "fixtures" / "rich_space.toml")
@@ -104,7 +104,7 @@ def test_sigma_mutation_stays_in_its_log_range(genome, seed):
 @given(genomes())
 def test_ids_are_stable_across_processes(genome):
     code = (
-        "import sys, json; from genesis.genome import Genome; "
+        "import sys, json; from genesis.core.genome import Genome; "
         "print(Genome.from_json(sys.stdin.read()).id)"
     )
     out = subprocess.run([sys.executable, "-c", code], input=genome.to_json(),
@@ -138,9 +138,9 @@ def test_bad_genome_dicts_are_rejected(data, message):
 
 def test_the_pure_core_does_not_import_torch():
     code = (
-        "import sys, genesis, genesis.evolution, genesis.operators, genesis.space, "
-        "genesis.store, genesis.records, genesis.fidelity, genesis.samplers, genesis.noise, genesis.summary, "
-        "genesis.traitstats, genesis.sweep, genesis.table, genesis.retrain, genesis.report, genesis.report_render; "
+        "import sys, genesis, genesis.search.loop, genesis.core.operators, genesis.core.space, "
+        "genesis.runs.store, genesis.core.records, genesis.search.fidelity, genesis.search.strategies.optuna, genesis.core.noise, genesis.core.summary, "
+        "genesis.report.traitstats, genesis.runs.sweep, genesis.runs.table, genesis.runs.retrain, genesis.report.build, genesis.report.render; "
         "print('torch' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from genesis.genome import ACTIVATIONS, Genome
-from genesis.model import GPT, GPTConfig, count_parameters
+from genesis.core.genome import ACTIVATIONS, Genome
+from genesis.train.model import GPT, GPTConfig, count_parameters
 
 
 @pytest.mark.parametrize("activation", ACTIVATIONS)
@@ -84,7 +84,7 @@ def test_attention_is_causal(position):
 
 
 def test_rotary_positions_depend_on_relative_offsets_only():
-    from genesis.model import Rotary
+    from genesis.train.model import Rotary
 
     rotary = Rotary(GPTConfig(vocab_size=10, block_size=8, n_layer=1, n_head=1, d_model=16))
     q, k = torch.randn(1, 1, 1, 16), torch.randn(1, 1, 1, 16)
@@ -110,7 +110,7 @@ def test_dropout_acts_in_training_only():
 
 
 def test_ternary_weights_take_three_values_in_the_forward_pass_and_still_learn():
-    from genesis.model import TernaryLinear
+    from genesis.train.model import TernaryLinear
 
     torch.manual_seed(0)
     genome = Genome(2, 2, 32, "gelu", 0.01, weight_precision="ternary")
@@ -130,9 +130,9 @@ def test_ternary_weights_take_three_values_in_the_forward_pass_and_still_learn()
 
 
 def test_the_largest_genome_of_a_space_has_the_most_parameters():
-    from genesis.model import largest_genome
-    from genesis.space import load_search_space
-    from genesis.sweep import architectures
+    from genesis.core.space import load_search_space
+    from genesis.runs.sweep import architectures
+    from genesis.train.model import largest_genome
 
     space = load_search_space()
     most = max(count_parameters(g, 4096, 64) for g in architectures(space))

@@ -9,17 +9,17 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import given, strategies as st
+from conftest import FIXTURES
+from hypothesis import given
+from hypothesis import strategies as st
 
 import genesis
-from genesis.evolution import Candidate
-from genesis.genome import Genome
-from genesis.noise import Retraining, confirmed_champions, fresh_replicates, pooled_sd
-from genesis.records import Outcome, training_seed
-from genesis.space import load_search_space
-from genesis.traitstats import holm, trait_effects
-
-from conftest import FIXTURES
+from genesis.core.genome import Genome
+from genesis.core.noise import Retraining, confirmed_champions, fresh_replicates, pooled_sd
+from genesis.core.records import Outcome, training_seed
+from genesis.core.space import load_search_space
+from genesis.report.traitstats import holm, trait_effects
+from genesis.search.loop import Candidate
 
 SMALL_SPACE = FIXTURES / "small_space.toml"
 TINY = FIXTURES / "tiny.toml"
@@ -48,8 +48,8 @@ class _CountingBackend:
 
 
 def _evaluator(tmp_path, backend, replicates=1):
-    from genesis.caching import CachingEvaluator as _CachingEvaluator
-    from genesis.store import RunStore
+    from genesis.runs.evaluator import CachingEvaluator as _CachingEvaluator
+    from genesis.runs.store import RunStore
 
     store = RunStore.create(tmp_path, "r", {"seed": 0})
 
@@ -98,7 +98,7 @@ def test_replicates_in_a_real_run(tmp_path, data_folder):
 
 
 def test_probes_and_confirmation_use_fresh_seeds_and_the_test_split(tmp_path, data_folder, tokens):
-    from genesis.train import train
+    from genesis.train.trainer import train
 
     run = genesis.evolve(population=3, generations=2, search_space=SMALL_SPACE, recipe=TINY,
                          data=data_folder, output=tmp_path, seed=4, noise_probes=1, confirm=2,
@@ -213,7 +213,7 @@ def test_effects_smaller_than_the_noise_are_marked():
 
 def test_a_storage_password_never_reaches_the_run_folder():
     from genesis.errors import GenesisError
-    from genesis.study import redact, storage_for_resume
+    from genesis.runs.study import redact, storage_for_resume
 
     url = "postgresql://genesis:s3cret@db.example:5432/runs"
     stored = redact(url)

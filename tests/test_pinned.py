@@ -11,12 +11,10 @@ from __future__ import annotations
 import json
 import os
 
-import pytest
+from conftest import CURVES, FIXTURES, SMALL_SPACE, TINY
 
 import genesis
-from genesis.records import TIMING_FIELDS
-
-from conftest import CURVES, FIXTURES, SMALL_SPACE, TINY
+from genesis.core.records import TIMING_FIELDS
 
 PINNED = FIXTURES / "pinned_records.json"
 STRATEGIES = ("evolution", "aging", "random", "nsga2", "tpe", "nsga2-optuna")

@@ -9,20 +9,19 @@ import re
 
 import matplotlib.image
 import pytest
+from conftest import FIXTURES
 from typer.testing import CliRunner
 
 import genesis
-from genesis.cli import app
-from genesis.evolution import Candidate, EvolutionConfig
-from genesis.genome import Genome
-from genesis.records import Outcome
-from genesis.report import build_report
-from genesis.report_render import write_report
-from genesis.space import load_search_space
-from genesis.store import RunStore
-from genesis.study import StudyRecorder, default_storage
-
-from conftest import FIXTURES
+from genesis.cli.main import app
+from genesis.core.genome import Genome
+from genesis.core.records import Outcome
+from genesis.core.space import load_search_space
+from genesis.report.build import build_report
+from genesis.report.render import write_report
+from genesis.runs.store import RunStore
+from genesis.runs.study import StudyRecorder, default_storage
+from genesis.search.loop import Candidate, EvolutionConfig
 
 runner = CliRunner()
 
@@ -150,7 +149,7 @@ def test_cli_report_on_a_folder_that_is_not_a_run_exits_2(tmp_path):
 
 
 def test_the_pareto_front_is_over_the_objectives_a_run_searched():
-    from genesis.report import pareto_front
+    from genesis.report.build import pareto_front
 
     space = load_search_space()
     rng = random.Random(0)

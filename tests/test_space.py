@@ -5,12 +5,11 @@ from __future__ import annotations
 import random
 
 import pytest
-
-from genesis.errors import GenesisError
-from genesis.recipe import load_recipe
-from genesis.space import load_search_space
-
 from conftest import FIXTURES
+
+from genesis.core.recipe import load_recipe
+from genesis.core.space import load_search_space
+from genesis.errors import GenesisError
 
 
 def test_default_space_loads_and_samples_valid_genomes():
@@ -57,8 +56,8 @@ def test_built_in_spaces_and_recipes_ship_inside_the_package():
     from pathlib import Path
 
     import genesis
-    from genesis.config import resolve_data_file
-    from genesis.recipe import load_recipe
+    from genesis.core.config import resolve_data_file
+    from genesis.core.recipe import load_recipe
 
     package = Path(genesis.__file__).resolve().parent
     assert resolve_data_file("default", "genomes") == package / "genomes" / "default.toml"

@@ -12,15 +12,14 @@ from pathlib import Path
 
 import optuna
 import pytest
+from conftest import FIXTURES
 from typer.testing import CliRunner
 
 import genesis
-import genesis.run as run_module
-from genesis.cli import app
+import genesis.runs.api as run_module
+from genesis.cli.main import app
+from genesis.core.records import TIMING_FIELDS
 from genesis.errors import GenesisError
-from genesis.records import TIMING_FIELDS
-
-from conftest import FIXTURES
 
 SMALL_SPACE = FIXTURES / "small_space.toml"
 runner = CliRunner()
@@ -70,7 +69,7 @@ def _start_and_stop(output: Path, data_folder: Path, after_records: int, sig: in
 def uninterrupted(tmp_path_factory, data_folder):
     output = tmp_path_factory.mktemp("straight")
     subprocess.run(_evolve_command(output, data_folder), check=True, capture_output=True)
-    return genesis.run.Run.load(_only_run(output))
+    return genesis.Run.load(_only_run(output))
 
 
 @pytest.mark.slow
@@ -80,14 +79,14 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path, data_folder, 
     code, _, _ = _start_and_stop(tmp_path, data_folder, after_records, signal.SIGKILL)
     assert code == -signal.SIGKILL
     folder = _only_run(tmp_path)
-    assert genesis.run.Run.load(folder).status == "interrupted"
+    assert genesis.Run.load(folder).status == "interrupted"
     before = [line for line in (folder / "evaluations.jsonl").read_text().splitlines(keepends=True)
               if line.endswith("\n")]
 
     result = subprocess.run([sys.executable, "-m", "genesis", "resume", str(folder)],
                             capture_output=True, text=True, env={**os.environ, "COLUMNS": "200"})
     assert result.returncode == 0, result.stderr
-    resumed = genesis.run.Run.load(folder)
+    resumed = genesis.Run.load(folder)
     assert resumed.status == "finished"
     assert _comparable(resumed.population) == _comparable(uninterrupted.population)
     assert resumed.best(1)[0].outcome.val_loss == uninterrupted.best(1)[0].outcome.val_loss
@@ -139,16 +138,16 @@ def test_the_study_stores_lower_fidelity_as_pruned_and_several_objectives_as_a_f
 
 
 def test_fitness_cache_skips_repeated_genomes(tmp_path, data_folder, monkeypatch):
-    import genesis.train
+    import genesis.train.trainer
 
     calls = []
-    real_train = genesis.train.train
+    real_train = genesis.train.trainer.train
 
     def counting_train(genome, *args, **kwargs):
         calls.append(genome.training_id)
         return real_train(genome, *args, **kwargs)
 
-    monkeypatch.setattr(genesis.train, "train", counting_train)
+    monkeypatch.setattr(genesis.train.trainer, "train", counting_train)
     run = genesis.evolve(population=4, generations=3, search_space=SMALL_SPACE,
                          recipe=FIXTURES / "tiny.toml", data=data_folder, output=tmp_path, seed=1,
                          noise_probes=0, confirm=0)
@@ -162,7 +161,7 @@ def test_a_diverging_genome_is_a_failed_trial_and_the_run_finishes(tmp_path, dat
     with pytest.raises(genesis.GenesisError, match="every genome of generation 0 failed"):
         genesis.evolve(population=3, generations=2, search_space=SMALL_SPACE,
                        recipe=FIXTURES / "huge_lr.toml", data=data_folder, output=tmp_path)
-    run = genesis.run.Run.load(_only_run(tmp_path))
+    run = genesis.Run.load(_only_run(tmp_path))
     assert run.status == "interrupted" and len(run.records) == 3  # nothing claims success
     result = CliRunner().invoke(app, ["evolve", "--population", "2", "--generations", "1", "--search-space",
                                       str(SMALL_SPACE), "--recipe", str(FIXTURES / "huge_lr.toml"),
@@ -180,7 +179,7 @@ def test_ctrl_c_stops_cleanly_and_prints_the_resume_command(tmp_path, data_folde
     folder = _only_run(tmp_path)
     assert code == 130
     assert f"genesis resume {folder}" in stderr.replace("\n", "")
-    assert genesis.run.Run.load(folder).status == "interrupted"
+    assert genesis.Run.load(folder).status == "interrupted"
     result = runner.invoke(app, ["runs", str(tmp_path)])
     assert result.exit_code == 0 and "interrupted" in result.output
     genesis.resume(folder)

@@ -5,16 +5,15 @@ from __future__ import annotations
 import json
 
 import pytest
+from conftest import CURVES, SMALL_SPACE, TINY
 from typer.testing import CliRunner
 
 import genesis
-from genesis.cli import app
+from genesis.cli.main import app
+from genesis.core.records import TIMING_FIELDS
+from genesis.core.space import load_search_space
 from genesis.errors import GenesisError
-from genesis.records import TIMING_FIELDS
-from genesis.space import load_search_space
-from genesis.sweep import architectures, stratified_sample
-
-from conftest import CURVES, SMALL_SPACE, TINY
+from genesis.runs.sweep import architectures, stratified_sample
 
 runner = CliRunner()
 
@@ -129,7 +128,7 @@ def test_a_run_interrupted_anywhere_resumes_to_the_same_records(tmp_path, curve_
     """Successive halving, early stopping and every strategy: interrupted after the first
     training, a third and two thirds of the way, and at the last one (in the confirmation),
     resumed, equal to an uninterrupted run."""
-    from genesis.table import TableBackend
+    from genesis.runs.table import TableBackend
 
     settings = dict(population=6, generations=4, search_space=SMALL_SPACE, recipe=CURVES,
                     backend=f"table:{curve_table}", storage="memory", seed=3, noise_probes=1, confirm=2,

@@ -5,9 +5,9 @@ from __future__ import annotations
 import dataclasses
 import math
 
-from genesis.genome import Genome
-from genesis.recipe import Recipe
-from genesis.train import learning_rate, train
+from genesis.core.genome import Genome
+from genesis.core.recipe import Recipe
+from genesis.train.trainer import learning_rate, train
 
 GENOME = Genome(n_layer=1, n_head=2, d_model=64, activation="gelu", sigma=0.01)
 
@@ -59,8 +59,8 @@ def test_learning_rate_warms_up_then_decays_to_the_floor():
 
 
 def test_early_stopping_gives_up_at_the_first_point_above_its_bound(tokens):
-    from genesis.records import TIMING_FIELDS
-    from genesis.train import curve_parts
+    from genesis.core.records import TIMING_FIELDS
+    from genesis.train.trainer import curve_parts
 
     recipe = Recipe(steps=16, batch_size=4, seq_len=32, warmup_steps=2, eval_batches=2, eval_batch_size=4)
     full = train(GENOME, recipe, tokens, seed=1)

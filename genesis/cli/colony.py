@@ -1,0 +1,158 @@
+"""`genesis colony ...`: the colony's commands, thin over `genesis.colony.colony`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from genesis.cli.main import DATA_HELP, console, fail
+from genesis.errors import GenesisError
+
+colony_app = typer.Typer(help="A colony of agents that serve text, learn, divide and are selected.",
+                         no_args_is_help=True)
+
+
+@colony_app.command("seed")
+def colony_seed(
+    folder: Path = typer.Argument(..., help="The new colony folder."),
+    bundles: list[Path] = typer.Argument(..., help="Agent bundles (one tokenizer)."),
+    theta: int = typer.Option(25, help="Θ: interactions after which an agent divides."),
+    cap: int = typer.Option(6, help="Population cap: above it the weakest retire."),
+    consensus: str = typer.Option("softmax", help="softmax (fitness-weighted) or top_k."),
+    temperature: float = typer.Option(0.1, help="Temperature of the softmax over fitness."),
+    top_k_agents: int = typer.Option(2, help="Agents that answer in top_k mode."),
+    learning_rate: float = typer.Option(1e-4, help="Continuous-learning learning rate."),
+    adapt_steps: int = typer.Option(1, help="Optimizer steps per feedback (0: no learning)."),
+) -> None:
+    """Create a colony from agent bundles."""
+    from genesis.colony.colony import Colony, ColonySettings
+
+    settings = ColonySettings(division_threshold=theta, population_cap=cap, consensus=consensus,
+                              consensus_temperature=temperature, consensus_top_k=top_k_agents,
+                              learning_rate=learning_rate, adapt_steps=adapt_steps)
+    try:
+        colony = Colony.seed(folder, bundles, settings)
+    except GenesisError as error:
+        fail(str(error))
+    console.print(f"colony {folder}: {len(colony.agents())} agents")
+
+
+@colony_app.command("ask")
+def colony_ask(
+    folder: Path = typer.Argument(..., help="The colony folder."),
+    prompt: str = typer.Argument(..., help="Text to continue."),
+    max_tokens: int = typer.Option(30, help="Tokens to generate."),
+    seed: Optional[int] = typer.Option(None, help="Sampling seed (default: fresh entropy)."),
+    continuation: Optional[str] = typer.Option(None, help="The true continuation, as feedback."),
+    score: Optional[float] = typer.Option(None, help="A score in (0, 1] for the answer, as feedback."),
+) -> None:
+    """Answer a prompt by fitness-weighted consensus; optionally give feedback at once."""
+    from genesis.colony.colony import Colony
+
+    try:
+        colony = Colony.open(folder)
+        answer = colony.ask(prompt, max_tokens=max_tokens, seed=seed)
+        if continuation is not None or score is not None:
+            colony.feedback(prompt, continuation, score, memory_id=answer.memory_id)
+    except GenesisError as error:
+        fail(str(error))
+    console.print(f"[bold]{prompt}[/]{answer.text}", highlight=False)
+    shares = ", ".join(f"{a} {w:.2f}" for a, w in zip(answer.agents, answer.weights))
+    console.print(f"[dim]memory {answer.memory_id}; consensus of {shares}[/]")
+
+
+@colony_app.command("feedback")
+def colony_feedback(
+    folder: Path = typer.Argument(..., help="The colony folder."),
+    memory_id: int = typer.Argument(..., help="The memory (answer) the feedback is about."),
+    continuation: Optional[str] = typer.Option(None, help="The true continuation of its prompt."),
+    score: Optional[float] = typer.Option(None, help="A score in (0, 1]."),
+) -> None:
+    """Give feedback on an earlier answer: fitness moves, agents learn."""
+    from genesis.colony.colony import Colony
+
+    try:
+        colony = Colony.open(folder)
+        received = colony.feedback(colony.memory_prompt(memory_id), continuation, score,
+                                   memory_id=memory_id)
+    except GenesisError as error:
+        fail(str(error))
+    console.print(f"fitness updated for {len(received)} agents")
+
+
+@colony_app.command("status")
+def colony_status(folder: Path = typer.Argument(..., help="The colony folder."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON (for scripts) instead of tables."),
+) -> None:
+    """Agents with their lineage, fitness and interactions; memory size; recent events."""
+    from genesis.colony.colony import Colony, iter_lineage
+
+    try:
+        colony = Colony.open(folder)
+    except GenesisError as error:
+        fail(str(error))
+    agents = colony.agents(alive_only=False)
+    status = colony.status()
+    if as_json:
+        typer.echo(json.dumps(status, indent=2, default=str))
+        return
+    table = Table(title=f"Colony {folder}: {sum(a.status == 'alive' for a in agents)} alive, "
+                        f"{status['memories']} memories")
+    for column in ("lineage", "genome", "fitness", "interactions", "status", "born"):
+        table.add_column(column, no_wrap=True)
+    for depth, agent in iter_lineage(agents):
+        table.add_row("  " * depth + ("└ " if depth else "") + agent.id, agent.genome.describe(),
+                      f"{agent.fitness:.3f}", f"{agent.interactions}/{agent.total_interactions}",
+                      agent.status if agent.status == "alive" else f"[dim]{agent.status}[/]", agent.born[:19])
+    console.print(table)
+    events = Table(title="Recent events")
+    for column in ("when", "event", "agent", "detail"):
+        events.add_column(column)
+    for event in status["events"]:
+        events.add_row(event["created"][:19], event["kind"], event["agent"],
+                       ", ".join(f"{k}={v}" for k, v in event["detail"].items()))
+    console.print(events)
+
+
+@colony_app.command("simulate")
+def colony_simulate(
+    folder: Path = typer.Argument(..., help="The colony folder (it is changed: copy it to keep it)."),
+    data: Optional[Path] = typer.Option(None, envvar="GENESIS_DATA", help=DATA_HELP),
+    chunks: int = typer.Option(120, help="Prompt/continuation chunks to replay."),
+    prompt_tokens: int = typer.Option(32, help="Prompt tokens per chunk."),
+    continuation_tokens: int = typer.Option(16, help="Continuation tokens per chunk."),
+) -> None:
+    """Replay held-out WikiText: predict each chunk, then learn from it; colony vs best agent."""
+    from genesis.colony.colony import Colony
+    from genesis.colony.simulate import SIMULATION_FILE, simulate
+
+    progress = Progress(TextColumn("simulating"), BarColumn(), MofNCompleteColumn(),
+                        TimeElapsedColumn(), TextColumn("{task.description}"), console=console)
+    try:
+        colony = Colony.open(folder)
+        with progress:
+            task = progress.add_task("", total=chunks)
+            summary = simulate(colony, data, chunks, prompt_tokens, continuation_tokens,
+                               on_chunk=lambda p: progress.update(
+                                   task, completed=p["chunk"],
+                                   description=f"{p['agents']} agents, consensus ppl {p['consensus_ppl']:.1f}"))
+    except GenesisError as error:
+        fail(str(error))
+    table = Table(title=f"Online perplexity over {summary['tokens_scored']} held-out tokens "
+                        f"(predicted before learning)")
+    table.add_column("predictor")
+    table.add_column("perplexity", justify="right")
+    for name, value in summary["online_ppl"].items():
+        table.add_row(name.replace("_", " "), f"{value:.2f}")
+    console.print(table)
+    verdict = lambda won: "[green]beat[/]" if won else "[red]did not beat[/]"  # noqa: E731
+    console.print(f"The colony {verdict(summary['colony_beats_frozen_best'])} its best agent frozen and "
+                  f"{verdict(summary['colony_beats_learning_best'])} its best agent learning alone; "
+                  f"{summary['divisions']} divisions, {summary['retirements']} retirements, "
+                  f"{summary['agents_at_end']} agents at the end.")
+    console.print(f"summary: {colony.folder / SIMULATION_FILE}")

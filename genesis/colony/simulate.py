@@ -1,0 +1,170 @@
+"""Replay held-out WikiText through a colony and measure it honestly.
+
+The stream is cut into chunks of a prompt and its true continuation. Each chunk is
+first *predicted* (the continuation's likelihood under the consensus and under two
+baselines is measured before anything learns from it), then fed back: fitness moves,
+the shared memory grows, every agent adapts, interactions are counted, agents divide
+and the weakest retire.
+
+Baselines, both copies of the colony's fittest agent at the start:
+- *frozen*: never changes;
+- *learning*: takes the same optimizer steps on the same recent memories as the
+  colony's agents, but alone, without division, selection or consensus.
+
+So the question "does a colony beat its best single agent?" is answered against an
+agent that is given everything but the colony.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from genesis.colony.colony import Colony, adapt_model
+from genesis.train.data import load_data
+from genesis.train.generate import continuation_token_probs
+from genesis.train.model import GPT
+
+SIMULATION_FILE = "simulation.json"
+SIMULATION_PLOT = "simulation.png"
+
+
+def simulate(
+    colony: Colony,
+    data: str | Path | None = None,
+    chunks: int = 120,
+    prompt_tokens: int = 32,
+    continuation_tokens: int = 16,
+    split: str = "test",
+    cache_dir: str | Path | None = None,
+    on_chunk: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """Run the replay on `colony` (which it changes: copy the folder to keep the original).
+
+    Args:
+        colony: the colony to grow.
+        data: the WikiText folder (None: the hub).
+        chunks: prompt/continuation pairs to replay.
+        prompt_tokens, continuation_tokens: the sizes of each chunk's two parts.
+        split: which split to replay; the default, test, was never trained on.
+        cache_dir: tokenizer and token cache.
+        on_chunk: called with each time point as it is measured.
+
+    Returns:
+        The summary, also written to `simulation.json` in the colony folder with a plot.
+    """
+    vocab = colony.tokenizer.get_vocab_size()
+    stream = load_data(data, vocab, cache_dir).split(split)
+    width = prompt_tokens + continuation_tokens
+    chunks = min(chunks, len(stream) // width)
+    best = colony.agents()[0]
+    frozen = _copy(colony.model(best))
+    learner = _copy(colony.model(best))
+    nll = {"consensus": 0.0, "frozen_best": 0.0, "learning_best": 0.0}
+    counted, window, series = 0, [], []
+    started = time.perf_counter()
+    for index in range(chunks):
+        piece = stream[index * width:(index + 1) * width].tolist()
+        prompt = colony.tokenizer.decode(piece[:prompt_tokens])
+        continuation = colony.tokenizer.decode(piece[prompt_tokens:])
+        context, target = colony.tokenizer.encode(prompt).ids, colony.tokenizer.encode(continuation).ids
+        if not target:
+            continue
+        # 1. predict: every number below is measured before anything learns from this chunk
+        agents = colony.agents()
+        weights = torch.tensor(colony.consensus_weights(agents), dtype=torch.float64)
+        per_agent = torch.stack([continuation_token_probs(colony.model(a), context, target).double()
+                                 for a in agents])  # (agents, T)
+        nll["consensus"] -= float((weights[:, None] * per_agent).sum(0).log().sum())
+        nll["frozen_best"] -= float(continuation_token_probs(frozen, context, target).double().log().sum())
+        nll["learning_best"] -= float(continuation_token_probs(learner, context, target).double().log().sum())
+        counted += len(target)
+        # 2. learn: feedback, shared memory, adaptation, division and selection
+        colony.feedback(prompt, continuation,
+                        measured={a.id: float(p.log().mean()) for a, p in zip(agents, per_agent)})
+        colony.interact([a.id for a in agents])
+        window = (window + [context + target])[-colony.settings.memory_window:]
+        adapt_model(learner, window, colony.settings.adapt_steps, colony.settings.learning_rate)
+        fitness = np.array([a.fitness for a in colony.agents()])
+        point = {"chunk": index + 1, "tokens": counted, "agents": len(fitness),
+                 "mean_fitness": float(fitness.mean()), "fitness_variance": float(fitness.var()),
+                 **{f"{name}_ppl": math.exp(value / counted) for name, value in nll.items()}}
+        series.append(point)
+        if on_chunk is not None:
+            on_chunk(point)
+    summary = _summarize(colony, series, time.perf_counter() - started, prompt_tokens,
+                         continuation_tokens, split, best.id)
+    (colony.folder / SIMULATION_FILE).write_text(json.dumps(summary, indent=2))
+    _plot(series, colony.folder / SIMULATION_PLOT)
+    return summary
+
+
+def _copy(model: GPT) -> GPT:
+    twin = GPT(model.config)
+    twin.load_state_dict(model.state_dict())
+    return twin.eval()
+
+
+def _summarize(colony, series, seconds, prompt_tokens, continuation_tokens, split, best_id) -> dict:
+    if not series:
+        return {"chunks": 0, "note": "the stream was too short for one chunk"}
+    final = series[-1]
+    events = colony.status(events=100000)["events"]
+    # Fisher's fundamental theorem: the rate of increase of mean fitness tracks the
+    # fitness variance. Compare the per-chunk change of mean fitness with the variance.
+    means = np.array([p["mean_fitness"] for p in series])
+    variances = np.array([p["fitness_variance"] for p in series])
+    rises = np.diff(means)
+    correlation = (float(np.corrcoef(rises, variances[:-1])[0, 1])
+                   if len(rises) > 2 and rises.std() > 0 and variances[:-1].std() > 0 else None)
+    return {
+        "chunks": final["chunk"],
+        "tokens_scored": final["tokens"],
+        "split": split,
+        "chunk_tokens": {"prompt": prompt_tokens, "continuation": continuation_tokens},
+        "seconds": seconds,
+        "online_ppl": {k: final[f"{k}_ppl"] for k in ("consensus", "frozen_best", "learning_best")},
+        "colony_beats_frozen_best": final["consensus_ppl"] < final["frozen_best_ppl"],
+        "colony_beats_learning_best": final["consensus_ppl"] < final["learning_best_ppl"],
+        "best_agent_at_start": best_id,
+        "agents_at_end": final["agents"],
+        "divisions": sum(1 for e in events if e["kind"] == "division"),
+        "retirements": sum(1 for e in events if e["kind"] == "retirement"),
+        "fisher": {"correlation_of_mean_fitness_rise_with_variance": correlation,
+                   "mean_fitness_start": float(means[0]), "mean_fitness_end": float(means[-1])},
+        "series": series,
+    }
+
+
+def _plot(series, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not series:
+        return
+    chunks = [p["chunk"] for p in series]
+    figure, (left, middle, right) = plt.subplots(1, 3, figsize=(15, 4))
+    for name, style in (("consensus", "-"), ("frozen_best", "--"), ("learning_best", ":")):
+        left.plot(chunks, [p[f"{name}_ppl"] for p in series], style, label=name.replace("_", " "))
+    left.set(xlabel="chunk", ylabel="online perplexity (cumulative)", title="Prediction before learning")
+    left.legend()
+    middle.plot(chunks, [p["mean_fitness"] for p in series], label="mean fitness")
+    middle.set(xlabel="chunk", ylabel="mean log-likelihood", title="Mean fitness and its variance")
+    twin = middle.twinx()
+    twin.plot(chunks, [p["fitness_variance"] for p in series], color="C3", alpha=0.6, label="variance")
+    twin.set_ylabel("fitness variance")
+    right.step(chunks, [p["agents"] for p in series], where="post")
+    right.set(xlabel="chunk", ylabel="living agents", title="Population")
+    for axis in (left, middle, right):
+        axis.grid(alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)

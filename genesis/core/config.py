@@ -1,0 +1,57 @@
+"""Strict loading of the TOML data files (search spaces, recipes).
+
+Loaders reject unknown keys by name, so that a typo in a data file is an error and not a
+silently ignored setting.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+from genesis.errors import GenesisError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python 3.10 only
+    import tomli as tomllib
+
+BUILTIN_ROOT = Path(__file__).resolve().parent.parent  # genomes/ and trainers/ ship inside the package
+
+
+def read_toml(path: str | Path) -> dict[str, Any]:
+    """Read a TOML file, turning every failure into a one-line `GenesisError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise GenesisError(f"{path}: no such file")
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except tomllib.TOMLDecodeError as error:
+        raise GenesisError(f"{path}: malformed TOML: {error}") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise GenesisError(f"{path}: cannot read: {error}") from None
+
+
+def check_keys(table: dict[str, Any], allowed: set[str], where: str) -> None:
+    """Raise a `GenesisError` naming the first key of `table` that is not in `allowed`."""
+    unknown = sorted(set(table) - allowed)
+    if unknown:
+        raise GenesisError(
+            f"{where}: unknown key '{unknown[0]}' (expected one of: {', '.join(sorted(allowed))})"
+        )
+
+
+def resolve_data_file(name_or_path: str | Path, folder: str, suffix: str = ".toml") -> Path:
+    """Find a data file given either a path or the bare name of a built-in one.
+
+    The one lookup: anything that looks like a path (exists, has a folder or the suffix)
+    is used as it is; a bare name is a built-in shipped inside the package, so
+    `resolve_data_file("quick", "trainers")` finds `genesis/trainers/quick.toml` in a
+    checkout, a wheel or any other install.
+    """
+    candidate = Path(name_or_path)
+    if candidate.exists() or candidate.suffix == suffix or len(candidate.parts) > 1:
+        return candidate
+    return BUILTIN_ROOT / folder / f"{name_or_path}{suffix}"

@@ -1,0 +1,456 @@
+"""`evolve` and `resume`: the Python entry points that wire data, trainer, evolution and
+the run store.
+
+    import genesis
+    run = genesis.evolve(population=8, generations=4, data="path/to/wikitext", seed=0)
+    champion = run.best(1)[0]          # champion.genome, champion.outcome.val_ppl
+
+A run checkpoints after every generation and records every evaluation as it finishes,
+so `genesis.resume(run.path)` continues a run killed at any moment and reaches the same
+result as an uninterrupted one; finished evaluations are not redone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import platform
+import random
+from dataclasses import dataclass
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any, Sequence
+
+from genesis.core.recipe import DEFAULT_RECIPE, Recipe, load_recipe
+from genesis.core.records import SEEDING, Record, best_records
+from genesis.core.space import (
+    DEFAULT_SEARCH_SPACE,
+    SearchSpace,
+    load_search_space,
+    parse_search_space,
+)
+from genesis.core.summary import summarize
+from genesis.errors import GenesisError
+from genesis.runs.backends import BACKENDS, TrainingSetup, make_backend, start_ray
+from genesis.runs.evaluator import CachingEvaluator
+from genesis.runs.retrain import Retrainer, read_retrainings
+from genesis.runs.store import RunStore, new_run_id
+from genesis.runs.study import StudyRecorder, default_storage, redact, storage_for_resume
+from genesis.runs.table import TABLE_PREFIX, open_table_backend
+from genesis.search.loop import Evolution, EvolutionConfig, Observer
+from genesis.train.data import TokenData, check_fits, default_cache_dir, load_data
+
+log = logging.getLogger(__name__)
+
+
+
+
+@dataclass
+class Run:
+    """A run: its folder, configuration and every evaluation so far."""
+
+    store: RunStore
+    config: dict[str, Any]
+    records: list[Record]
+    logbook: list[dict[str, Any]]
+
+    @classmethod
+    def load(cls, path: str | Path) -> Run:
+        """Read a run folder (finished or not) back."""
+        store = RunStore.open(path)
+        checkpoint = store.checkpoint() or {}
+        logbook = checkpoint.get("evolution", {}).get("logbook", [])
+        return cls(store, store.config(), store.records(), logbook)
+
+    @property
+    def id(self) -> str:
+        return self.store.id
+
+    @property
+    def path(self) -> Path:
+        return self.store.path
+
+    @property
+    def status(self) -> str:
+        """finished, running or interrupted."""
+        return self.store.status()
+
+    @property
+    def population(self) -> list[Record]:
+        """The records of the last generation."""
+        last = max((r.generation for r in self.records), default=0)
+        return [r for r in self.records if r.generation == last]
+
+    def best(self, k: int = 5) -> list[Record]:
+        """The `k` best distinct genomes over the whole run, best first."""
+        return best_records(self.records, k)
+
+    def to_dataframe(self):
+        """The run's evaluations as a pandas DataFrame: one row per evaluation, with its
+        generation, index, genome and training ids, operator, cached flag, compute, the
+        traits and the metrics as columns (replicates, curves and failure reasons left out)."""
+        import pandas as pd
+
+        rows = []
+        for record in self.records:
+            metrics = {k: v for k, v in record.outcome.to_dict().items() if k not in ("replicates", "curve")}
+            rows.append({"generation": record.generation, "index": record.index, "genome_id": record.genome_id,
+                         "training_id": record.genome.training_id, "operator": record.operator,
+                         "cached": record.cached, "compute_tokens": record.compute_tokens,
+                         **record.genome.to_dict(), **metrics})
+        return pd.DataFrame(rows)
+
+    def champions(self, k: int = 3) -> list[Record]:
+        """The `k` best distinct models, confirmed champions first in their confirmed
+        (test) order, then the best at selection."""
+        by_identity = {r.genome.training_id: r for r in reversed(self.records) if not r.cached}
+        confirmed = [by_identity[c["training_id"]] for c in self.summary()["confirmed"]]
+        rest = [r for r in self.best(k + len(confirmed)) if r not in confirmed]
+        return (confirmed + rest)[:k]
+
+    @property
+    def retrainings(self):
+        """The run's fresh-seed retrainings (`genesis.core.noise.Retraining`): noise probes
+        and confirmations."""
+        return read_retrainings(self.path)
+
+    def summary(self) -> dict[str, Any]:
+        """Totals, compute, noise floor and confirmed champions (`genesis.core.summary.summarize`)."""
+        return summarize(self.records, self.retrainings, self.logbook,
+                         self.config.get("noise", {}).get("confirm", 0))
+
+    def generation_best(self) -> list[float | None]:
+        """Best validation loss of each complete generation."""
+        return [entry["best"] for entry in self.logbook]
+
+
+def evolve(
+    *,
+    population: int = 8,
+    generations: int = 4,
+    search_space: str | Path | SearchSpace = DEFAULT_SEARCH_SPACE,
+    recipe: str | Path | Recipe = DEFAULT_RECIPE,
+    data: str | Path | TokenData | None = None,
+    seed: int = 0,
+    output: str | Path = "runs",
+    evolution: EvolutionConfig | None = None,
+    storage: str | None = None,
+    observers: Sequence[Observer] = (),
+    device: str = "auto",
+    cache_dir: str | Path | None = None,
+    backend: str = "inprocess",
+    workers: int = 2,
+    threads: int | None = None,
+    ray_address: str | None = None,
+    rungs: Sequence[float] = (1.0,),
+    budget_tokens: int = 0,
+    early_stop: float = 0.0,
+    replicates: int = 1,
+    noise_probes: int = 1,
+    confirm: int = 3,
+    confirm_seeds: int = 3,
+) -> Run:
+    """Evolve a population of µLM genomes that really train on WikiText.
+
+    Args:
+        population: genomes per generation.
+        generations: generations in all, the random initial one included.
+        search_space: a `SearchSpace`, a TOML path, or a built-in name (`genesis/genomes/`).
+        recipe: a `Recipe`, a TOML path, or a built-in name (`genesis/trainers/`).
+        data: a local WikiText folder, a loaded `TokenData`, or None for the hub.
+        seed: the run seed; same seed and config give the same records on CPU.
+        output: the folder that receives the run folder.
+        evolution: further loop settings (tournament size, rates, elites); its
+            population size, generations and seed are replaced by the arguments above.
+        storage: an Optuna storage URL for the run's study; default a SQLite file in
+            the run folder.
+        observers: progress callbacks (see `genesis.search.loop.Observer`).
+        device: torch device to train on ("auto": CUDA when available).
+        cache_dir: tokenizer and token cache (default `~/.cache/genesis`).
+        backend: where trainings run: "inprocess", "processes" or "ray".
+        workers: worker processes (processes) or local Ray CPUs (ray).
+        threads: torch threads per evaluation; default all cores in process, else
+            cores divided among the workers.
+        ray_address: a Ray cluster to join instead of starting a local instance.
+        rungs: multi-fidelity successive halving inside each generation, as increasing
+            fractions of the recipe's steps ending at 1: every new genome trains at the
+            first, the better half goes on to the next. (1.0,) trains everything fully.
+        budget_tokens: stop once this many training tokens are spent (0: no budget):
+            after the generation that spends it, or after `generations`, whichever is
+            first. Cached evaluations are free; rungs count every rung they trained.
+        early_stop: give up full-budget trainings whose learning curve is hopeless:
+            worse than this quantile of earlier generations' curves at the same step
+            (0.5: Vizier's median stopping rule; 0: never). See `genesis.search.fidelity`.
+        replicates: trainings per genome, each with its own seed; the fitness is their
+            mean, the record keeps each one's metrics.
+        noise_probes: after each generation, retrain this many best models with a fresh
+            seed to measure the run's seed noise (0: none). See `genesis.core.noise`.
+        confirm: at the end, confirm this many best models on the held-out test split
+            with fresh seeds (0: none).
+        confirm_seeds: fresh-seed trainings per confirmed model, probes included.
+
+    Returns:
+        The finished `Run`.
+
+    Raises:
+        GenesisError: bad search space, recipe, data, storage or output folder; no run
+            folder is left behind.
+        KeyboardInterrupt: the run was interrupted; it is recorded up to the last
+            finished evaluation and `resume` continues it.
+    """
+    space = search_space if isinstance(search_space, SearchSpace) else load_search_space(search_space)
+    recipe = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
+    config = dataclasses.replace(evolution or EvolutionConfig(),
+                                 population_size=population, generations=generations, seed=seed,
+                                 budget_tokens=budget_tokens)
+    try:
+        config.validate()
+    except ValueError as error:
+        raise GenesisError(str(error)) from None
+    from genesis.train.model import check_size, largest_genome  # torch: imported when a run starts
+
+    check_size(largest_genome(space.domains), recipe.vocab_size, recipe.seq_len,
+               f"the search space {space.source or ''}".strip())
+    table = open_table_backend(backend, space, recipe)
+    if table is not None:  # lookups need no corpus: the table names the one it was trained on
+        tokens, data_config = None, {"source": f"table:{table.folder}", "key": table.meta["data_key"]}
+    else:
+        tokens = data if isinstance(data, TokenData) else load_data(data, recipe.vocab_size, cache_dir)
+        check_fits(tokens, recipe.seq_len, recipe.batch_size)
+        data_config = {"source": tokens.source, "key": tokens.key, "vocab_size": tokens.vocab_size,
+                       "tokens": {name: int(tokens.split(name).size) for name in ("train", "valid", "test")}}
+    evaluator = evaluator_config(backend, workers, threads, ray_address, device, rungs, early_stop)
+    if backend == "ray":
+        start_ray(ray_address, workers)  # a missing Ray or a bad address: no run folder yet
+    if replicates < 1 or min(noise_probes, confirm, confirm_seeds) < 0:
+        raise GenesisError("replicates must be at least 1; noise probes and confirmation at least 0")
+    evaluator["replicates"] = replicates
+
+    store = RunStore.create(output, new_run_id(seed), {
+        "seed": seed,
+        "seeding": SEEDING,
+        "evolution": dataclasses.asdict(config),
+        "search_space": space.describe(),
+        "recipe": recipe.to_dict(),
+        "data": data_config,
+        "storage": redact(storage),
+        "device": evaluator["device"],
+        "evaluator": evaluator,
+        "noise": {"probes": noise_probes, "confirm": confirm, "confirm_seeds": confirm_seeds},
+        "versions": versions(),
+    })
+    try:
+        recorder = StudyRecorder(storage or default_storage(store.path), store.id, space,
+                                 config.objectives, recipe.tokens)
+    except GenesisError:
+        store.discard()
+        raise
+    log.info("run %s started in %s", store.id, store.path)
+    return _drive(store, space, recipe, tokens, config, recorder, observers, evaluator, cache_dir)
+
+
+def resume(
+    path: str | Path,
+    *,
+    data: str | Path | TokenData | None = None,
+    search_space: str | Path | SearchSpace | None = None,
+    observers: Sequence[Observer] = (),
+    device: str | None = None,
+    cache_dir: str | Path | None = None,
+    storage: str | None = None,
+    force: bool = False,
+) -> Run:
+    """Continue an interrupted run from its last checkpoint and recorded evaluations.
+
+    Args:
+        path: the run folder.
+        data: the WikiText folder, if it moved since the run started; its content
+            must be the same.
+        search_space: optional; when given it must equal the run's own.
+        observers: progress callbacks.
+        device: torch device; default the run's.
+        cache_dir: tokenizer and token cache.
+        storage: the study's storage URL again, needed when it had a password (run
+            folders keep URLs without their passwords).
+        force: take the run even if its lock names a live process or another host
+            (for a lock left behind by a machine that died).
+
+    Raises:
+        GenesisError: not a genesis run, another format version, a running or
+            finished run, a different search space or different data.
+    """
+    store = RunStore.open(path)
+    config = store.config()
+    if store.status() == "finished":
+        raise GenesisError(f"{store.path} has already finished")
+    space = space_of(config)
+    if search_space is not None:
+        given = search_space if isinstance(search_space, SearchSpace) else load_search_space(search_space)
+        if given != space:
+            raise GenesisError(f"the search space {given.source} differs from the one "
+                               f"{store.path} was started with; resume it without --search-space")
+    recipe = Recipe(**config["recipe"])
+    evolution = EvolutionConfig(**config["evolution"])
+    if config["evaluator"]["backend"].startswith("table:"):
+        tokens = None
+    else:
+        tokens = data if isinstance(data, TokenData) else tokens_of(config, data, cache_dir)
+    storage = storage_for_resume(config["storage"], storage)
+    recorder = StudyRecorder(storage or default_storage(store.path), store.id, space,
+                             evolution.objectives, recipe.tokens)
+    evaluator = dict(config["evaluator"])
+    if device is not None:
+        evaluator["device"] = _device_for(evaluator["backend"], device)
+    return _drive(store, space, recipe, tokens, evolution, recorder, observers, evaluator,
+                  cache_dir, checkpoint=store.checkpoint(), force=force)
+
+
+def space_of(config: dict[str, Any]) -> SearchSpace:
+    """The search space a run was started with, from its resolved config."""
+    described = config["search_space"]
+    return parse_search_space({k: v for k, v in described.items() if k != "source"},
+                              source=described.get("source") or "run config")
+
+
+def tokens_of(config: dict[str, Any], data: str | Path | None = None,
+              cache_dir: str | Path | None = None) -> TokenData:
+    """The tokenized corpus a run was trained on: its own folder (or the hub), or `data`
+    if the folder moved.
+
+    Raises:
+        GenesisError: the data found is not the data the run used.
+    """
+    source = config["data"]["source"]
+    if data is None and not source.startswith("hub:"):
+        data = source
+    tokens = load_data(data, config["recipe"]["vocab_size"], cache_dir)
+    if tokens.key != config["data"]["key"]:
+        raise GenesisError(f"the data differs from the data run {config['run_id']} was trained on "
+                           f"({tokens.key} instead of {config['data']['key']})")
+    return tokens
+
+
+def resolve_device(device: str) -> str:
+    """"auto" becomes "cuda" when a GPU is visible, else "cpu"; other names pass through."""
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def evaluator_config(backend: str, workers: int, threads: int | None, ray_address: str | None,
+                     device: str, rungs: Sequence[float] = (1.0,), early_stop: float = 0.0) -> dict[str, Any]:
+    """The checked evaluator settings of a run or sweep, defaults resolved: threads per
+    training from the cores and workers, "auto" device to cuda or cpu.
+
+    Raises:
+        GenesisError: a setting out of range or an unknown backend.
+    """
+    rungs = [float(f) for f in rungs]
+    if not rungs or rungs[-1] != 1.0 or any(not 0 < a < b for a, b in zip(rungs, rungs[1:])) or rungs[0] <= 0:
+        raise GenesisError("rungs must be increasing fractions of the recipe's steps ending at 1")
+    if not 0.0 <= early_stop <= 1.0:
+        raise GenesisError("early stopping takes a quantile between 0 (off) and 1")
+    if backend not in BACKENDS and not backend.startswith(TABLE_PREFIX):
+        raise GenesisError(f"unknown backend {backend!r} (choose from {', '.join(BACKENDS)}, "
+                           f"or {TABLE_PREFIX}PATH for a sweep table)")
+    if workers < 1 or (threads is not None and threads < 1):
+        raise GenesisError("workers and threads must be at least 1")
+    cores = os.cpu_count() or 1
+    default_threads = cores if backend == "inprocess" else max(1, cores // workers)
+    return {"backend": backend, "workers": workers, "threads": threads or default_threads,
+            "ray_address": ray_address, "device": _device_for(backend, device), "rungs": rungs,
+            "early_stop": early_stop}
+
+
+def _device_for(backend: str, device: str) -> str:
+    """The device a backend trains on: resolved here, except "auto" on Ray, which each
+    worker resolves to what its own machine has; a table trains on nothing."""
+    if backend.startswith(TABLE_PREFIX):
+        return "table"
+    return device if backend == "ray" and device == "auto" else resolve_device(device)
+
+
+def _drive(store, space, recipe, tokens, config, recorder, observers, settings, cache_dir,
+           checkpoint: dict[str, Any] | None = None, force: bool = False) -> Run:
+    store.lock(force)
+    for observer in observers:
+        observer.on_run_start(store.id, store.path)
+    setup = TrainingSetup(recipe, store.config()["data"]["key"], str(cache_dir or default_cache_dir()),
+                          settings["device"], settings["threads"])
+    backend = None
+    try:
+        backend = make_backend(settings["backend"], setup, tokens, settings["workers"],
+                               settings["ray_address"], config.seed)
+        previous = store.drop_partial_record()
+        for record in previous:  # a kill between the log and the study leaves a gap
+            recorder.add(record)
+        rung_steps = [max(1, round(f * recipe.steps)) for f in settings.get("rungs", [1.0])]
+        replicates = settings.get("replicates", 1)
+        evaluator = CachingEvaluator(store, recorder, backend, config.seed, observers, previous,
+                                      rung_steps, recipe.tokens, settings.get("early_stop", 0.0),
+                                      replicates=replicates)
+        noise = {"probes": 0, "confirm": 0, "confirm_seeds": 0, **store.config().get("noise", {})}
+        retrainer = Retrainer(store.path, backend, config.seed, replicates, noise["probes"],
+                              noise["confirm"], noise["confirm_seeds"], observers)
+        loop = Evolution(space, config, evaluator, observers)
+        if checkpoint is not None:
+            loop.restore(checkpoint["evolution"])
+            _set_global_rng_states(checkpoint["global_rng"])
+        while not loop.done:
+            generation = loop.step()
+            if generation and all(r.outcome.status != "ok" for r in generation):
+                reason = generation[0].outcome.reason
+                raise GenesisError(f"every genome of generation {generation[0].generation} failed to "
+                                   f"train (e.g. {generation[0].outcome.status}: {reason}); the run stops. "
+                                   f"Its records are in {store.path}")
+            records = store.records()
+            retrainer.probe(max(r.generation for r in records), records)
+            store.write_checkpoint({"evolution": loop.state(), "global_rng": _global_rng_states()})
+        records = store.records()
+        retrainer.confirm_champions(loop.generation, records)
+        logbook = list(loop.logbook)
+        store.write_summary(summarize(records, retrainer.done, logbook, noise["confirm"]))
+    finally:
+        if backend is not None:
+            backend.close()
+        store.unlock()
+    return Run(store, store.config(), records, logbook)
+
+
+def _global_rng_states() -> dict[str, Any]:
+    """The global python, numpy and torch RNG states, JSON-ready, for checkpoints.
+
+    genesis draws from its own seeded generators; these are kept so that user code
+    (a custom trainer, say) that uses the global ones also resumes where it was.
+    """
+    import numpy as np
+    import torch
+
+    version_, internal, gauss = random.getstate()
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    return {
+        "python": [version_, list(internal), gauss],
+        "numpy": [kind, keys.tolist(), pos, has_gauss, cached],
+        "torch": torch.get_rng_state().tolist(),
+    }
+
+
+def _set_global_rng_states(states: dict[str, Any]) -> None:
+    import numpy as np
+    import torch
+
+    version_, internal, gauss = states["python"]
+    random.setstate((version_, tuple(internal), gauss))
+    kind, keys, pos, has_gauss, cached = states["numpy"]
+    np.random.set_state((kind, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(torch.tensor(states["torch"], dtype=torch.uint8))
+
+
+def versions() -> dict[str, str]:
+    """Versions of Python, genesis and the libraries that shape results."""
+    names = ("torch", "deap", "tokenizers", "numpy", "optuna")
+    return {"python": platform.python_version(), "genesis": version("genesis"),
+            **{name: version(name) for name in names}}

@@ -1,0 +1,178 @@
+"""The table backend: evaluations answered by lookup in a sweep table, in microseconds.
+
+    genesis evolve --backend table:benchmarks/results/table-quick --strategy tpe
+
+With a ground-truth table (`genesis sweep`) any search strategy replays in seconds, so
+it can be run hundreds of times and scored against the true best architecture, as
+tabular NAS benchmarks (NAS-Bench-101/201) do for vision. Everything but the training
+is unchanged: records, compute accounting, reports and resume.
+
+How a job is answered:
+
+- The genome's architecture (`Genome.training_id`) selects its rows; a table without
+  it fails the run at start (`check_covers`).
+- The replicate picks one of the table's seeds, deterministically: seed
+  `(base + replicate) mod K`, where `base` comes from the run seed and the
+  architecture, so a run's replicates and fresh-seed retrainings visit the table's
+  seeds in turn (with K seeds, a model has at most K distinct outcomes).
+- Compute is counted as if it had trained: the steps it would have run; its wall time
+  is the sweep's measured one (pro rata for a part of the budget).
+- Early stopping reads the row's learning curve and stops where a trained run would
+  have; the outcome's loss is then the curve's last point (training loss over that
+  part of the budget: the table has no validation loss mid-training).
+- A lower rung of successive halving (fewer steps) is answered with the full
+  training's curve at that fraction; a real shorter training would also have decayed
+  its learning rate sooner, so lower rungs are approximate.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+from genesis.core.records import CURVE_POINTS, Outcome, training_seed
+from genesis.core.space import SearchSpace
+from genesis.errors import GenesisError
+from genesis.runs.sweep import TABLE_FILE, architectures, read_meta
+
+TABLE_PREFIX = "table:"
+
+
+class Table:
+    """A sweep table in memory: rows by architecture and seed index.
+
+    Raises:
+        GenesisError: not a sweep folder, or a corrupt table.
+    """
+
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder)
+        self.meta = read_meta(self.folder)
+        path = self.folder / TABLE_FILE
+        try:
+            text = path.read_text()
+        except FileNotFoundError:
+            raise GenesisError(f"{self.folder} has no {TABLE_FILE}") from None
+        self.rows: dict[str, dict[int, dict[str, Any]]] = {}
+        for number, row in enumerate(csv.DictReader(io.StringIO(text[: text.rfind("\n") + 1])), start=2):
+            try:
+                self.rows.setdefault(row["training_id"], {})[int(row["seed"])] = row
+            except (KeyError, TypeError, ValueError):
+                raise GenesisError(f"{path}: line {number} is corrupt") from None
+
+    @property
+    def recipe(self) -> dict[str, Any]:
+        return self.meta["recipe"]
+
+    def seeds_of(self, training_id: str) -> list[int]:
+        """The seed indices the table holds for an architecture."""
+        return sorted(self.rows.get(training_id, {}))
+
+    def check_covers(self, space: SearchSpace) -> None:
+        """Raise `GenesisError` unless every architecture of `space` has a row."""
+        missing = [g for g in architectures(space) if g.training_id not in self.rows]
+        if missing:
+            raise GenesisError(f"the table {self.folder} lacks {len(missing)} architectures of the "
+                               f"search space (e.g. {missing[0].describe()}); sweep them first")
+
+    def outcome(self, training_id: str, seed_index: int, steps: int | None = None,
+                give_up_above: Sequence[float | None] = (), measure_test: bool = False) -> Outcome:
+        """The outcome of one architecture at one of the table's seeds, at `steps`
+        (default the recipe's), given up where `give_up_above` says (see `genesis.train.trainer`);
+        its test loss only when asked, as a training would measure it."""
+        row = self.rows[training_id][seed_index]
+        recipe = self.recipe
+        full_steps = recipe["steps"]
+        tokens_per_step = recipe["batch_size"] * recipe["seq_len"]
+        if row["status"] != "ok":
+            return Outcome(status=row["status"], reason="failed in the sweep",
+                           tokens=full_steps * tokens_per_step)
+        curve = [float(v) for v in row["curve"].split()]
+        ends = [round(full_steps * (k + 1) / CURVE_POINTS) for k in range(CURVE_POINTS)]
+        stop_point = None
+        lowest = math.inf
+        for k, bound in enumerate(give_up_above):
+            if k >= len(curve) - 1:
+                break
+            lowest = min(lowest, curve[k])
+            if bound is not None and lowest > bound:
+                stop_point = k
+                break
+        if steps is not None and steps < full_steps:
+            if not curve:
+                return Outcome(status="error", reason="the table has no learning curves to answer a lower rung",
+                               tokens=0)
+            point = max(0, min(CURVE_POINTS - 1, math.ceil(steps / full_steps * CURVE_POINTS) - 1))
+            return self._partial(row, curve[: point + 1], steps * tokens_per_step, None)
+        if stop_point is not None:
+            return self._partial(row, curve[: stop_point + 1], ends[stop_point] * tokens_per_step,
+                                 ends[stop_point])
+        val_loss = float(row["val_loss"])
+        return Outcome(
+            status="ok", val_loss=val_loss, val_ppl=math.exp(val_loss),
+            train_loss=_number(row["train_loss"]), params=int(float(row["params"])),
+            non_embedding_params=int(float(row["non_embedding_params"])),
+            init_grad_norm=_number(row["init_grad_norm"]), tokens=full_steps * tokens_per_step,
+            latency_ms=_number(row["latency_ms"]), size_bytes=int(float(row["size_bytes"])),
+            wall_s=_number(row["wall_s"]) or 0.0,
+            curve=curve, test_loss=_number(row["test_loss"]) if measure_test else None)
+
+    @staticmethod
+    def _partial(row: dict[str, Any], curve: list[float], tokens: int, stopped_at: int | None) -> Outcome:
+        # the wall time of the part it ran: the sweep's training time, pro rata
+        share = len(curve) / CURVE_POINTS
+        return Outcome(status="ok", val_loss=curve[-1], val_ppl=math.exp(curve[-1]), train_loss=curve[-1],
+                       wall_s=(_number(row["wall_s"]) or 0.0) * share,
+                       params=int(float(row["params"])),
+                       non_embedding_params=int(float(row["non_embedding_params"])),
+                       init_grad_norm=_number(row["init_grad_norm"]), tokens=tokens,
+                       latency_ms=_number(row["latency_ms"]), size_bytes=int(float(row["size_bytes"])),
+                       curve=curve if stopped_at is not None else [], stopped_at=stopped_at)
+
+
+def _number(text: str) -> float | None:
+    return float(text) if text not in ("", None) else None
+
+
+class TableBackend:
+    """An evaluator backend that looks trainings up in a `Table` (see the module docs)."""
+
+    def __init__(self, table: Table, run_seed: int):
+        self.table, self.run_seed = table, run_seed
+
+    def run(self, jobs: Sequence) -> Iterator[tuple[Any, Outcome]]:
+        for job in jobs:
+            training_id = job.genome.training_id
+            seeds = self.table.seeds_of(training_id)
+            if not seeds:
+                yield job, Outcome(status="error", reason="architecture not in the table")
+                continue
+            base = training_seed(self.run_seed, training_id) % len(seeds)
+            index = seeds[(base + job.replicate) % len(seeds)]
+            yield job, self.table.outcome(training_id, index, job.steps, job.give_up_above,
+                                          job.measure_test)
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+def open_table_backend(backend: str, space: SearchSpace, recipe) -> Table | None:
+    """The table of a `table:PATH` backend name, checked against the run's search space
+    and recipe; None for any other backend.
+
+    Raises:
+        GenesisError: not a table, a table of another recipe, or one that lacks some
+            architecture of the space.
+    """
+    if not backend.startswith(TABLE_PREFIX):
+        return None
+    table = Table(backend[len(TABLE_PREFIX):])
+    if table.recipe != recipe.to_dict():
+        raise GenesisError(f"the table {table.folder} was trained with recipe "
+                           f"{table.recipe.get('name')!r}, not this run's {recipe.name!r}; pass --recipe "
+                           f"{table.recipe.get('name')}")
+    table.check_covers(space)
+    return table
