@@ -18,7 +18,8 @@ import genesis
 from genesis.cli.main import app
 from genesis.core.records import TIMING_FIELDS, Outcome
 from genesis.core.space import load_search_space
-from genesis.search.loop import Candidate, Evolution, EvolutionConfig
+from genesis.search.loop import Evolution, EvolutionConfig
+from genesis.search.population import Candidate
 
 SMALL_SPACE = FIXTURES / "small_space.toml"
 TINY = FIXTURES / "tiny.toml"
@@ -192,7 +193,7 @@ def test_optuna_samplers_search_several_objectives(strategy):
 
 
 def test_fitness_is_compared_at_equal_fidelity_first():
-    from genesis.search.loop import Individual
+    from genesis.search.fitness import Individual
 
     genome = load_search_space().sample(random.Random(0))
     full = Candidate(0, 0, genome).to_record(Outcome("ok", val_loss=6.0, tokens=1000))

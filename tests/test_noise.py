@@ -19,7 +19,7 @@ from genesis.core.noise import Retraining, confirmed_champions, fresh_replicates
 from genesis.core.records import Outcome, training_seed
 from genesis.core.space import load_search_space
 from genesis.report.traitstats import holm, trait_effects
-from genesis.search.loop import Candidate
+from genesis.search.population import Candidate
 
 SMALL_SPACE = FIXTURES / "small_space.toml"
 TINY = FIXTURES / "tiny.toml"

@@ -21,7 +21,8 @@ from genesis.report.build import build_report
 from genesis.report.render import write_report
 from genesis.runs.store import RunStore
 from genesis.runs.study import StudyRecorder, default_storage
-from genesis.search.loop import Candidate, EvolutionConfig
+from genesis.search.loop import EvolutionConfig
+from genesis.search.population import Candidate
 
 runner = CliRunner()
 

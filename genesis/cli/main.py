@@ -16,7 +16,9 @@ from rich.table import Table
 
 from genesis.core.records import Record
 from genesis.errors import GenesisError
-from genesis.search.loop import Candidate, EvolutionConfig, Observer
+from genesis.search.loop import EvolutionConfig, Observer
+from genesis.search.population import Candidate
+from genesis.search.strategies import strategy_names
 
 app = typer.Typer(
     help="Neuroevolution of tiny transformer language models (µLMs) on WikiText.",
@@ -75,8 +77,9 @@ def evolve(
     crossover_rate: float = typer.Option(EvolutionConfig.crossover_rate, help="Crossover probability.", rich_help_panel="Search"),
     mutation_rate: float = typer.Option(EvolutionConfig.mutation_rate, help="Mutation probability.", rich_help_panel="Search"),
     strategy: str = typer.Option(
-        "evolution", help="evolution (generational), aging (regularized evolution), random, "
-        "nsga2 (DEAP's NSGA-II survival), tpe or nsga2-optuna (Optuna samplers).", rich_help_panel="Search"),
+        EvolutionConfig.strategy, help="evolution (generational), aging (regularized evolution), random, "
+        "nsga2 (DEAP's NSGA-II survival), tpe or nsga2-optuna (Optuna samplers); registered: "
+        f"{', '.join(strategy_names())}.", rich_help_panel="Search"),
     aging_batch: int = typer.Option(0, help="Children per generation of aging evolution (0: half the population).", rich_help_panel="Search"),
     objectives: str = typer.Option(
         "val_loss", help="What the search minimizes, comma-separated: val_loss, params (non-embedding), "

@@ -11,7 +11,8 @@ from genesis.runs.backends import Job
 from genesis.runs.store import RunStore
 from genesis.runs.study import StudyRecorder
 from genesis.search.fidelity import give_up_bounds
-from genesis.search.loop import Candidate, Observer
+from genesis.search.loop import Observer
+from genesis.search.population import Candidate
 
 KEPT_WEIGHTS = 5  # trained weights kept on disk for this many best genomes, for export
 

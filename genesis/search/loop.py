@@ -1,10 +1,12 @@
-"""The generation loop, on DEAP: tournament selection, uniform crossover, per-trait
-mutation and elitism through a hall of fame.
+"""The generation loop: a random first generation, then the run's strategy
+(`genesis.search.strategies`) proposes each generation and picks who lives on.
 
 DEAP is wrapped so that runs cannot interfere: no classes are written into
-`deap.creator` (the fitness and individual types are defined once, here, so they pickle
-into worker processes), every run builds its own `Toolbox`, and DEAP's built-in
-operators, which draw from the global `random` module, run under `_isolated_random`.
+`deap.creator` (the fitness and individual types are defined once, in
+`genesis.search.fitness`, so they pickle into worker processes), every run builds its
+own `Toolbox` (tournament selection, uniform crossover, per-trait mutation), and DEAP's
+built-in operators, which draw from the global `random` module, run under
+`genesis.search.population.isolated_random`.
 
 This module knows nothing about torch or training: it hands `Candidate`s to an
 `evaluate` callable and receives `Outcome`s back.
@@ -12,31 +14,22 @@ This module knows nothing about torch or training: it hands `Candidate`s to an
 
 from __future__ import annotations
 
-import contextlib
 import math
 import random
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Sequence
 
 from deap import base, tools
 
 from genesis.core.genome import Genome
 from genesis.core.operators import crossover_uniform, mutate
-from genesis.core.records import OBJECTIVES, Outcome, Record, full_fidelity
+from genesis.core.records import OBJECTIVES, Record, full_fidelity
 from genesis.core.space import SearchSpace
 from genesis.search.fitness import Individual
-from genesis.search.strategies.optuna import (
-    OPTUNA_STRATEGIES,
-    Evaluated,
-    generation_seed,
-    sample_genomes,
-)
-
-MAX_REDRAWS = 10  # attempts to make a child that is new within its generation
-STRATEGIES = ("evolution", "aging", "random", "nsga2", *OPTUNA_STRATEGIES)
-MULTI_OBJECTIVE_STRATEGIES = ("nsga2", *OPTUNA_STRATEGIES)
+from genesis.search.population import Candidate, Evaluated, random_candidates
+from genesis.search.strategies import make_strategy, multi_objective_strategies, strategy_names
 
 
 @dataclass(frozen=True)
@@ -88,10 +81,10 @@ class EvolutionConfig:
         unknown = [o for o in self.objectives if o not in OBJECTIVES]
         if unknown or not 1 <= len(set(self.objectives)) == len(self.objectives) <= 3:
             raise ValueError(f"objectives must be 1 to 3 distinct names of: {', '.join(OBJECTIVES)}")
-        if len(self.objectives) > 1 and self.strategy not in MULTI_OBJECTIVE_STRATEGIES:
-            raise ValueError(f"several objectives need --strategy {' or '.join(MULTI_OBJECTIVE_STRATEGIES)}")
-        if self.strategy not in STRATEGIES:
-            raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, not {self.strategy!r}")
+        if self.strategy not in strategy_names():
+            raise ValueError(f"strategy must be one of {', '.join(strategy_names())}, not {self.strategy!r}")
+        if len(self.objectives) > 1 and not make_strategy(self.strategy).multi_objective:
+            raise ValueError(f"several objectives need --strategy {' or '.join(multi_objective_strategies())}")
         if self.budget_tokens < 0:
             raise ValueError("the token budget must not be negative")
         if self.aging_batch < 0:
@@ -107,22 +100,6 @@ class EvolutionConfig:
         for name in ("crossover_rate", "mutation_rate", "trait_mutation_rate"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name.replace('_', ' ')} must be between 0 and 1")
-
-
-@dataclass(frozen=True)
-class Candidate:
-    """A genome waiting for evaluation, with its place in the run and its origin."""
-
-    generation: int
-    index: int
-    genome: Genome
-    parents: tuple[str, ...] = ()
-    operator: str = "random"
-
-    def to_record(self, outcome: Outcome, cached: bool = False, compute_tokens: int = 0,
-                  rung: int | None = None) -> Record:
-        return Record(self.generation, self.index, self.genome, self.parents, self.operator,
-                      outcome, cached, compute_tokens, rung)
 
 
 class Observer:
@@ -181,6 +158,7 @@ class Evolution:
         self.toolbox.register("mate", crossover_uniform, space=space, rng=self.rng)
         self.toolbox.register("mutate", mutate, space=space, rng=self.rng,
                               trait_prob=config.trait_mutation_rate)
+        self.strategy = make_strategy(config.strategy)
 
     @property
     def done(self) -> bool:
@@ -195,19 +173,10 @@ class Evolution:
         return self.population
 
     def step(self) -> list[Record]:
-        """Breed, evaluate and select one generation; returns its records."""
-        if self.generation == 0 or self.config.strategy == "random":
-            candidates = self._random_candidates()
-        elif self.config.strategy == "aging":
-            candidates = self._aging_offspring()
-        elif self.config.strategy in OPTUNA_STRATEGIES:
-            genomes = sample_genomes(self.config.strategy, self.space, list(self.history.values()),
-                                     self.config.population_size,
-                                     generation_seed(self.config.seed, self.generation), self.generation)
-            candidates = [Candidate(self.generation, i, g, (), self.config.strategy)
-                          for i, g in enumerate(genomes)]
-        else:
-            candidates = self._offspring()
+        """Propose, evaluate and select one generation; returns its records."""
+        first = self.generation == 0  # the first generation is random for every strategy
+        candidates = (random_candidates(self.space, self.rng, self.config.population_size, 0) if first
+                      else self.strategy.propose(self))
         for observer in self.observers:
             observer.on_generation_start(self.generation, candidates)
         records = list(self.evaluate(candidates))
@@ -216,13 +185,7 @@ class Evolution:
             self.history.setdefault(record.genome_id, Evaluated(record.genome, tuple(
                 record.outcome.objective(name) for name in self.config.objectives), self.generation,
                 record.outcome.tokens))
-        if self.config.strategy == "aging" and self.generation > 0:
-            # the youngest population_size genomes live on; the oldest die, however fit
-            self.population = (self.population + records)[-self.config.population_size:]
-        elif self.config.strategy == "nsga2" and self.generation > 0:
-            self.population = self._survivors(records)
-        else:
-            self.population = records
+        self.population = records if first else self.strategy.survivors(self, records)
         self.hall_of_fame.update([Individual(r) for r in records])
         stats = generation_stats(records)
         self.logbook.record(gen=self.generation, **stats)
@@ -231,89 +194,9 @@ class Evolution:
         self.generation += 1
         return records
 
-    def _random_candidates(self) -> list[Candidate]:
-        genomes: list[Genome] = []
-        for _ in range(self.config.population_size):
-            genome = self.space.sample(self.rng)
-            for _ in range(MAX_REDRAWS):
-                if genome not in genomes:
-                    break
-                genome = self.space.sample(self.rng)
-            genomes.append(genome)
-        return [Candidate(self.generation, i, g) for i, g in enumerate(genomes)]
-
-    def _aging_offspring(self) -> list[Candidate]:
-        wanted = self.config.aging_batch or max(1, self.config.population_size // 2)
-        with _isolated_random(self.rng):
-            chosen = self.toolbox.select([Individual(r) for r in self.population], wanted)
-        seen = {r.genome for r in self.population}
-        candidates = []
-        for index, winner in enumerate(chosen):
-            parent = winner.record.genome
-            child = self.toolbox.mutate(parent)
-            for _ in range(MAX_REDRAWS):
-                if child not in seen:
-                    break
-                child = self.toolbox.mutate(child)
-            seen.add(child)
-            candidates.append(Candidate(self.generation, index, child, (parent.id,), "mutation"))
-        return candidates
-
-    def _offspring(self) -> list[Candidate]:
-        """Generational breeding: elites, then tournament winners crossed and mutated.
-
-        Under NSGA-II there are no elites (survival selection keeps the best) and mates
-        are drawn at random; the pressure comes from `_survivors`.
-        """
-        nsga2 = self.config.strategy == "nsga2"
-        elites = [] if nsga2 else [ind.record.genome for ind in self.hall_of_fame[: self.config.elites]]
-        candidates = [Candidate(self.generation, i, g, (g.id,), "elite") for i, g in enumerate(elites)]
-        wanted = self.config.population_size - len(elites)
-        with _isolated_random(self.rng):
-            pool = [self._individual(r) for r in self.population]
-            chosen = tools.selRandom(pool, wanted) if nsga2 else self.toolbox.select(pool, wanted)
-        return candidates + self._breed([ind.record.genome for ind in chosen], len(candidates), set(elites))
-
-    def _breed(self, parents: list[Genome], start: int, seen: set[Genome]) -> list[Candidate]:
-        """Pair `parents`, cross them over and mutate the children; one child per parent."""
-        candidates: list[Candidate] = []
-        for first, second in zip(parents[0::2], parents[1::2] + parents[:1]):
-            if self.rng.random() < self.config.crossover_rate:
-                children = self.toolbox.mate(first, second)
-                origin, operator = (first.id, second.id), "crossover"
-            else:
-                children = (first, second)
-                origin, operator = None, "clone"
-            for parent, child in zip((first, second), children):
-                if len(candidates) == len(parents):
-                    break
-                child_origin = origin or (parent.id,)
-                child_operator = operator
-                mutated = self.rng.random() < self.config.mutation_rate
-                for _ in range(MAX_REDRAWS):
-                    if not mutated and child not in seen:
-                        break
-                    child, mutated = self.toolbox.mutate(child), False
-                    child_operator = "mutation" if operator == "clone" else "crossover+mutation"
-                seen.add(child)
-                candidates.append(Candidate(self.generation, start + len(candidates), child,
-                                            child_origin, child_operator))
-        return candidates
-
-    def _individual(self, record: Record) -> Individual:
+    def individual(self, record: Record) -> Individual:
+        """`record` as DEAP sees it, with the run's objectives as its fitness."""
         return Individual(record, self.config.objectives)
-
-    def _survivors(self, records: list[Record]) -> list[Record]:
-        """NSGA-II survival: the best `population_size` of parents and children by Pareto
-        rank, then crowding distance (DEAP's selNSGA2), at equal fidelity: genomes trained
-        with the most tokens first, lower rungs and early-stopped ones only to fill up."""
-        pool = {r.genome_id: r for r in self.population + records}  # a genome counts once
-        survivors: list[Record] = []
-        for tokens in sorted({r.outcome.tokens for r in pool.values()}, reverse=True):
-            level = [self._individual(r) for r in pool.values() if r.outcome.tokens == tokens]
-            wanted = min(len(level), self.config.population_size - len(survivors))
-            survivors += [ind.record for ind in tools.selNSGA2(level, wanted)] if wanted else []
-        return survivors
 
     def state(self) -> dict[str, Any]:
         """The loop's full state as JSON-ready data (for checkpoints)."""
@@ -366,15 +249,3 @@ def generation_stats(records: Sequence[Record]) -> dict[str, Any]:
         "unique": len({r.genome for r in records}),
     }
 
-
-@contextlib.contextmanager
-def _isolated_random(rng: random.Random) -> Iterator[None]:
-    # DEAP's selection draws from the global `random` module. Seed it from the run's own
-    # generator for the call and put the old state back afterwards: the run stays
-    # reproducible, and neither disturbs nor is disturbed by other users of `random`.
-    saved = random.getstate()
-    random.seed(rng.getrandbits(64))
-    try:
-        yield
-    finally:
-        random.setstate(saved)

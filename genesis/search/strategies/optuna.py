@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import random
-from typing import NamedTuple, Sequence
+from typing import Sequence
 
 import optuna
 from optuna.distributions import (
@@ -25,19 +25,8 @@ from optuna.trial import TrialState, create_trial
 
 from genesis.core.genome import Genome
 from genesis.core.space import ChoiceDomain, FloatDomain, IntDomain, SearchSpace
-
-OPTUNA_STRATEGIES = ("tpe", "nsga2-optuna")
-
-
-class Evaluated(NamedTuple):
-    """A genome evaluated earlier in a run: its objective values (all minimized, inf for
-    a failure), the generation it was first evaluated in and the training tokens its
-    values were measured at (its fidelity)."""
-
-    genome: Genome
-    values: tuple[float, ...]
-    generation: int
-    tokens: int = 0
+from genesis.search.population import Candidate, Evaluated
+from genesis.search.strategies.base import Strategy
 
 
 class _GenerationalNSGAII(optuna.samplers.NSGAIISampler):
@@ -56,6 +45,31 @@ class _GenerationalNSGAII(optuna.samplers.NSGAIISampler):
 
     def get_trial_generation(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> int:
         return trial.system_attrs.get(self._get_generation_key(), self.generation)
+
+
+class OptunaSampler(Strategy):
+    """An Optuna sampler asked for each generation given every genome evaluated so far."""
+
+    multi_objective = True  # TPE as MOTPE, or NSGA-II's non-dominated sorting
+    sampler = ""  # "tpe" or "nsga2-optuna"
+
+    def propose(self, loop):
+        genomes = sample_genomes(self.sampler, loop.space, list(loop.history.values()),
+                                 loop.config.population_size, generation_seed(loop.config.seed, loop.generation),
+                                 loop.generation)
+        return [Candidate(loop.generation, i, g, (), self.sampler) for i, g in enumerate(genomes)]
+
+
+class TPE(OptunaSampler):
+    """Optuna's tree-structured Parzen estimator (MOTPE with several objectives)."""
+
+    sampler = "tpe"
+
+
+class NSGA2Optuna(OptunaSampler):
+    """Optuna's NSGA-II sampler, its generations being the run's generations."""
+
+    sampler = "nsga2-optuna"
 
 
 def sample_genomes(strategy: str, space: SearchSpace, history: Sequence[Evaluated], count: int,
