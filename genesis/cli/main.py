@@ -150,8 +150,8 @@ def resume(
         False, "--force", help="Break the run's lock (left by a process or machine that died)."),
 ) -> None:
     """Continue an interrupted run; finished evaluations are not redone."""
-    from genesis.runs.api import Run
     from genesis.runs.api import resume as run_resume
+    from genesis.runs.reader import Run
 
     try:
         generations = Run.load(run_path).config["evolution"]["generations"]
@@ -254,7 +254,7 @@ def list_runs(
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON (for scripts) instead of tables."),
 ) -> None:
     """List the runs in a folder: progress, confirmed and selection perplexity, status."""
-    from genesis.runs.api import Run
+    from genesis.runs.reader import Run
     from genesis.runs.store import list_runs as find_runs
 
     try:
@@ -289,7 +289,7 @@ def list_runs(
 
 def _run_entry(store) -> dict:
     """One run as `genesis runs --json` lists it."""
-    from genesis.runs.api import Run
+    from genesis.runs.reader import Run
 
     try:
         run = Run.load(store.path)

@@ -28,7 +28,7 @@ from genesis.core.genome import Genome
 from genesis.core.recipe import Recipe, load_recipe
 from genesis.core.records import Record, training_identity, training_seed
 from genesis.errors import GenesisError
-from genesis.runs.api import Run, tokens_of
+from genesis.runs.reader import Run, tokens_of
 from genesis.train.model import GPT, GPTConfig, check_size, load_weights
 
 BUNDLE_FORMAT = 1

@@ -20,7 +20,7 @@ from scipy import stats
 from genesis.core.records import Record, full_fidelity
 from genesis.core.space import ChoiceDomain, FloatDomain, IntDomain, SearchSpace
 from genesis.report.traitstats import ALPHA, MIN_SAMPLES, fanova_importance, trait_effects
-from genesis.runs.api import Run, space_of
+from genesis.runs.reader import Run, space_of
 
 VARIATION_OPERATORS = ("crossover", "mutation", "crossover+mutation")
 

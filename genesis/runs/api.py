@@ -7,37 +7,35 @@ the run store.
 
 A run checkpoints after every generation and records every evaluation as it finishes,
 so `genesis.resume(run.path)` continues a run killed at any moment and reaches the same
-result as an uninterrupted one; finished evaluations are not redone.
+result as an uninterrupted one; finished evaluations are not redone. Reading a run back
+is `genesis.runs.reader.Run`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-import os
-import platform
 import random
-from dataclasses import dataclass
-from importlib.metadata import version
 from pathlib import Path
 from typing import Any, Sequence
 
 from genesis.core.recipe import DEFAULT_RECIPE, Recipe, load_recipe
-from genesis.core.records import SEEDING, Record, best_records
+from genesis.core.records import SEEDING
 from genesis.core.space import (
     DEFAULT_SEARCH_SPACE,
     SearchSpace,
     load_search_space,
-    parse_search_space,
 )
 from genesis.core.summary import summarize
 from genesis.errors import GenesisError
-from genesis.runs.backends import BACKENDS, TrainingSetup, make_backend, start_ray
+from genesis.runs.backends import TrainingSetup, make_backend, start_ray
 from genesis.runs.evaluator import CachingEvaluator
-from genesis.runs.retrain import Retrainer, read_retrainings
+from genesis.runs.reader import Run, space_of, tokens_of
+from genesis.runs.retrain import Retrainer
+from genesis.runs.settings import EvaluatorSettings, NoiseSettings, device_for, versions
 from genesis.runs.store import RunStore, new_run_id
 from genesis.runs.study import StudyRecorder, default_storage, redact, storage_for_resume
-from genesis.runs.table import TABLE_PREFIX, open_table_backend
+from genesis.runs.table import open_table_backend
 from genesis.search.loop import Evolution, EvolutionConfig, Observer
 from genesis.train.data import TokenData, check_fits, default_cache_dir, load_data
 
@@ -46,89 +44,10 @@ log = logging.getLogger(__name__)
 
 
 
-@dataclass
-class Run:
-    """A run: its folder, configuration and every evaluation so far."""
-
-    store: RunStore
-    config: dict[str, Any]
-    records: list[Record]
-    logbook: list[dict[str, Any]]
-
-    @classmethod
-    def load(cls, path: str | Path) -> Run:
-        """Read a run folder (finished or not) back."""
-        store = RunStore.open(path)
-        checkpoint = store.checkpoint() or {}
-        logbook = checkpoint.get("evolution", {}).get("logbook", [])
-        return cls(store, store.config(), store.records(), logbook)
-
-    @property
-    def id(self) -> str:
-        return self.store.id
-
-    @property
-    def path(self) -> Path:
-        return self.store.path
-
-    @property
-    def status(self) -> str:
-        """finished, running or interrupted."""
-        return self.store.status()
-
-    @property
-    def population(self) -> list[Record]:
-        """The records of the last generation."""
-        last = max((r.generation for r in self.records), default=0)
-        return [r for r in self.records if r.generation == last]
-
-    def best(self, k: int = 5) -> list[Record]:
-        """The `k` best distinct genomes over the whole run, best first."""
-        return best_records(self.records, k)
-
-    def to_dataframe(self):
-        """The run's evaluations as a pandas DataFrame: one row per evaluation, with its
-        generation, index, genome and training ids, operator, cached flag, compute, the
-        traits and the metrics as columns (replicates, curves and failure reasons left out)."""
-        import pandas as pd
-
-        rows = []
-        for record in self.records:
-            metrics = {k: v for k, v in record.outcome.to_dict().items() if k not in ("replicates", "curve")}
-            rows.append({"generation": record.generation, "index": record.index, "genome_id": record.genome_id,
-                         "training_id": record.genome.training_id, "operator": record.operator,
-                         "cached": record.cached, "compute_tokens": record.compute_tokens,
-                         **record.genome.to_dict(), **metrics})
-        return pd.DataFrame(rows)
-
-    def champions(self, k: int = 3) -> list[Record]:
-        """The `k` best distinct models, confirmed champions first in their confirmed
-        (test) order, then the best at selection."""
-        by_identity = {r.genome.training_id: r for r in reversed(self.records) if not r.cached}
-        confirmed = [by_identity[c["training_id"]] for c in self.summary()["confirmed"]]
-        rest = [r for r in self.best(k + len(confirmed)) if r not in confirmed]
-        return (confirmed + rest)[:k]
-
-    @property
-    def retrainings(self):
-        """The run's fresh-seed retrainings (`genesis.core.noise.Retraining`): noise probes
-        and confirmations."""
-        return read_retrainings(self.path)
-
-    def summary(self) -> dict[str, Any]:
-        """Totals, compute, noise floor and confirmed champions (`genesis.core.summary.summarize`)."""
-        return summarize(self.records, self.retrainings, self.logbook,
-                         self.config.get("noise", {}).get("confirm", 0))
-
-    def generation_best(self) -> list[float | None]:
-        """Best validation loss of each complete generation."""
-        return [entry["best"] for entry in self.logbook]
-
-
 def evolve(
     *,
-    population: int = 8,
-    generations: int = 4,
+    population: int = EvolutionConfig.population_size,
+    generations: int = EvolutionConfig.generations,
     search_space: str | Path | SearchSpace = DEFAULT_SEARCH_SPACE,
     recipe: str | Path | Recipe = DEFAULT_RECIPE,
     data: str | Path | TokenData | None = None,
@@ -137,19 +56,19 @@ def evolve(
     evolution: EvolutionConfig | None = None,
     storage: str | None = None,
     observers: Sequence[Observer] = (),
-    device: str = "auto",
+    device: str = EvaluatorSettings.device,
     cache_dir: str | Path | None = None,
-    backend: str = "inprocess",
-    workers: int = 2,
-    threads: int | None = None,
-    ray_address: str | None = None,
-    rungs: Sequence[float] = (1.0,),
-    budget_tokens: int = 0,
-    early_stop: float = 0.0,
-    replicates: int = 1,
-    noise_probes: int = 1,
-    confirm: int = 3,
-    confirm_seeds: int = 3,
+    backend: str = EvaluatorSettings.backend,
+    workers: int = EvaluatorSettings.workers,
+    threads: int | None = EvaluatorSettings.threads,
+    ray_address: str | None = EvaluatorSettings.ray_address,
+    rungs: Sequence[float] = EvaluatorSettings.rungs,
+    budget_tokens: int = EvolutionConfig.budget_tokens,
+    early_stop: float = EvaluatorSettings.early_stop,
+    replicates: int = EvaluatorSettings.replicates,
+    noise_probes: int = NoiseSettings.probes,
+    confirm: int = NoiseSettings.confirm,
+    confirm_seeds: int = NoiseSettings.confirm_seeds,
 ) -> Run:
     """Evolve a population of µLM genomes that really train on WikiText.
 
@@ -220,12 +139,11 @@ def evolve(
         check_fits(tokens, recipe.seq_len, recipe.batch_size)
         data_config = {"source": tokens.source, "key": tokens.key, "vocab_size": tokens.vocab_size,
                        "tokens": {name: int(tokens.split(name).size) for name in ("train", "valid", "test")}}
-    evaluator = evaluator_config(backend, workers, threads, ray_address, device, rungs, early_stop)
+    evaluator = EvaluatorSettings(backend, workers, threads, ray_address, device, tuple(rungs), early_stop,
+                                  replicates).resolved()
+    noise = NoiseSettings(noise_probes, confirm, confirm_seeds).checked()
     if backend == "ray":
         start_ray(ray_address, workers)  # a missing Ray or a bad address: no run folder yet
-    if replicates < 1 or min(noise_probes, confirm, confirm_seeds) < 0:
-        raise GenesisError("replicates must be at least 1; noise probes and confirmation at least 0")
-    evaluator["replicates"] = replicates
 
     store = RunStore.create(output, new_run_id(seed), {
         "seed": seed,
@@ -235,9 +153,9 @@ def evolve(
         "recipe": recipe.to_dict(),
         "data": data_config,
         "storage": redact(storage),
-        "device": evaluator["device"],
-        "evaluator": evaluator,
-        "noise": {"probes": noise_probes, "confirm": confirm, "confirm_seeds": confirm_seeds},
+        "device": evaluator.device,
+        "evaluator": evaluator.to_config(),
+        "noise": noise.to_config(),
         "versions": versions(),
     })
     try:
@@ -247,7 +165,7 @@ def evolve(
         store.discard()
         raise
     log.info("run %s started in %s", store.id, store.path)
-    return _drive(store, space, recipe, tokens, config, recorder, observers, evaluator, cache_dir)
+    return _drive(store, space, recipe, tokens, config, recorder, observers, evaluator.to_config(), cache_dir)
 
 
 def resume(
@@ -301,76 +219,9 @@ def resume(
                              evolution.objectives, recipe.tokens)
     evaluator = dict(config["evaluator"])
     if device is not None:
-        evaluator["device"] = _device_for(evaluator["backend"], device)
+        evaluator["device"] = device_for(evaluator["backend"], device)
     return _drive(store, space, recipe, tokens, evolution, recorder, observers, evaluator,
                   cache_dir, checkpoint=store.checkpoint(), force=force)
-
-
-def space_of(config: dict[str, Any]) -> SearchSpace:
-    """The search space a run was started with, from its resolved config."""
-    described = config["search_space"]
-    return parse_search_space({k: v for k, v in described.items() if k != "source"},
-                              source=described.get("source") or "run config")
-
-
-def tokens_of(config: dict[str, Any], data: str | Path | None = None,
-              cache_dir: str | Path | None = None) -> TokenData:
-    """The tokenized corpus a run was trained on: its own folder (or the hub), or `data`
-    if the folder moved.
-
-    Raises:
-        GenesisError: the data found is not the data the run used.
-    """
-    source = config["data"]["source"]
-    if data is None and not source.startswith("hub:"):
-        data = source
-    tokens = load_data(data, config["recipe"]["vocab_size"], cache_dir)
-    if tokens.key != config["data"]["key"]:
-        raise GenesisError(f"the data differs from the data run {config['run_id']} was trained on "
-                           f"({tokens.key} instead of {config['data']['key']})")
-    return tokens
-
-
-def resolve_device(device: str) -> str:
-    """"auto" becomes "cuda" when a GPU is visible, else "cpu"; other names pass through."""
-    if device != "auto":
-        return device
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def evaluator_config(backend: str, workers: int, threads: int | None, ray_address: str | None,
-                     device: str, rungs: Sequence[float] = (1.0,), early_stop: float = 0.0) -> dict[str, Any]:
-    """The checked evaluator settings of a run or sweep, defaults resolved: threads per
-    training from the cores and workers, "auto" device to cuda or cpu.
-
-    Raises:
-        GenesisError: a setting out of range or an unknown backend.
-    """
-    rungs = [float(f) for f in rungs]
-    if not rungs or rungs[-1] != 1.0 or any(not 0 < a < b for a, b in zip(rungs, rungs[1:])) or rungs[0] <= 0:
-        raise GenesisError("rungs must be increasing fractions of the recipe's steps ending at 1")
-    if not 0.0 <= early_stop <= 1.0:
-        raise GenesisError("early stopping takes a quantile between 0 (off) and 1")
-    if backend not in BACKENDS and not backend.startswith(TABLE_PREFIX):
-        raise GenesisError(f"unknown backend {backend!r} (choose from {', '.join(BACKENDS)}, "
-                           f"or {TABLE_PREFIX}PATH for a sweep table)")
-    if workers < 1 or (threads is not None and threads < 1):
-        raise GenesisError("workers and threads must be at least 1")
-    cores = os.cpu_count() or 1
-    default_threads = cores if backend == "inprocess" else max(1, cores // workers)
-    return {"backend": backend, "workers": workers, "threads": threads or default_threads,
-            "ray_address": ray_address, "device": _device_for(backend, device), "rungs": rungs,
-            "early_stop": early_stop}
-
-
-def _device_for(backend: str, device: str) -> str:
-    """The device a backend trains on: resolved here, except "auto" on Ray, which each
-    worker resolves to what its own machine has; a table trains on nothing."""
-    if backend.startswith(TABLE_PREFIX):
-        return "table"
-    return device if backend == "ray" and device == "auto" else resolve_device(device)
 
 
 def _drive(store, space, recipe, tokens, config, recorder, observers, settings, cache_dir,
@@ -447,10 +298,3 @@ def _set_global_rng_states(states: dict[str, Any]) -> None:
     kind, keys, pos, has_gauss, cached = states["numpy"]
     np.random.set_state((kind, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
     torch.set_rng_state(torch.tensor(states["torch"], dtype=torch.uint8))
-
-
-def versions() -> dict[str, str]:
-    """Versions of Python, genesis and the libraries that shape results."""
-    names = ("torch", "deap", "tokenizers", "numpy", "optuna")
-    return {"python": platform.python_version(), "genesis": version("genesis"),
-            **{name: version(name) for name in names}}

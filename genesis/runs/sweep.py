@@ -27,9 +27,11 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from genesis.core.genome import TRAINING_NEUTRAL, Genome
+from genesis.core.recipe import DEFAULT_RECIPE
 from genesis.core.records import Outcome, training_seed
-from genesis.core.space import ChoiceDomain, IntDomain, SearchSpace
+from genesis.core.space import DEFAULT_SEARCH_SPACE, ChoiceDomain, IntDomain, SearchSpace
 from genesis.errors import GenesisError
+from genesis.runs.settings import EvaluatorSettings
 from genesis.runs.store import drop_torn_line, write_json_atomic
 
 TABLE_FILE = "table.csv"
@@ -156,7 +158,7 @@ def append_row(folder: str | Path, genome: Genome, seed_index: int, seed: int, o
 def plan_sweep(space: SearchSpace, recipe, data_key: str, seeds: int, seed: int = 0,
                sample: int | None = None, threads: int = 1) -> SweepPlan:
     """The plan of a sweep of `space` (or a stratified `sample` of it) under `recipe`."""
-    from genesis.runs.api import versions
+    from genesis.runs.settings import versions
 
     if seeds < 1:
         raise GenesisError("a sweep needs at least one seed")
@@ -240,18 +242,18 @@ def _read_rows(path: Path) -> list[dict[str, str]]:
 
 def sweep(
     *,
-    search_space="default",
-    recipe="quick",
+    search_space=DEFAULT_SEARCH_SPACE,
+    recipe=DEFAULT_RECIPE,
     data=None,
     seeds: int = 3,
     seed: int = 0,
     sample: int | None = None,
     output: str | Path = "tables/quick",
-    device: str = "auto",
+    device: str = EvaluatorSettings.device,
     cache_dir: str | Path | None = None,
-    backend: str = "inprocess",
-    workers: int = 2,
-    threads: int | None = None,
+    backend: str = EvaluatorSettings.backend,
+    workers: int = EvaluatorSettings.workers,
+    threads: int | None = EvaluatorSettings.threads,
     on_start: Callable[[int, int], None] | None = None,
     on_row: Callable[[Genome, int, Outcome], None] | None = None,
 ) -> Path:
@@ -276,7 +278,6 @@ def sweep(
     """
     from genesis.core.recipe import Recipe, load_recipe
     from genesis.core.space import load_search_space
-    from genesis.runs.api import evaluator_config
     from genesis.runs.backends import TrainingSetup, make_backend
     from genesis.train.data import TokenData, check_fits, default_cache_dir, load_data
     from genesis.train.model import check_size, largest_genome
@@ -284,15 +285,15 @@ def sweep(
     space = search_space if isinstance(search_space, SearchSpace) else load_search_space(search_space)
     recipe = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
     check_size(largest_genome(space.domains), recipe.vocab_size, recipe.seq_len, "the search space")
-    evaluator = evaluator_config(backend, workers, threads, None, device)
+    evaluator = EvaluatorSettings(backend, workers, threads, None, device).resolved()
     tokens = data if isinstance(data, TokenData) else load_data(data, recipe.vocab_size, cache_dir)
     check_fits(tokens, recipe.seq_len, recipe.batch_size)
-    plan = plan_sweep(space, recipe, tokens.key, seeds, seed, sample, evaluator["threads"])
+    plan = plan_sweep(space, recipe, tokens.key, seeds, seed, sample, evaluator.threads)
     done = open_sweep(output, plan)
     if on_start is not None:
         on_start(len(plan.jobs()) - len(done), len(done))
     setup = TrainingSetup(recipe, tokens.key, str(cache_dir or default_cache_dir()),
-                          evaluator["device"], evaluator["threads"])
+                          evaluator.device, evaluator.threads)
     runner = make_backend(backend, setup, tokens, workers)
     try:
         run_sweep(plan, output, runner, done, on_row)

@@ -36,9 +36,8 @@ from typing import Any, Iterator, Sequence
 from genesis.core.records import CURVE_POINTS, Outcome, training_seed
 from genesis.core.space import SearchSpace
 from genesis.errors import GenesisError
+from genesis.runs.settings import TABLE_PREFIX
 from genesis.runs.sweep import TABLE_FILE, architectures, read_meta
-
-TABLE_PREFIX = "table:"
 
 
 class Table:
