@@ -14,7 +14,7 @@ from conftest import FIXTURES
 from typer.testing import CliRunner
 
 import genesis
-from genesis.cli.main import app
+from genesis.cli import app
 from genesis.colony.bundle import export_champions, load_bundle
 from genesis.colony.colony import Colony, ColonySettings, mutate_weights
 from genesis.colony.simulate import simulate

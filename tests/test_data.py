@@ -74,7 +74,7 @@ def _corpus(folder, train, valid="valid words here. " * 50, test="test words her
 def test_data_a_recipe_cannot_use_is_refused_with_exit_2_and_no_run(tmp_path, train, valid, message):
     from typer.testing import CliRunner
 
-    from genesis.cli.main import app
+    from genesis.cli import app
 
     folder = _corpus(tmp_path / "corpus", train, valid)
     result = CliRunner().invoke(app, ["evolve", "--data", str(folder), "--output", str(tmp_path / "runs"),

@@ -71,7 +71,7 @@ def test_a_bad_ray_address_exits_2_before_a_run_folder_exists(tmp_path):
     pytest.importorskip("ray")
     from typer.testing import CliRunner
 
-    from genesis.cli.main import app
+    from genesis.cli import app
 
     result = CliRunner().invoke(app, ["evolve", "--backend", "ray", "--ray-address", "127.0.0.1:1",
                                       "--output", str(tmp_path / "runs"), "--recipe", str(FIXTURES / "tiny.toml"),

@@ -15,7 +15,7 @@ from conftest import FIXTURES
 from typer.testing import CliRunner
 
 import genesis
-from genesis.cli.main import app
+from genesis.cli import app
 from genesis.core.records import TIMING_FIELDS, Outcome
 from genesis.core.space import load_search_space
 from genesis.search.loop import Evolution, EvolutionConfig

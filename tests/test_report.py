@@ -13,7 +13,7 @@ from conftest import FIXTURES
 from typer.testing import CliRunner
 
 import genesis
-from genesis.cli.main import app
+from genesis.cli import app
 from genesis.core.genome import Genome
 from genesis.core.records import Outcome
 from genesis.core.space import load_search_space

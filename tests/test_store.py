@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 import genesis
 import genesis.runs.api as run_module
-from genesis.cli.main import app
+from genesis.cli import app
 from genesis.core.records import TIMING_FIELDS
 from genesis.errors import GenesisError
 

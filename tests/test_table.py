@@ -9,7 +9,7 @@ from conftest import CURVES, SMALL_SPACE, TINY
 from typer.testing import CliRunner
 
 import genesis
-from genesis.cli.main import app
+from genesis.cli import app
 from genesis.core.records import TIMING_FIELDS
 from genesis.core.space import load_search_space
 from genesis.errors import GenesisError

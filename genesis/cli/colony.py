@@ -10,7 +10,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from genesis.cli.main import DATA_HELP, console, fail
+from genesis.cli.render import DATA_HELP, console, fail
 from genesis.errors import GenesisError
 
 colony_app = typer.Typer(help="A colony of agents that serve text, learn, divide and are selected.",
@@ -30,7 +30,8 @@ def colony_seed(
     adapt_steps: int = typer.Option(1, help="Optimizer steps per feedback (0: no learning)."),
 ) -> None:
     """Create a colony from agent bundles."""
-    from genesis.colony.colony import Colony, ColonySettings
+    from genesis.colony.colony import Colony
+    from genesis.colony.settings import ColonySettings
 
     settings = ColonySettings(division_threshold=theta, population_cap=cap, consensus=consensus,
                               consensus_temperature=temperature, consensus_top_k=top_k_agents,
@@ -90,7 +91,8 @@ def colony_status(folder: Path = typer.Argument(..., help="The colony folder."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON (for scripts) instead of tables."),
 ) -> None:
     """Agents with their lineage, fitness and interactions; memory size; recent events."""
-    from genesis.colony.colony import Colony, iter_lineage
+    from genesis.colony.colony import Colony
+    from genesis.colony.database import iter_lineage
 
     try:
         colony = Colony.open(folder)

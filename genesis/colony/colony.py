@@ -29,104 +29,39 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
-import re
 import secrets
 import shutil
 import sqlite3
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import torch
-from filelock import FileLock
 from tokenizers import Tokenizer
 
 from genesis.colony.bundle import load_bundle, same_tokenizer
-from genesis.core.genome import Genome
+from genesis.colony.database import (
+    AGENT_COLUMNS,
+    DATABASE,
+    Agent,
+    Transaction,
+    agent_from_row,
+    connect,
+    create_database,
+    event,
+    insert_agent,
+    new_identity,
+    now,
+)
+from genesis.colony.learning import adapt_model, mutate_weights
+from genesis.colony.settings import ColonySettings
+from genesis.colony.weights import AgentWeights
 from genesis.errors import GenesisError
 from genesis.train.generate import continuation_token_probs, generate
 from genesis.train.model import (
     GPT,
-    GPTConfig,
-    check_size,
-    load_weights,
     save_weights,
-    weights_metadata,
 )
-
-DATABASE = "colony.db"
-AGENT_ID = re.compile(r"a[0-9a-f]{8}")  # what `_new_identity` makes
-MAX_BLOCK_SIZE = 4096
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS agents (
-    id TEXT PRIMARY KEY, parent TEXT, genome TEXT NOT NULL, weights TEXT NOT NULL,
-    block_size INTEGER NOT NULL, fitness REAL NOT NULL, interactions INTEGER NOT NULL DEFAULT 0,
-    total_interactions INTEGER NOT NULL DEFAULT 0, identity_seed TEXT NOT NULL,
-    born TEXT NOT NULL, status TEXT NOT NULL DEFAULT 'alive', retired TEXT);
-CREATE TABLE IF NOT EXISTS memories (
-    id INTEGER PRIMARY KEY AUTOINCREMENT, prompt TEXT NOT NULL, response TEXT,
-    continuation TEXT, score REAL, agents TEXT NOT NULL, created TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS events (
-    id INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL, agent TEXT NOT NULL,
-    detail TEXT NOT NULL, created TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-"""
-
-
-@dataclass(frozen=True)
-class ColonySettings:
-    """How a colony behaves; fixed when it is seeded.
-
-    Attributes:
-        division_threshold: Θ, interactions after which an agent divides.
-        population_cap: most agents alive; above it the lowest-fitness ones retire.
-        consensus: "softmax" (all agents, weights softmax(fitness / temperature)) or
-            "top_k" (the `consensus_top_k` fittest agents, equal weights).
-        consensus_temperature: temperature of the softmax over fitness.
-        consensus_top_k: agents that answer in top_k mode.
-        fitness_smoothing: α of the running fitness estimate f ← (1-α)·f + α·loglik.
-        learning_rate: AdamW learning rate of continuous learning.
-        adapt_steps: optimizer steps each agent takes after feedback (0: no learning).
-        memory_window: recent memories an adaptation trains on.
-    """
-
-    division_threshold: int = 25
-    population_cap: int = 6
-    consensus: str = "softmax"
-    consensus_temperature: float = 0.1
-    consensus_top_k: int = 2
-    fitness_smoothing: float = 0.2
-    learning_rate: float = 1e-4
-    adapt_steps: int = 1
-    memory_window: int = 8
-
-    def validate(self) -> None:
-        """Raise `GenesisError` for settings a colony cannot run with."""
-        if self.consensus not in ("softmax", "top_k"):
-            raise GenesisError(f"consensus must be softmax or top_k, not {self.consensus!r}")
-        if self.division_threshold < 1 or self.population_cap < 1 or self.consensus_top_k < 1:
-            raise GenesisError("division threshold, population cap and top-k must be at least 1")
-        if self.consensus_temperature <= 0 or not 0 < self.fitness_smoothing <= 1:
-            raise GenesisError("consensus temperature must be > 0 and smoothing in (0, 1]")
-
-
-@dataclass(frozen=True)
-class Agent:
-    """One row of the agents table."""
-
-    id: str
-    parent: str | None
-    genome: Genome
-    weights: str
-    block_size: int
-    fitness: float
-    interactions: int
-    total_interactions: int
-    identity_seed: int
-    born: str
-    status: str
 
 
 @dataclass(frozen=True)
@@ -137,10 +72,6 @@ class Answer:
     memory_id: int
     agents: tuple[str, ...]
     weights: tuple[float, ...]
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
 class Colony:
@@ -159,7 +90,7 @@ class Colony:
             raise GenesisError(f"{self.folder} is not a readable colony: {type(error).__name__}: "
                                f"{error}".splitlines()[0]) from None
         self.settings.validate()
-        self._models: dict[tuple[str, int], GPT] = {}  # (agent id, weights mtime) -> model
+        self.weights = AgentWeights(self.folder, self.tokenizer.get_vocab_size())
         self.agents(alive_only=False)  # every row is checked before anything is built from it
 
     @classmethod
@@ -188,88 +119,41 @@ class Colony:
                                "a colony mixes distributions over one vocabulary")
         (folder / "agents").mkdir(parents=True, exist_ok=True)
         shutil.copyfile(loaded[0].path / "tokenizer.json", folder / "tokenizer.json")
-        db = sqlite3.connect(folder / DATABASE)
-        try:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.executescript(SCHEMA)
-            with db:
-                db.execute("INSERT INTO settings VALUES ('settings', ?)",
-                           (json.dumps(dataclasses.asdict(settings)),))
-                for bundle in loaded:
-                    agent_id, identity = _new_identity()
-                    shutil.copyfile(bundle.path / "model.safetensors", folder / "agents" / f"{agent_id}.safetensors")
-                    fitness = -bundle.manifest["metrics"]["val_loss"]
-                    db.execute(
-                        "INSERT INTO agents (id, parent, genome, weights, block_size, fitness, "
-                        "identity_seed, born) VALUES (?, NULL, ?, ?, ?, ?, ?, ?)",
-                        (agent_id, bundle.genome.to_json(), f"agents/{agent_id}.safetensors",
-                         bundle.manifest["block_size"], fitness, str(identity), _now()))
-                    _event(db, "birth", agent_id, {"bundle": str(bundle.path), "fitness": fitness})
-        finally:
-            db.close()
+        with create_database(folder, json.dumps(dataclasses.asdict(settings))) as db:
+            for bundle in loaded:
+                agent_id, identity = new_identity()
+                shutil.copyfile(bundle.path / "model.safetensors", folder / "agents" / f"{agent_id}.safetensors")
+                fitness = -bundle.manifest["metrics"]["val_loss"]
+                insert_agent(db, agent_id, None, bundle.genome, bundle.manifest["block_size"], fitness, identity)
+                event(db, "birth", agent_id, {"bundle": str(bundle.path), "fitness": fitness})
         return cls(folder)
 
     def _connect(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self.folder / DATABASE, timeout=60, isolation_level=None)
-        db.execute("PRAGMA busy_timeout = 60000")
-        return db
+        return connect(self.folder)
 
-    def _transaction(self) -> _Transaction:
-        return _Transaction(self._connect())
+    def _transaction(self) -> Transaction:
+        return Transaction(self._connect())
 
     def agents(self, alive_only: bool = True) -> list[Agent]:
         """The agents, fittest first."""
         db = self._connect()
         try:
             where = "WHERE status = 'alive'" if alive_only else ""
-            rows = db.execute(f"SELECT id, parent, genome, weights, block_size, fitness, interactions, "
-                              f"total_interactions, identity_seed, born, status FROM agents {where} "
-                              f"ORDER BY fitness DESC, id").fetchall()
+            rows = db.execute(f"SELECT {AGENT_COLUMNS} FROM agents {where} ORDER BY fitness DESC, id").fetchall()
         finally:
             db.close()
         return [self._agent(r) for r in rows]
 
     def _agent(self, row: Sequence[Any]) -> Agent:
-        """An agents row, checked: a colony folder may come from someone else, so nothing in
-        it may point outside the folder or ask for an unbounded model."""
-        agent_id = row[0]
-        try:
-            if not isinstance(agent_id, str) or not AGENT_ID.fullmatch(agent_id):
-                raise GenesisError(f"its id {agent_id!r} is not an agent id")
-            if row[3] != f"agents/{agent_id}.safetensors":
-                raise GenesisError(f"its weights path {row[3]!r} is not agents/{agent_id}.safetensors")
-            genome = Genome.from_json(row[2])
-            if not isinstance(row[4], int) or not 1 <= row[4] <= MAX_BLOCK_SIZE:
-                raise GenesisError(f"its block size {row[4]!r} is not in 1..{MAX_BLOCK_SIZE}")
-            check_size(genome, self.tokenizer.get_vocab_size(), row[4], "its genome")
-            return Agent(agent_id, row[1], genome, row[3], row[4], float(row[5]), int(row[6]), int(row[7]),
-                         int(row[8]), row[9], row[10])
-        except (GenesisError, TypeError, ValueError) as error:
-            raise GenesisError(f"{self.folder / DATABASE}: agent {agent_id!r} is invalid: {error}") from None
-
-    def weights_path(self, agent_id: str) -> Path:
-        """Where an agent's weights live: always derived from its id, inside the folder.
-
-        Raises:
-            GenesisError: not an agent id, or the file is a symbolic link.
-        """
-        if not AGENT_ID.fullmatch(agent_id):
-            raise GenesisError(f"{agent_id!r} is not an agent id")
-        path = self.folder / "agents" / f"{agent_id}.safetensors"
-        if path.is_symlink() or (self.folder / "agents").is_symlink():
-            raise GenesisError(f"{path} is a symbolic link; a colony keeps its weights inside its folder")
-        return path
+        return agent_from_row(row, self.tokenizer.get_vocab_size(), self.folder / DATABASE)
 
     def model(self, agent: Agent) -> GPT:
-        """The agent's current model, loaded from its weights file (cached per version)."""
-        path = self.weights_path(agent.id)
-        key = (agent.id, path.stat().st_mtime_ns)
-        if key not in self._models:
-            model = GPT(GPTConfig.from_genome(agent.genome, self.tokenizer.get_vocab_size(), agent.block_size))
-            load_weights(model, path)
-            self._models = {k: v for k, v in self._models.items() if k[0] != agent.id}
-            self._models[key] = model.eval()
-        return self._models[key]
+        """The agent's current model (`AgentWeights.model`)."""
+        return self.weights.model(agent)
+
+    def version(self, agent: Agent) -> int:
+        """How many learning updates the agent's current weights carry (0 at birth)."""
+        return self.weights.version(agent)
 
     def consensus_weights(self, agents: Sequence[Agent]) -> list[float]:
         """Each agent's share of the consensus; the shares sum to one."""
@@ -296,71 +180,85 @@ class Colony:
         ids = tuple(a.id for a, _ in members)
         with self._transaction() as db:
             cursor = db.execute("INSERT INTO memories (prompt, response, agents, created) VALUES (?, ?, ?, ?)",
-                                (prompt, text, json.dumps(ids), _now()))
+                                (prompt, text, json.dumps(ids), now()))
             memory_id = cursor.lastrowid
             self._count_interactions(db, ids)
         return Answer(text, memory_id, ids, tuple(w for _, w in members))
 
     def feedback(self, prompt: str, continuation: str | None = None, score: float | None = None,
-                 memory_id: int | None = None,
-                 measured: dict[str, float] | None = None) -> dict[str, float]:
-        """Update fitness from feedback, store it in the shared memory, and learn from it.
+                 memory_id: int | None = None) -> dict[str, float]:
+        """`teach` with the true `continuation`, or `rate` memory `memory_id` with `score`:
+        the one call the command line makes for either kind of feedback."""
+        if (continuation is None) == (score is None):
+            raise GenesisError("give either the true continuation or a score")
+        if score is not None:
+            if memory_id is None:
+                raise GenesisError("a score needs the memory id of the answer it rates")
+            return self.rate(memory_id, score)
+        return self.teach(prompt, continuation, memory_id)
 
-        With `continuation` (the true text after `prompt`), every living agent's fitness
-        moves toward its mean per-token log-likelihood of it. With `score` in (0, 1], the
-        agents that answered memory `memory_id` and are still alive move toward their
-        fitness + log(2·score): a score above 0.5 raises fitness, below lowers it, and a
-        lower score always lowers it more.
+    def teach(self, prompt: str, continuation: str, memory_id: int | None = None,
+              measured: dict[str, float] | None = None) -> dict[str, float]:
+        """The true text after `prompt`: every living agent's fitness moves toward its mean
+        per-token log-likelihood of it, the text joins the shared memory (as the
+        continuation of memory `memory_id`, or a new memory), and the agents learn from it.
 
-        `measured` passes per-agent mean log-likelihoods of the continuation that the
-        caller already computed (the replay measures them before learning), so they are
-        not computed twice.
+        `measured` passes per-agent mean log-likelihoods the caller already computed (the
+        replay measures them before learning), so they are not computed twice.
+
+        Returns:
+            The value each agent's fitness moved toward.
+        """
+        received = dict(measured) if measured is not None else self._log_likelihoods(prompt, continuation)
+        with self._transaction() as db:
+            if memory_id is not None:
+                db.execute("UPDATE memories SET continuation = ? WHERE id = ?", (continuation, memory_id))
+            else:
+                db.execute("INSERT INTO memories (prompt, continuation, agents, created) VALUES (?, ?, ?, ?)",
+                           (prompt, continuation, json.dumps(sorted(received)), now()))
+            self._move_fitness(db, received)
+        if self.settings.adapt_steps > 0:
+            self.adapt()
+        return received
+
+    def rate(self, memory_id: int, score: float) -> dict[str, float]:
+        """A score in (0, 1] for the answer stored as memory `memory_id`: the agents that
+        gave it and are still alive move toward their fitness + log(2·score).
+
+        On the fitness scale (a mean log-likelihood, about -5.6) 0.5 is neutral, a score
+        above it raises fitness and any lower score lowers it more. Retired agents keep
+        their last fitness.
 
         Returns:
             The value each updated agent's fitness moved toward.
         """
-        if (continuation is None) == (score is None):
-            raise GenesisError("give either the true continuation or a score")
-        if score is not None and not 0 < score <= 1:
+        if not 0 < score <= 1:
             raise GenesisError("a score must be in (0, 1]")
-        agents = self.agents()
-        if measured is not None:
-            received = dict(measured)
-        elif continuation is not None:
-            context = self.tokenizer.encode(prompt).ids
-            target = self.tokenizer.encode(continuation).ids
-            if not target:
-                raise GenesisError("the continuation has no tokens")
-            received = {a.id: float(continuation_token_probs(self.model(a), context, target).log().mean())
-                        for a in agents}
-        else:
-            if memory_id is None:
-                raise GenesisError("a score needs the memory id of the answer it rates")
-            received = {}
-        alpha = self.settings.fitness_smoothing
         with self._transaction() as db:
-            if score is not None:
-                row = db.execute("SELECT agents FROM memories WHERE id = ?", (memory_id,)).fetchone()
-                if row is None:
-                    raise GenesisError(f"no memory {memory_id}")
-                fitness = dict(db.execute("SELECT id, fitness FROM agents WHERE status = 'alive'").fetchall())
-                # On the fitness scale (a mean log-likelihood, about -5.6): a score moves each
-                # answering agent toward its own fitness + log(2·score), so 0.5 is neutral and
-                # any lower score lowers fitness more. Retired agents keep their last fitness.
-                received = {agent_id: fitness[agent_id] + math.log(2 * score)
-                            for agent_id in json.loads(row[0]) if agent_id in fitness}
-                db.execute("UPDATE memories SET score = ? WHERE id = ?", (score, memory_id))
-            elif memory_id is not None:
-                db.execute("UPDATE memories SET continuation = ? WHERE id = ?", (continuation, memory_id))
-            else:
-                db.execute("INSERT INTO memories (prompt, continuation, agents, created) VALUES (?, ?, ?, ?)",
-                           (prompt, continuation, json.dumps(sorted(received)), _now()))
-            for agent_id, value in received.items():
-                db.execute("UPDATE agents SET fitness = (1 - ?) * fitness + ? * ? WHERE id = ?",
-                           (alpha, alpha, value, agent_id))
-        if continuation is not None and self.settings.adapt_steps > 0:
-            self.adapt()
+            row = db.execute("SELECT agents FROM memories WHERE id = ?", (memory_id,)).fetchone()
+            if row is None:
+                raise GenesisError(f"no memory {memory_id}")
+            fitness = dict(db.execute("SELECT id, fitness FROM agents WHERE status = 'alive'").fetchall())
+            received = {agent_id: fitness[agent_id] + math.log(2 * score)
+                        for agent_id in json.loads(row[0]) if agent_id in fitness}
+            db.execute("UPDATE memories SET score = ? WHERE id = ?", (score, memory_id))
+            self._move_fitness(db, received)
         return received
+
+    def _log_likelihoods(self, prompt: str, continuation: str) -> dict[str, float]:
+        """Each living agent's mean per-token log-likelihood of `continuation` after `prompt`."""
+        context = self.tokenizer.encode(prompt).ids
+        target = self.tokenizer.encode(continuation).ids
+        if not target:
+            raise GenesisError("the continuation has no tokens")
+        return {a.id: float(continuation_token_probs(self.model(a), context, target).log().mean())
+                for a in self.agents()}
+
+    def _move_fitness(self, db: sqlite3.Connection, received: dict[str, float]) -> None:
+        alpha = self.settings.fitness_smoothing  # f <- (1 - α)·f + α·received
+        for agent_id, value in received.items():
+            db.execute("UPDATE agents SET fitness = (1 - ?) * fitness + ? * ? WHERE id = ?",
+                       (alpha, alpha, value, agent_id))
 
     def memory_prompt(self, memory_id: int) -> str:
         """The prompt of a stored interaction.
@@ -396,23 +294,11 @@ class Colony:
         for agent in self.agents():
             # Load, learn and save under the agent's lock: a process that learns at the same
             # time waits and then learns on top of these weights, so no update is lost.
-            with FileLock(str(self.weights_path(agent.id).with_suffix(".lock"))):
-                loaded = self.version(agent)
-                model = self.model(agent)
+            with self.weights.lock(agent):
+                loaded = self.weights.version(agent)
+                model = self.weights.model(agent)
                 adapt_model(model, sequences, self.settings.adapt_steps, self.settings.learning_rate)
-                self.save(agent, model, loaded + 1)
-
-    def version(self, agent: Agent) -> int:
-        """How many learning updates the agent's current weights carry (0 at birth)."""
-        return int(weights_metadata(self.weights_path(agent.id)).get("version", "0"))
-
-    def save(self, agent: Agent, model: GPT, version: int) -> None:
-        """Write an agent's weights (atomically) as `version` (one more than the version
-        they were loaded at), and keep the loaded model current."""
-        path = self.weights_path(agent.id)
-        save_weights(model, path, {"version": str(version)})
-        self._models = {k: v for k, v in self._models.items() if k[0] != agent.id}
-        self._models[(agent.id, path.stat().st_mtime_ns)] = model
+                self.weights.save(agent, model, loaded + 1)
 
     def _count_interactions(self, db: sqlite3.Connection, agent_ids: Sequence[str]) -> None:
         for agent_id in agent_ids:
@@ -438,31 +324,25 @@ class Colony:
         return child
 
     def _divide(self, db: sqlite3.Connection, parent_id: str) -> str:
-        row = db.execute("SELECT id, parent, genome, weights, block_size, fitness, interactions, "
-                         "total_interactions, identity_seed, born, status FROM agents WHERE id = ?",
-                         (parent_id,)).fetchone()
+        row = db.execute(f"SELECT {AGENT_COLUMNS} FROM agents WHERE id = ?", (parent_id,)).fetchone()
         agent = self._agent(row)
         genome, block_size = agent.genome, agent.block_size
-        parent = GPT(GPTConfig.from_genome(genome, self.tokenizer.get_vocab_size(), block_size))
-        load_weights(parent, self.weights_path(parent_id))
-        child_id, identity = _new_identity()
+        parent = self.weights.load(agent)
+        child_id, identity = new_identity()
         child = mutate_weights(parent, genome.sigma, identity)
-        save_weights(child, self.weights_path(child_id))
-        db.execute("INSERT INTO agents (id, parent, genome, weights, block_size, fitness, identity_seed, born) "
-                   "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                   (child_id, parent_id, row[2], f"agents/{child_id}.safetensors", block_size, agent.fitness,
-                    str(identity), _now()))
+        save_weights(child, self.weights.path(child_id))
+        insert_agent(db, child_id, parent_id, genome, block_size, agent.fitness, identity)
         db.execute("UPDATE agents SET interactions = 0 WHERE id = ?", (parent_id,))
-        _event(db, "division", parent_id, {"child": child_id, "sigma": genome.sigma})
-        _event(db, "birth", child_id, {"parent": parent_id, "identity_seed": str(identity)})
+        event(db, "division", parent_id, {"child": child_id, "sigma": genome.sigma})
+        event(db, "birth", child_id, {"parent": parent_id, "identity_seed": str(identity)})
         return child_id
 
     def _select(self, db: sqlite3.Connection) -> None:
         alive = db.execute("SELECT id, fitness FROM agents WHERE status = 'alive' "
                            "ORDER BY fitness ASC, born DESC").fetchall()
         for agent_id, fitness in alive[: max(0, len(alive) - self.settings.population_cap)]:
-            db.execute("UPDATE agents SET status = 'retired', retired = ? WHERE id = ?", (_now(), agent_id))
-            _event(db, "retirement", agent_id, {"fitness": fitness})
+            db.execute("UPDATE agents SET status = 'retired', retired = ? WHERE id = ?", (now(), agent_id))
+            event(db, "retirement", agent_id, {"fitness": fitness})
 
     def status(self, events: int = 10) -> dict[str, Any]:
         """Agents (all, with lineage), memory size and the most recent events."""
@@ -479,77 +359,3 @@ class Colony:
             "events": [{"kind": k, "agent": a, "detail": json.loads(d), "created": c} for k, a, d, c in recent],
             "settings": dataclasses.asdict(self.settings),
         }
-
-
-class _Transaction:
-    """`with` block around one BEGIN IMMEDIATE transaction that closes its connection."""
-
-    def __init__(self, db: sqlite3.Connection):
-        self.db = db
-
-    def __enter__(self) -> sqlite3.Connection:
-        self.db.execute("BEGIN IMMEDIATE")
-        return self.db
-
-    def __exit__(self, kind, error, trace) -> None:
-        try:
-            self.db.execute("COMMIT" if kind is None else "ROLLBACK")
-        finally:
-            self.db.close()
-
-
-def _new_identity() -> tuple[str, int]:
-    # The identity seed comes from the OS entropy pool; it is recorded with the agent, so
-    # the noise of a division can be replayed from the database.
-    identity = int.from_bytes(os.urandom(8), "big") >> 1
-    return f"a{identity:016x}"[:9], identity
-
-
-def _event(db: sqlite3.Connection, kind: str, agent: str, detail: dict[str, Any]) -> None:
-    db.execute("INSERT INTO events (kind, agent, detail, created) VALUES (?, ?, ?, ?)",
-               (kind, agent, json.dumps(detail), _now()))
-
-
-def mutate_weights(parent: GPT, sigma: float, identity_seed: int) -> GPT:
-    """A copy of `parent` with N(0, σ²) added to every weight, drawn from `identity_seed`."""
-    generator = torch.Generator().manual_seed(identity_seed)
-    child = GPT(parent.config)
-    child.load_state_dict(parent.state_dict())
-    with torch.no_grad():
-        for param in child.parameters():  # the tied embedding is one parameter: noised once
-            param.add_(torch.randn(param.shape, generator=generator) * sigma)
-    return child.eval()
-
-
-def adapt_model(model: GPT, sequences: Sequence[Sequence[int]], steps: int, learning_rate: float) -> None:
-    """A few AdamW steps of next-token training on `sequences` (each cropped to the context)."""
-    block = model.config.block_size + 1
-    windows = [list(s)[-block:] for s in sequences if len(s) >= 2]
-    if not windows or steps <= 0:
-        return
-    length = min(len(w) for w in windows)
-    batch = torch.tensor([w[-length:] for w in windows])  # (B, length)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=0.0)
-    model.train()
-    for _ in range(steps):
-        _, loss = model(batch[:, :-1], batch[:, 1:])
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-    model.eval()
-
-
-def iter_lineage(agents: Sequence[Agent]) -> Iterator[tuple[int, Agent]]:
-    """(depth, agent) pairs in lineage-tree order: each parent followed by its children."""
-    children: dict[str | None, list[Agent]] = {}
-    ids = {a.id for a in agents}
-    for agent in agents:
-        children.setdefault(agent.parent if agent.parent in ids else None, []).append(agent)
-
-    def walk(parent: str | None, depth: int) -> Iterator[tuple[int, Agent]]:
-        for agent in sorted(children.get(parent, []), key=lambda a: a.born):
-            yield depth, agent
-            yield from walk(agent.id, depth + 1)
-
-    yield from walk(None, 0)

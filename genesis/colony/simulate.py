@@ -86,8 +86,8 @@ def simulate(
         nll["learning_best"] -= float(continuation_token_probs(learner, context, target).double().log().sum())
         counted += len(target)
         # 2. learn: feedback, shared memory, adaptation, division and selection
-        colony.feedback(prompt, continuation,
-                        measured={a.id: float(p.log().mean()) for a, p in zip(agents, per_agent)})
+        colony.teach(prompt, continuation,
+                     measured={a.id: float(p.log().mean()) for a, p in zip(agents, per_agent)})
         colony.interact([a.id for a in agents])
         window = (window + [context + target])[-colony.settings.memory_window:]
         adapt_model(learner, window, colony.settings.adapt_steps, colony.settings.learning_rate)

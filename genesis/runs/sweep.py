@@ -37,6 +37,7 @@ from genesis.runs.store import drop_torn_line, write_json_atomic
 TABLE_FILE = "table.csv"
 META_FILE = "table.json"
 TABLE_FORMAT = 1
+DEFAULT_SEEDS = 3  # trainings per architecture: enough for a within-architecture sd
 TRAIT_COLUMNS = ("n_layer", "n_head", "d_model", "activation", "norm", "ffn_mult", "position",
                  "dropout", "weight_precision")
 METRIC_COLUMNS = ("status", "val_loss", "test_loss", "train_loss", "params", "non_embedding_params",
@@ -245,7 +246,7 @@ def sweep(
     search_space=DEFAULT_SEARCH_SPACE,
     recipe=DEFAULT_RECIPE,
     data=None,
-    seeds: int = 3,
+    seeds: int = DEFAULT_SEEDS,
     seed: int = 0,
     sample: int | None = None,
     output: str | Path = "tables/quick",

@@ -1,0 +1,174 @@
+"""`genesis runs`, `report`, `export` and `generate`: reading runs and their champions."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from genesis.cli.render import (
+    DATA_HELP,
+    comparison_table,
+    confirmed_ppl,
+    console,
+    fail,
+    print_report,
+)
+from genesis.errors import GenesisError
+
+
+def list_runs(
+    folder: Path = typer.Argument(Path("runs"), help="The folder that holds run folders."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON (for scripts) instead of tables."),
+) -> None:
+    """List the runs in a folder: progress, confirmed and selection perplexity, status."""
+    from genesis.runs.reader import Run
+    from genesis.runs.store import list_runs as find_runs
+
+    try:
+        stores = find_runs(folder)
+    except GenesisError as error:
+        fail(str(error))
+    if as_json:
+        typer.echo(json.dumps([_run_entry(store) for store in stores], indent=2))
+        return
+    table = Table(title=f"Runs in {folder}")
+    for column in ("run", "started", "gens", "evals", "test ppl [95% CI]", "val ppl", "status"):
+        table.add_column(column, no_wrap=True)
+    for store in stores:
+        try:
+            run = Run.load(store.path)
+        except GenesisError as error:
+            table.add_row(store.id, "-", "-", "-", "-", "-", f"[red]unreadable[/]: {error}")
+            continue
+        best = run.best(1)
+        confirmed = run.summary()["confirmed"]
+        done = len(run.logbook)
+        status = run.status
+        colour = {"finished": "green", "running": "yellow", "interrupted": "red"}[status]
+        table.add_row(run.id, run.config.get("started", "-")[:16].replace("T", " "),
+                      f"{done}/{run.config['evolution']['generations']}",
+                      str(len(run.records)),
+                      confirmed_ppl(confirmed[0]) if confirmed else "-",
+                      f"{best[0].outcome.val_ppl:.1f}" if best and best[0].outcome.val_ppl else "-",
+                      f"[{colour}]{status}[/]")
+    console.print(table)
+
+
+def _run_entry(store) -> dict:
+    """One run as `genesis runs --json` lists it."""
+    from genesis.runs.reader import Run
+
+    try:
+        run = Run.load(store.path)
+    except GenesisError as error:
+        return {"run": store.id, "path": str(store.path), "error": str(error)}
+    best = run.best(1)
+    confirmed = run.summary()["confirmed"]
+    return {"run": run.id, "path": str(run.path), "started": run.config.get("started"),
+            "generations_done": len(run.logbook), "generations": run.config["evolution"]["generations"],
+            "evaluations": len(run.records), "status": run.status,
+            "best_val_ppl": best[0].outcome.val_ppl if best else None,
+            "confirmed": confirmed[0] if confirmed else None}
+
+
+def report(
+    runs: list[Path] = typer.Argument(..., metavar="RUN...", help="One or more run folders."),
+    output_format: str = typer.Option("text", "--format", help="text (rich tables) or json (stdout)."),
+    top: int = typer.Option(5, help="Champions to list."),
+    out: Optional[Path] = typer.Option(
+        None, help="Folder for the comparison of several runs (default: <runs folder>/comparison)."),
+) -> None:
+    """Trait–fitness report of a run (finished or running): tables, plots, HTML, JSON.
+
+    Writes RUN/report/ with report.md, report.html, report.json and PNG plots. With several
+    runs, also a side-by-side comparison.
+    """
+    from genesis.report.build import build_report
+    from genesis.report.render import compare, write_comparison, write_report
+
+    if output_format not in ("text", "json"):
+        fail(f"--format must be text or json, not {output_format!r}")
+    reports = []
+    for path in runs:
+        try:
+            built = build_report(path, top=top)
+        except GenesisError as error:
+            fail(str(error))
+        written = write_report(built, Path(path) / "report")
+        reports.append(built)
+        if output_format == "text":
+            print_report(built)
+            console.print(f"written: {written['html']} (and report.md, report.json, "
+                          f"{len(written) - 3} plots)")
+    comparison = None
+    if len(reports) > 1:
+        comparison = compare(reports)
+        written = write_comparison(comparison, out or Path(runs[0]).parent / "comparison")
+        if output_format == "text":
+            console.print(comparison_table(comparison))
+            console.print(f"comparison written: {written['md']}")
+    if output_format == "json":
+        payload = reports[0] if comparison is None else {"runs": reports, "comparison": comparison}
+        typer.echo(json.dumps(payload, indent=2, sort_keys=True))
+
+
+def export(
+    run_path: Path = typer.Argument(..., metavar="RUN", help="The run folder."),
+    top: int = typer.Option(3, help="How many of the best genomes to export."),
+    out: Optional[Path] = typer.Option(None, help="Destination (default genomes/champions/<run-id>/)."),
+    recipe: Optional[str] = typer.Option(
+        None, help="Train the champions again with this (longer) recipe instead of using the run's weights."),
+    data: Optional[Path] = typer.Option(None, envvar="GENESIS_DATA", help=DATA_HELP),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON (for scripts) instead of tables."),
+) -> None:
+    """Export champions as agent bundles: genome.json, model.safetensors, tokenizer.json, card.md."""
+    from genesis.colony.bundle import export_champions, load_bundle
+
+    try:
+        with console.status("exporting champions..."):
+            paths = export_champions(run_path, top=top, out=out, recipe=recipe, data=data)
+    except GenesisError as error:
+        fail(str(error))
+    if as_json:
+        typer.echo(json.dumps([{"bundle": str(p), **{k: load_bundle(p).manifest.get(k) for k in
+                                ("genome_id", "metrics", "recipe", "weights", "lineage")}} for p in paths],
+                              indent=2))
+        return
+    table = Table(title="Exported agent bundles")
+    for column in ("bundle", "traits", "val ppl", "recipe", "weights"):
+        table.add_column(column, no_wrap=True)
+    for path in paths:
+        bundle = load_bundle(path)  # also checks what was just written
+        weights = bundle.manifest.get("weights", "kept by the run")
+        table.add_row(str(path), bundle.genome.describe(), f"{bundle.manifest['metrics']['val_ppl']:.1f}",
+                      bundle.manifest["recipe"]["name"],
+                      f"[yellow]{weights}[/]" if weights == "retrained" else weights)
+    console.print(table)
+    retrained = [p for p in paths if load_bundle(p).manifest.get("weights") == "retrained"]
+    if retrained and recipe is None:
+        console.print(f"[yellow]{len(retrained)} champion(s) had no kept weights and were retrained with "
+                      "the run's recipe and seed[/]")
+
+
+def generate(
+    bundle: Path = typer.Argument(..., help="An agent bundle folder."),
+    prompt: str = typer.Argument(..., help="Text to continue."),
+    max_tokens: int = typer.Option(50, help="Tokens to generate."),
+    temperature: float = typer.Option(0.8, help="Sampling temperature."),
+    top_k: int = typer.Option(40, help="Sample among the k most likely tokens (0: all)."),
+    seed: int = typer.Option(0, help="Sampling seed."),
+) -> None:
+    """Sample text from one agent bundle."""
+    from genesis.colony.bundle import load_bundle
+    from genesis.train.generate import generate as sample_text
+
+    try:
+        agent = load_bundle(bundle)
+    except GenesisError as error:
+        fail(str(error))
+    text = sample_text([agent.model], [1.0], agent.tokenizer, prompt, max_tokens, temperature, top_k, seed)
+    console.print(f"[bold]{prompt}[/]{text}", highlight=False)

@@ -1,0 +1,44 @@
+"""How a colony behaves: its settings, fixed when it is seeded."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from genesis.errors import GenesisError
+
+
+@dataclass(frozen=True)
+class ColonySettings:
+    """How a colony behaves; fixed when it is seeded.
+
+    Attributes:
+        division_threshold: Θ, interactions after which an agent divides.
+        population_cap: most agents alive; above it the lowest-fitness ones retire.
+        consensus: "softmax" (all agents, weights softmax(fitness / temperature)) or
+            "top_k" (the `consensus_top_k` fittest agents, equal weights).
+        consensus_temperature: temperature of the softmax over fitness.
+        consensus_top_k: agents that answer in top_k mode.
+        fitness_smoothing: α of the running fitness estimate f ← (1-α)·f + α·loglik.
+        learning_rate: AdamW learning rate of continuous learning.
+        adapt_steps: optimizer steps each agent takes after feedback (0: no learning).
+        memory_window: recent memories an adaptation trains on.
+    """
+
+    division_threshold: int = 25
+    population_cap: int = 6
+    consensus: str = "softmax"
+    consensus_temperature: float = 0.1
+    consensus_top_k: int = 2
+    fitness_smoothing: float = 0.2
+    learning_rate: float = 1e-4
+    adapt_steps: int = 1
+    memory_window: int = 8
+
+    def validate(self) -> None:
+        """Raise `GenesisError` for settings a colony cannot run with."""
+        if self.consensus not in ("softmax", "top_k"):
+            raise GenesisError(f"consensus must be softmax or top_k, not {self.consensus!r}")
+        if self.division_threshold < 1 or self.population_cap < 1 or self.consensus_top_k < 1:
+            raise GenesisError("division threshold, population cap and top-k must be at least 1")
+        if self.consensus_temperature <= 0 or not 0 < self.fitness_smoothing <= 1:
+            raise GenesisError("consensus temperature must be > 0 and smoothing in (0, 1]")
