@@ -14,7 +14,6 @@ from typing import Any, Iterable
 
 from genesis.core.genome import Genome
 
-STATUSES = ("ok", "diverged", "oom", "error")
 WORST_FITNESS = math.inf  # validation loss given to a genome that failed to train
 CURVE_POINTS = 8  # points of a learning curve; early stopping checks at each but the last
 TIMING_FIELDS = ("tokens_per_s", "wall_s", "latency_ms")  # the only fields that vary between equal runs

@@ -19,6 +19,7 @@ from scipy import stats
 
 from genesis.core.records import Record, full_fidelity
 from genesis.core.space import ChoiceDomain, FloatDomain, IntDomain, SearchSpace
+from genesis.report import sections
 from genesis.report.traitstats import ALPHA, MIN_SAMPLES, fanova_importance, trait_effects
 from genesis.runs.reader import Run, space_of
 
@@ -53,6 +54,7 @@ def build_report(path: str | Path, top: int = 5, bootstrap_resamples: int = 2000
         "pareto": pareto_front(distinct, _searched_objectives(run.config)),
         "champions": champions(run.records, top),
         "alpha": ALPHA,
+        **sections.computed(run),
     }
 
 

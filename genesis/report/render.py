@@ -19,11 +19,12 @@ matplotlib.use("Agg")  # files only: no display is needed or wanted
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
+from genesis.report.sections import rendered as registered_sections  # noqa: E402
+
 FRONT_LABELS = {"val_loss": "perplexity", "params": "non-embedding parameters",
                 "latency_ms": "latency", "size_bytes": "size"}
 AXIS_LABELS = {"val_ppl": "validation perplexity", "params": "non-embedding parameters",
                "latency_ms": "inference latency (ms)", "size_bytes": "size (bytes)"}
-PLOTS = ("convergence", "diversity", "traits", "operators_sigma", "pareto")
 
 
 def write_report(report: dict[str, Any], folder: str | Path) -> dict[str, Path]:
@@ -217,7 +218,7 @@ def report_sections(report: dict[str, Any]) -> list[tuple[str, str, list[str], l
           _fmt(c["metrics"]["params"]), str(c["generation"]), c["operator"], ", ".join(c["parents"]) or "–"]
          for c in report["champions"]],
         None))
-    return sections
+    return sections + registered_sections(report)
 
 
 def _markdown(report, sections) -> str:

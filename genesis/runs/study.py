@@ -9,7 +9,6 @@ status and all metrics. `optuna-dashboard sqlite:///runs/<id>/study.db` opens a 
 
 from __future__ import annotations
 
-import logging
 import math
 from pathlib import Path
 from typing import Sequence
@@ -21,8 +20,6 @@ from genesis.core.records import Record
 from genesis.core.space import SearchSpace
 from genesis.errors import GenesisError
 from genesis.search.strategies.optuna import distributions
-
-log = logging.getLogger(__name__)
 
 STUDY_FILE = "study.db"
 
