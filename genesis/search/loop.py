@@ -9,7 +9,7 @@ built-in operators, which draw from the global `random` module, run under
 `genesis.search.population.isolated_random`.
 
 This module knows nothing about torch or training: it hands `Candidate`s to an
-`evaluate` callable and receives `Outcome`s back.
+`evaluator` callable and receives `Record`s back.
 """
 
 from __future__ import annotations
@@ -122,7 +122,7 @@ class Observer:
         confirmation) has finished."""
 
 
-Evaluate = Callable[[Sequence[Candidate]], Sequence[Record]]
+Evaluator = Callable[[Sequence[Candidate]], Sequence[Record]]  # candidates in, their records out
 
 
 class Evolution:
@@ -137,13 +137,13 @@ class Evolution:
         self,
         space: SearchSpace,
         config: EvolutionConfig,
-        evaluate: Evaluate,
+        evaluator: Evaluator,
         observers: Sequence[Observer] = (),
     ):
         config.validate()
         self.space = space
         self.config = config
-        self.evaluate = evaluate
+        self.evaluator = evaluator
         self.observers = list(observers)
         self.rng = random.Random(config.seed)
         self.generation = 0
@@ -179,7 +179,7 @@ class Evolution:
                       else self.strategy.propose(self))
         for observer in self.observers:
             observer.on_generation_start(self.generation, candidates)
-        records = list(self.evaluate(candidates))
+        records = list(self.evaluator(candidates))
         self.spent_tokens += sum(r.compute_tokens for r in records)
         for record in records:
             self.history.setdefault(record.genome_id, Evaluated(record.genome, tuple(

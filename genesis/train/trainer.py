@@ -159,8 +159,8 @@ def _train(genome, recipe, data, seed, device, on_step, started, weights_path, g
                        tokens=tokens, wall_s=time.perf_counter() - started)
 
     with autocast:
-        val_loss = evaluate(model, data.valid, recipe, device)
-        test_loss = evaluate(model, data.test, recipe, device) if measure_test else None
+        val_loss = held_out_loss(model, data.valid, recipe, device)
+        test_loss = held_out_loss(model, data.test, recipe, device) if measure_test else None
         latency_ms = inference_latency_ms(model, recipe.seq_len, device)
     tail = max(1, steps_run // 10)
     params = model.num_parameters()
@@ -201,7 +201,7 @@ def learning_rate(step: int, recipe: Recipe) -> float:
 
 
 @torch.no_grad()
-def evaluate(model: GPT, tokens: np.ndarray, recipe: Recipe, device: str = "cpu") -> float:
+def held_out_loss(model: GPT, tokens: np.ndarray, recipe: Recipe, device: str = "cpu") -> float:
     """Mean loss over the recipe's fixed validation windows.
 
     The windows are evenly spaced over the split and the same for every genome, so
