@@ -15,8 +15,11 @@ from typer.testing import CliRunner
 
 import genesis
 from genesis.cli import app
+from genesis.colony.adapters import mutate_adapter
 from genesis.colony.bundle import export_champions, load_bundle
-from genesis.colony.colony import Colony, ColonySettings, mutate_weights
+from genesis.colony.colony import Colony
+from genesis.colony.learning import mutate_weights
+from genesis.colony.settings import ColonySettings
 from genesis.colony.simulate import simulate
 from genesis.train.generate import mixture, next_token_probs
 from genesis.train.model import GPT, load_weights
@@ -121,8 +124,9 @@ def _colony(tmp_path, bundles, **settings) -> Colony:
     return Colony.seed(tmp_path / "colony", bundles, ColonySettings(**settings))
 
 
-def test_division_adds_noise_of_scale_sigma_and_records_lineage(tmp_path, bundles):
-    colony = _colony(tmp_path, bundles, population_cap=10)
+@pytest.mark.parametrize("kind", ["adapter", "full"])
+def test_division_adds_noise_of_scale_sigma_and_records_lineage(tmp_path, bundles, kind):
+    colony = _colony(tmp_path, bundles, population_cap=10, agent_weights=kind, adapter_rank=8)
     parent = colony.agents()[0]
     child_id = colony.divide(parent.id)
     child = next(a for a in colony.agents() if a.id == child_id)
@@ -131,8 +135,13 @@ def test_division_adds_noise_of_scale_sigma_and_records_lineage(tmp_path, bundle
         _state(colony.model(child)).values(), _state(colony.model(parent)).values())])
     assert difference.std().item() == pytest.approx(parent.genome.sigma, rel=0.05)
     assert abs(difference.mean().item()) < parent.genome.sigma / 10
-    replayed = mutate_weights(colony.model(parent), parent.genome.sigma, child.identity_seed)
-    assert all(torch.equal(a, b) for a, b in zip(_state(replayed).values(), _state(colony.model(child)).values()))
+    if kind == "full":
+        replayed = _state(mutate_weights(colony.model(parent), parent.genome.sigma, child.identity_seed))
+    else:  # the adapter alone changes; the child replays from its identity seed
+        replayed = mutate_adapter(colony.model(parent).tensors(), parent.genome.sigma, child.identity_seed)
+        replayed = {"adapter." + k.replace(".", "__"): v for k, v in replayed.items()}
+    assert replayed.keys() == _state(colony.model(child)).keys()
+    assert all(torch.equal(replayed[k], v) for k, v in _state(colony.model(child)).items())
     kinds = [(e["kind"], e["agent"]) for e in colony.status()["events"]]
     assert ("division", parent.id) in kinds and ("birth", child_id) in kinds
 
@@ -204,7 +213,7 @@ def test_simulate_predicts_before_learning_and_writes_its_summary(tmp_path, bund
     from genesis.train.data import load_data
     from genesis.train.generate import continuation_token_probs
 
-    colony = _colony(tmp_path, bundles, division_threshold=3, population_cap=3)
+    colony = _colony(tmp_path, bundles, division_threshold=3, population_cap=3, agent_weights="full")
     best = load_bundle(bundles[0]) if colony.agents()[0].genome == load_bundle(bundles[0]).genome \
         else load_bundle(bundles[1])  # the fittest agent at the start, as the replay freezes it
     summary = simulate(colony, data_folder, chunks=8, prompt_tokens=16, continuation_tokens=8)
@@ -325,3 +334,77 @@ def test_concurrent_learning_loses_no_update(tmp_path, bundles):
     # every learner saved on top of the version it loaded: four updates each, none lost
     assert [colony.version(agent) for agent in colony.agents()] == [4, 4]
     assert colony.status()["memories"] == 4
+
+
+def _adapter_state(model) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in model.tensors().items()}
+
+
+def test_adapter_agents_share_one_frozen_base_and_stay_small(tmp_path, bundles):
+    colony = Colony.seed(tmp_path / "many", bundles[:1], ColonySettings(population_cap=50), copies=20)
+    agents = colony.agents()
+    assert len(agents) == 20 and len(list((colony.folder / "bases").iterdir())) == 1
+    base_file = next((colony.folder / "bases").iterdir())
+    assert base_file.read_bytes() == (bundles[0] / "model.safetensors").read_bytes()
+    sizes = [(colony.folder / "agents" / f"{a.id}.safetensors").stat().st_size for a in agents]
+    assert max(sizes) < base_file.stat().st_size / 10
+    # distinct identities: no two agents predict the same distribution
+    probs = colony.weights.predictor(agents, 1.0)([1, 2, 3])
+    assert probs.shape == (20, colony.tokenizer.get_vocab_size())
+    assert all(not torch.allclose(probs[0], probs[i]) for i in range(1, 20))
+    # the batched pass gives what each agent's own model gives alone
+    alone = torch.stack([next_token_probs(colony.model(a), [1, 2, 3]) for a in agents])
+    assert torch.allclose(probs, alone, atol=1e-5)
+    target = colony.tokenizer.encode(" is long").ids
+    batched = colony.continuation_probs(agents, [1, 2, 3], target)
+    from genesis.train.generate import continuation_token_probs
+    assert torch.allclose(batched, torch.stack([continuation_token_probs(colony.model(a), [1, 2, 3], target)
+                                                for a in agents]), atol=1e-5)
+
+
+def test_adapter_learning_changes_adapters_only(tmp_path, bundles):
+    colony = _colony(tmp_path, bundles, adapt_steps=3, learning_rate=1e-2)
+    bases = {p.name: p.read_bytes() for p in (colony.folder / "bases").iterdir()}
+    before = {a.id: _adapter_state(colony.model(a)) for a in colony.agents()}
+    base_params = [p.clone() for p in colony.weights.base(colony.agents()[0])[0].parameters()]
+    colony.teach("The history of the city", " is long and old")
+    for agent in colony.agents():
+        after = _adapter_state(colony.model(agent))
+        assert any(not torch.equal(after[k], v) for k, v in before[agent.id].items())
+        assert colony.version(agent) == 1
+    assert {p.name: p.read_bytes() for p in (colony.folder / "bases").iterdir()} == bases
+    reopened = Colony.open(colony.folder)
+    assert all(torch.equal(a, b) for a, b in zip(base_params, reopened.weights.base(reopened.agents()[0])[0].parameters()))
+
+
+def test_a_colony_seeded_before_adapters_opens_as_full_weights(tmp_path, bundles):
+    import sqlite3
+
+    colony = _colony(tmp_path, bundles, agent_weights="full", adapt_steps=0)
+    with sqlite3.connect(colony.folder / "colony.db") as db:
+        stored = json.loads(db.execute("SELECT value FROM settings").fetchone()[0])
+        stored.pop("agent_weights"), stored.pop("adapter_rank")
+        db.execute("UPDATE settings SET value = ?", (json.dumps(stored),))
+    old = Colony.open(colony.folder)
+    assert old.settings.agent_weights == "full" and old.ask("The", max_tokens=2, seed=0).text is not None
+
+
+@pytest.mark.parametrize("tamper, message", [
+    ("rank", "wrong shape"), ("layers", "does not hold the adapter"), ("base", "not a base id")])
+def test_adapter_files_from_someone_else_are_checked(tmp_path, bundles, tamper, message):
+    from safetensors.torch import load_file, save_file
+
+    colony = _colony(tmp_path, bundles, adapt_steps=0)
+    agent = colony.agents()[0]
+    path = colony.folder / "agents" / f"{agent.id}.safetensors"
+    tensors, base = load_file(str(path)), colony.weights.base_of(agent)
+    if tamper == "rank":
+        tensors = {k: torch.zeros(100, v.shape[1]) if k.endswith(".a") else torch.zeros(v.shape[0], 100)
+                   for k, v in tensors.items()}
+    elif tamper == "layers":
+        tensors.pop(next(iter(tensors)))
+    else:
+        base = "../../outside"
+    save_file(tensors, str(path), metadata={"version": "0", "base": base})
+    with pytest.raises(genesis.GenesisError, match=message):
+        Colony.open(colony.folder).ask("The", max_tokens=1, seed=0)

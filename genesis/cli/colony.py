@@ -11,6 +11,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from genesis.cli.render import DATA_HELP, console, fail
+from genesis.colony.settings import ColonySettings
 from genesis.errors import GenesisError
 
 colony_app = typer.Typer(help="A colony of agents that serve text, learn, divide and are selected.",
@@ -21,23 +22,28 @@ colony_app = typer.Typer(help="A colony of agents that serve text, learn, divide
 def colony_seed(
     folder: Path = typer.Argument(..., help="The new colony folder."),
     bundles: list[Path] = typer.Argument(..., help="Agent bundles (one tokenizer)."),
-    theta: int = typer.Option(25, help="Θ: interactions after which an agent divides."),
-    cap: int = typer.Option(6, help="Population cap: above it the weakest retire."),
-    consensus: str = typer.Option("softmax", help="softmax (fitness-weighted) or top_k."),
-    temperature: float = typer.Option(0.1, help="Temperature of the softmax over fitness."),
-    top_k_agents: int = typer.Option(2, help="Agents that answer in top_k mode."),
-    learning_rate: float = typer.Option(1e-4, help="Continuous-learning learning rate."),
-    adapt_steps: int = typer.Option(1, help="Optimizer steps per feedback (0: no learning)."),
+    theta: int = typer.Option(ColonySettings.division_threshold, help="Θ: interactions after which an agent divides."),
+    cap: int = typer.Option(ColonySettings.population_cap, help="Population cap: above it the weakest retire."),
+    consensus: str = typer.Option(ColonySettings.consensus, help="softmax (fitness-weighted) or top_k."),
+    temperature: float = typer.Option(ColonySettings.consensus_temperature, help="Temperature of the softmax over fitness."),
+    top_k_agents: int = typer.Option(ColonySettings.consensus_top_k, help="Agents that answer in top_k mode."),
+    learning_rate: float = typer.Option(ColonySettings.learning_rate, help="Continuous-learning learning rate."),
+    adapt_steps: int = typer.Option(ColonySettings.adapt_steps, help="Optimizer steps per feedback (0: no learning)."),
+    agent_weights: str = typer.Option(
+        ColonySettings.agent_weights, help="adapter (low-rank adapters over each bundle's frozen weights) "
+        "or full (each agent a whole model)."),
+    rank: int = typer.Option(ColonySettings.adapter_rank, help="Rank of the adapters."),
+    copies: int = typer.Option(1, help="Agents seeded from each bundle (distinct identities with adapters)."),
 ) -> None:
     """Create a colony from agent bundles."""
     from genesis.colony.colony import Colony
-    from genesis.colony.settings import ColonySettings
 
     settings = ColonySettings(division_threshold=theta, population_cap=cap, consensus=consensus,
                               consensus_temperature=temperature, consensus_top_k=top_k_agents,
-                              learning_rate=learning_rate, adapt_steps=adapt_steps)
+                              learning_rate=learning_rate, adapt_steps=adapt_steps,
+                              agent_weights=agent_weights, adapter_rank=rank)
     try:
-        colony = Colony.seed(folder, bundles, settings)
+        colony = Colony.seed(folder, bundles, settings, copies)
     except GenesisError as error:
         fail(str(error))
     console.print(f"colony {folder}: {len(colony.agents())} agents")

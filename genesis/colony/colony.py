@@ -4,8 +4,13 @@ Inspired by bacterial growth and Population Based Training. A colony folder hold
 
     colony.db           SQLite (WAL): agents, the shared memory, events, settings
     tokenizer.json      the one tokenizer every agent shares (their distributions mix)
-    agents/<id>.safetensors   each agent's current weights
+    agents/<id>.safetensors   each agent's current adapter (or, "full" agents, weights)
+    bases/<id>.safetensors    the frozen base of each seed bundle (adapter colonies)
 
+- **Agents** are, by default, low-rank adapters over their seed bundle's frozen weights
+  (`genesis.colony.adapters`): tens of KB each, a consensus of many is one batched pass
+  of the base, and learning changes the adapter only. `agent_weights="full"` makes each
+  agent a whole model instead, for comparison.
 - **Consensus:** an answer samples from Σ wᵢ·pᵢ, the agents' next-token distributions
   weighted by softmax(fitness / temperature), or uniformly over the top-k agents.
 - **Fitness:** a running estimate (exponential moving average) of each agent's mean
@@ -14,7 +19,7 @@ Inspired by bacterial growth and Population Based Training. A colony folder hold
 - **Continuous learning:** after feedback every agent takes a few optimizer steps on the
   colony's recent memories, so one agent learns from what another saw.
 - **Division:** after Θ interactions an agent divides: the child gets the parent's
-  current weights plus N(0, σ²) noise (σ is the genome's own trait), drawn from a new
+  current adapter (or weights) plus N(0, σ²) noise (σ is the genome's own trait), drawn from a new
   identity seed taken from the OS entropy pool and recorded, so every birth replays.
 - **Selection:** above the population cap the lowest-fitness agents retire.
 
@@ -39,7 +44,7 @@ from typing import Any, Sequence
 import torch
 from tokenizers import Tokenizer
 
-from genesis.colony.bundle import load_bundle, same_tokenizer
+from genesis.colony.bundle import load_bundle, same_tokenizer, sha256_file
 from genesis.colony.database import (
     AGENT_COLUMNS,
     DATABASE,
@@ -53,15 +58,11 @@ from genesis.colony.database import (
     new_identity,
     now,
 )
-from genesis.colony.learning import adapt_model, mutate_weights
+from genesis.colony.learning import adapt_model
 from genesis.colony.settings import ColonySettings
-from genesis.colony.weights import AgentWeights
+from genesis.colony.weights import AdapterWeights, FullWeights
 from genesis.errors import GenesisError
-from genesis.train.generate import continuation_token_probs, generate
-from genesis.train.model import (
-    GPT,
-    save_weights,
-)
+from genesis.train.generate import generate_with
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,9 @@ class Answer:
     memory_id: int
     agents: tuple[str, ...]
     weights: tuple[float, ...]
+
+
+MAX_COPIES = 100_000  # agents per seed bundle
 
 
 class Colony:
@@ -85,12 +89,15 @@ class Colony:
             self.tokenizer = Tokenizer.from_file(str(self.folder / "tokenizer.json"))
             with self._connect() as db:
                 stored = dict(db.execute("SELECT key, value FROM settings").fetchall())
-            self.settings = ColonySettings(**json.loads(stored["settings"]))
+            # colonies seeded before adapters existed hold whole models
+            self.settings = ColonySettings(**{"agent_weights": "full", **json.loads(stored["settings"])})
         except Exception as error:  # a foreign folder: tokenizer, database or settings unreadable
             raise GenesisError(f"{self.folder} is not a readable colony: {type(error).__name__}: "
                                f"{error}".splitlines()[0]) from None
         self.settings.validate()
-        self.weights = AgentWeights(self.folder, self.tokenizer.get_vocab_size())
+        vocab = self.tokenizer.get_vocab_size()
+        self.weights = (AdapterWeights(self.folder, vocab, self.settings.adapter_rank)
+                        if self.settings.agent_weights == "adapter" else FullWeights(self.folder, vocab))
         self.agents(alive_only=False)  # every row is checked before anything is built from it
 
     @classmethod
@@ -100,8 +107,11 @@ class Colony:
 
     @classmethod
     def seed(cls, folder: str | Path, bundles: Sequence[str | Path],
-             settings: ColonySettings = ColonySettings()) -> Colony:
-        """Create a colony from agent bundles (all trained with one tokenizer).
+             settings: ColonySettings = ColonySettings(), copies: int = 1) -> Colony:
+        """Create a colony from agent bundles (all trained with one tokenizer), `copies`
+        agents from each. Adapter agents share their bundle's weights as a frozen base and
+        start as distinct identities (adapters drawn from their identity seeds); full
+        agents start as exact copies of their bundle.
 
         Raises:
             GenesisError: the folder already holds a colony, a bundle is bad, or the
@@ -113,19 +123,32 @@ class Colony:
             raise GenesisError(f"{folder} already holds a colony")
         if not bundles:
             raise GenesisError("a colony needs at least one bundle")
+        if not 1 <= copies <= MAX_COPIES:
+            raise GenesisError(f"copies per bundle must be in 1..{MAX_COPIES}")
         loaded = [load_bundle(path) for path in bundles]
         if not same_tokenizer(loaded):
             raise GenesisError("the bundles were trained with different tokenizers; "
                                "a colony mixes distributions over one vocabulary")
-        (folder / "agents").mkdir(parents=True, exist_ok=True)
+        for sub in ("agents", "bases"):
+            (folder / sub).mkdir(parents=True, exist_ok=True)
         shutil.copyfile(loaded[0].path / "tokenizer.json", folder / "tokenizer.json")
+        vocab = Tokenizer.from_file(str(folder / "tokenizer.json")).get_vocab_size()
+        adapters = AdapterWeights(folder, vocab, settings.adapter_rank)
         with create_database(folder, json.dumps(dataclasses.asdict(settings))) as db:
             for bundle in loaded:
-                agent_id, identity = new_identity()
-                shutil.copyfile(bundle.path / "model.safetensors", folder / "agents" / f"{agent_id}.safetensors")
+                weights, block_size = bundle.path / "model.safetensors", bundle.manifest["block_size"]
+                base_id = "b" + sha256_file(weights)[:8]
+                if settings.agent_weights == "adapter":
+                    shutil.copyfile(weights, adapters.base_path(base_id))
                 fitness = -bundle.manifest["metrics"]["val_loss"]
-                insert_agent(db, agent_id, None, bundle.genome, bundle.manifest["block_size"], fitness, identity)
-                event(db, "birth", agent_id, {"bundle": str(bundle.path), "fitness": fitness})
+                for _ in range(copies):
+                    agent_id, identity = new_identity()
+                    if settings.agent_weights == "adapter":
+                        adapters.born(agent_id, base_id, bundle.genome, block_size, identity)
+                    else:
+                        shutil.copyfile(weights, folder / "agents" / f"{agent_id}.safetensors")
+                    insert_agent(db, agent_id, None, bundle.genome, block_size, fitness, identity)
+                    event(db, "birth", agent_id, {"bundle": str(bundle.path), "fitness": fitness})
         return cls(folder)
 
     def _connect(self) -> sqlite3.Connection:
@@ -147,8 +170,8 @@ class Colony:
     def _agent(self, row: Sequence[Any]) -> Agent:
         return agent_from_row(row, self.tokenizer.get_vocab_size(), self.folder / DATABASE)
 
-    def model(self, agent: Agent) -> GPT:
-        """The agent's current model (`AgentWeights.model`)."""
+    def model(self, agent: Agent) -> torch.nn.Module:
+        """The agent's current model: a `GPT`, or for adapter agents an `AdaptedModel`."""
         return self.weights.model(agent)
 
     def version(self, agent: Agent) -> int:
@@ -174,9 +197,9 @@ class Colony:
             raise GenesisError(f"{self.folder} has no living agent")
         weights = self.consensus_weights(agents)
         members = [(a, w) for a, w in zip(agents, weights) if w > 0]
-        text = generate([self.model(a) for a, _ in members], [w for _, w in members], self.tokenizer,
-                        prompt, max_tokens, temperature, top_k,
-                        seed if seed is not None else secrets.randbits(63))
+        predict = self.weights.predictor([a for a, _ in members], temperature)
+        text = generate_with(predict, [w for _, w in members], self.tokenizer, prompt, max_tokens, top_k,
+                             seed if seed is not None else secrets.randbits(63))
         ids = tuple(a.id for a, _ in members)
         with self._transaction() as db:
             cursor = db.execute("INSERT INTO memories (prompt, response, agents, created) VALUES (?, ?, ?, ?)",
@@ -251,8 +274,14 @@ class Colony:
         target = self.tokenizer.encode(continuation).ids
         if not target:
             raise GenesisError("the continuation has no tokens")
-        return {a.id: float(continuation_token_probs(self.model(a), context, target).log().mean())
-                for a in self.agents()}
+        agents = self.agents()
+        return {a.id: float(p.log().mean()) for a, p in zip(agents, self.continuation_probs(agents, context, target))}
+
+    def continuation_probs(self, agents: Sequence[Agent], context: Sequence[int],
+                           continuation: Sequence[int]) -> torch.Tensor:
+        """Each agent's teacher-forced probabilities of `continuation` after `context`,
+        shape (agents, T) (one batched pass per base for adapter agents)."""
+        return self.weights.continuation_probs(agents, context, continuation)
 
     def _move_fitness(self, db: sqlite3.Connection, received: dict[str, float]) -> None:
         alpha = self.settings.fitness_smoothing  # f <- (1 - α)·f + α·received
@@ -327,10 +356,8 @@ class Colony:
         row = db.execute(f"SELECT {AGENT_COLUMNS} FROM agents WHERE id = ?", (parent_id,)).fetchone()
         agent = self._agent(row)
         genome, block_size = agent.genome, agent.block_size
-        parent = self.weights.load(agent)
         child_id, identity = new_identity()
-        child = mutate_weights(parent, genome.sigma, identity)
-        save_weights(child, self.weights.path(child_id))
+        self.weights.divide(agent, child_id, identity)
         insert_agent(db, child_id, parent_id, genome, block_size, agent.fitness, identity)
         db.execute("UPDATE agents SET interactions = 0 WHERE id = ?", (parent_id,))
         event(db, "division", parent_id, {"child": child_id, "sigma": genome.sigma})

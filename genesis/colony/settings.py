@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 from genesis.errors import GenesisError
 
+MAX_RANK = 64  # an adapter file above it is refused: a colony folder may come from someone else
+
 
 @dataclass(frozen=True)
 class ColonySettings:
@@ -22,6 +24,11 @@ class ColonySettings:
         learning_rate: AdamW learning rate of continuous learning.
         adapt_steps: optimizer steps each agent takes after feedback (0: no learning).
         memory_window: recent memories an adaptation trains on.
+        agent_weights: "adapter" (each agent a low-rank adapter over its seed bundle's
+            frozen base: small, batched, learns without touching the base) or "full"
+            (each agent a whole model that learns every weight). Colonies seeded before
+            adapters existed are "full".
+        adapter_rank: the rank of every adapter matrix.
     """
 
     division_threshold: int = 25
@@ -33,6 +40,8 @@ class ColonySettings:
     learning_rate: float = 1e-4
     adapt_steps: int = 1
     memory_window: int = 8
+    agent_weights: str = "adapter"
+    adapter_rank: int = 4
 
     def validate(self) -> None:
         """Raise `GenesisError` for settings a colony cannot run with."""
@@ -40,5 +49,9 @@ class ColonySettings:
             raise GenesisError(f"consensus must be softmax or top_k, not {self.consensus!r}")
         if self.division_threshold < 1 or self.population_cap < 1 or self.consensus_top_k < 1:
             raise GenesisError("division threshold, population cap and top-k must be at least 1")
+        if self.agent_weights not in ("adapter", "full"):
+            raise GenesisError(f"agent weights must be adapter or full, not {self.agent_weights!r}")
+        if not 1 <= self.adapter_rank <= MAX_RANK:
+            raise GenesisError(f"the adapter rank must be in 1..{MAX_RANK}")
         if self.consensus_temperature <= 0 or not 0 < self.fitness_smoothing <= 1:
             raise GenesisError("consensus temperature must be > 0 and smoothing in (0, 1]")

@@ -17,6 +17,7 @@ agent that is given everything but the colony.
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import time
@@ -29,7 +30,6 @@ import torch
 from genesis.colony.colony import Colony, adapt_model
 from genesis.train.data import load_data
 from genesis.train.generate import continuation_token_probs
-from genesis.train.model import GPT
 
 SIMULATION_FILE = "simulation.json"
 SIMULATION_PLOT = "simulation.png"
@@ -79,8 +79,7 @@ def simulate(
         # 1. predict: every number below is measured before anything learns from this chunk
         agents = colony.agents()
         weights = torch.tensor(colony.consensus_weights(agents), dtype=torch.float64)
-        per_agent = torch.stack([continuation_token_probs(colony.model(a), context, target).double()
-                                 for a in agents])  # (agents, T)
+        per_agent = colony.continuation_probs(agents, context, target).double()  # (agents, T)
         nll["consensus"] -= float((weights[:, None] * per_agent).sum(0).log().sum())
         nll["frozen_best"] -= float(continuation_token_probs(frozen, context, target).double().log().sum())
         nll["learning_best"] -= float(continuation_token_probs(learner, context, target).double().log().sum())
@@ -105,10 +104,9 @@ def simulate(
     return summary
 
 
-def _copy(model: GPT) -> GPT:
-    twin = GPT(model.config)
-    twin.load_state_dict(model.state_dict())
-    return twin.eval()
+def _copy(model: torch.nn.Module) -> torch.nn.Module:
+    """A twin that changes independently (an adapter agent's twin gets its own base copy)."""
+    return copy.deepcopy(model).eval()
 
 
 def _summarize(colony, series, seconds, prompt_tokens, continuation_tokens, split, best_id) -> dict:

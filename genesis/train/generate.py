@@ -6,7 +6,7 @@ CLI's `generate` and the colony's consensus share this code.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 from tokenizers import Tokenizer
@@ -58,11 +58,29 @@ def generate(
 
     Returns only the generated continuation, decoded.
     """
+    def predict(tokens: list[int]) -> torch.Tensor:
+        return torch.stack([next_token_probs(m, tokens, temperature) for m in models])
+
+    return generate_with(predict, weights, tokenizer, prompt, max_tokens, top_k, seed)
+
+
+def generate_with(
+    predict: Callable[[list[int]], torch.Tensor],
+    weights: Sequence[float],
+    tokenizer: Tokenizer,
+    prompt: str,
+    max_tokens: int = 50,
+    top_k: int = 40,
+    seed: int = 0,
+) -> str:
+    """Continue `prompt` by sampling from Σ wᵢ·pᵢ, where `predict(tokens)` gives the members'
+    next-token distributions, shape (members, vocab), at the temperature already applied
+    (a colony of adapters predicts all its members in one batched pass)."""
     generator = torch.Generator().manual_seed(seed)
     tokens = tokenizer.encode(prompt).ids
     generated: list[int] = []
     for _ in range(max_tokens):
-        probs = mixture([next_token_probs(m, tokens + generated, temperature) for m in models], weights)
+        probs = mixture(list(predict(tokens + generated)), weights)
         generated.append(sample(probs, top_k, generator))
     return tokenizer.decode(generated)
 
