@@ -408,3 +408,21 @@ def test_adapter_files_from_someone_else_are_checked(tmp_path, bundles, tamper, 
     save_file(tensors, str(path), metadata={"version": "0", "base": base})
     with pytest.raises(genesis.GenesisError, match=message):
         Colony.open(colony.folder).ask("The", max_tokens=1, seed=0)
+
+
+def test_adapters_learning_together_make_the_updates_each_would_make_alone(tmp_path, bundles):
+    from genesis.colony.adapters import AdaptedModel, learn_together
+    from genesis.colony.learning import adapt_model, training_batch
+
+    colony = Colony.seed(tmp_path / "c", bundles[:1], ColonySettings(population_cap=10), copies=3)
+    agents = colony.agents()
+    base, wrappers = colony.weights.base(agents[0])
+    sequences = [colony.tokenizer.encode(t).ids for t in ("The history of the city is long", "A river runs")]
+    batch = training_batch(sequences, base.config.block_size)
+    together = learn_together(base, wrappers, [colony.weights.adapter(a) for a in agents], batch, 3, 1e-2)
+    for agent, learned in zip(agents, together):
+        alone = AdaptedModel(base, wrappers, colony.weights.adapter(agent))
+        adapt_model(alone, sequences, 3, 1e-2)
+        for name, tensor in alone.tensors().items():
+            assert torch.allclose(learned[name], tensor, atol=1e-5), name
+        assert any(not torch.equal(learned[k], v) for k, v in colony.weights.adapter(agent).items())

@@ -155,6 +155,34 @@ def batched_continuation_probs(base: GPT, wrappers: dict[str, LoRALinear], stack
     return picked[:, -len(continuation):]
 
 
+def learn_together(base: GPT, wrappers: dict[str, LoRALinear], adapters: Sequence[Adapter], batch: torch.Tensor,
+                   steps: int, learning_rate: float) -> list[Adapter]:
+    """Each adapter takes `steps` AdamW steps on `batch` (B, length), all in one batched
+    pass: the same updates as training each agent alone (its own loss, its own gradient
+    clipped to norm 1, its own optimizer state), at the cost of one larger forward and
+    backward. Returns the new adapters."""
+    count, rows = len(adapters), batch.shape[0]
+    stacked = {name: tuple(t.clone().requires_grad_(True) for t in pair) for name, pair in stack(adapters).items()}
+    leaves = [t for pair in stacked.values() for t in pair]
+    optimizer = torch.optim.AdamW(leaves, lr=learning_rate, weight_decay=0.0)
+    inputs, targets = batch[:, :-1].repeat(count, 1), batch[:, 1:].repeat(count, 1)  # agent n: rows n·B..
+    for _ in range(steps):
+        per_row = {name: tuple(t.repeat_interleave(rows, dim=0) for t in pair) for name, pair in stacked.items()}
+        with applied(wrappers, per_row):
+            logits, _ = base(inputs)
+        losses = torch.nn.functional.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="none")
+        optimizer.zero_grad(set_to_none=True)
+        losses.view(count, -1).mean(dim=1).sum().backward()  # agents' losses are independent
+        with torch.no_grad():  # clip each agent's gradient to norm 1, as clip_grad_norm_ would alone
+            norms = torch.sqrt(sum(t.grad.flatten(1).square().sum(dim=1) for t in leaves))
+            scale = (1.0 / (norms + 1e-6)).clamp(max=1.0)
+            for t in leaves:
+                t.grad.mul_(scale.view(-1, *[1] * (t.dim() - 1)))
+        optimizer.step()
+    return [{f"{name}.{part}": pair[i].detach()[n].clone() for name, pair in stacked.items()
+             for i, part in enumerate("ab")} for n in range(count)]
+
+
 def save_adapter(adapter: Adapter, path: Path, metadata: dict[str, str]) -> None:
     """Write an adapter atomically, with `metadata` (its learning version, its base)."""
     temporary = path.with_name(f".{path.name}.tmp")

@@ -58,7 +58,6 @@ from genesis.colony.database import (
     new_identity,
     now,
 )
-from genesis.colony.learning import adapt_model
 from genesis.colony.settings import ColonySettings
 from genesis.colony.weights import AdapterWeights, FullWeights
 from genesis.errors import GenesisError
@@ -320,14 +319,7 @@ class Colony:
         if not texts:
             return
         sequences = [self.tokenizer.encode(t).ids for t in texts]
-        for agent in self.agents():
-            # Load, learn and save under the agent's lock: a process that learns at the same
-            # time waits and then learns on top of these weights, so no update is lost.
-            with self.weights.lock(agent):
-                loaded = self.weights.version(agent)
-                model = self.weights.model(agent)
-                adapt_model(model, sequences, self.settings.adapt_steps, self.settings.learning_rate)
-                self.weights.save(agent, model, loaded + 1)
+        self.weights.adapt(self.agents(), sequences, self.settings.adapt_steps, self.settings.learning_rate)
 
     def _count_interactions(self, db: sqlite3.Connection, agent_ids: Sequence[str]) -> None:
         for agent_id in agent_ids:

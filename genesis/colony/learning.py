@@ -20,14 +20,21 @@ def mutate_weights(parent: GPT, sigma: float, identity_seed: int) -> GPT:
     return child.eval()
 
 
+def training_batch(sequences: Sequence[Sequence[int]], block_size: int) -> torch.Tensor | None:
+    """The memories as one batch of equal-length windows (the last tokens of each, cropped
+    to the context), shape (B, length); None when no memory has two tokens."""
+    windows = [list(s)[-(block_size + 1):] for s in sequences if len(s) >= 2]
+    if not windows:
+        return None
+    length = min(len(w) for w in windows)
+    return torch.tensor([w[-length:] for w in windows])
+
+
 def adapt_model(model: GPT, sequences: Sequence[Sequence[int]], steps: int, learning_rate: float) -> None:
     """A few AdamW steps of next-token training on `sequences` (each cropped to the context)."""
-    block = model.config.block_size + 1
-    windows = [list(s)[-block:] for s in sequences if len(s) >= 2]
-    if not windows or steps <= 0:
+    batch = training_batch(sequences, model.config.block_size)
+    if batch is None or steps <= 0:
         return
-    length = min(len(w) for w in windows)
-    batch = torch.tensor([w[-length:] for w in windows])  # (B, length)
     optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=0.0)
     model.train()
     for _ in range(steps):

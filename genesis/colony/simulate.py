@@ -27,7 +27,8 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from genesis.colony.colony import Colony, adapt_model
+from genesis.colony.colony import Colony
+from genesis.colony.learning import adapt_model
 from genesis.train.data import load_data
 from genesis.train.generate import continuation_token_probs
 

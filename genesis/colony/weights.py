@@ -12,6 +12,7 @@ for many agents at once: the adapter kind in one batched pass per base.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from pathlib import Path
 from typing import Callable, Sequence
@@ -21,12 +22,13 @@ from filelock import FileLock
 
 from genesis.colony import adapters as lora
 from genesis.colony.database import AGENT_ID, Agent
-from genesis.colony.learning import mutate_weights
+from genesis.colony.learning import adapt_model, mutate_weights, training_batch
 from genesis.errors import GenesisError
 from genesis.train.generate import continuation_token_probs, next_token_probs
 from genesis.train.model import GPT, GPTConfig, load_weights, save_weights, weights_metadata
 
 BASE_ID = re.compile(r"b[0-9a-f]{8}")
+LEARN_TOGETHER = 16  # adapters trained in one batched pass (memory: agents x memories x vocab logits)
 
 
 class FullWeights:
@@ -76,6 +78,18 @@ class FullWeights:
     def lock(self, agent: Agent) -> FileLock:
         """The agent's lock: load, learn and save under it, so no update is lost."""
         return FileLock(str(self.path(agent.id).with_suffix(".lock")))
+
+    def adapt(self, agents: Sequence[Agent], sequences: Sequence[Sequence[int]], steps: int,
+              learning_rate: float) -> None:
+        """Every agent takes `steps` optimizer steps on `sequences`. Each loads, learns and
+        saves under its lock: a process that learns at the same time waits and then learns
+        on top of these weights, so no update is lost."""
+        for agent in agents:
+            with self.lock(agent):
+                loaded = self.version(agent)
+                model = self.model(agent)
+                adapt_model(model, sequences, steps, learning_rate)
+                self.save(agent, model, loaded + 1)
 
     def divide(self, parent: Agent, child_id: str, identity_seed: int) -> None:
         """Write the child's weights: the parent's plus N(0, σ²), from the child's seed."""
@@ -160,6 +174,29 @@ class AdapterWeights(FullWeights):
         """Write a first-generation agent: an adapter drawn from its identity seed."""
         _, wrappers = self.load_base(base_id, genome, block_size)
         self.create(agent_id, base_id, lora.new_adapter(wrappers, self.rank, genome.sigma, identity_seed))
+
+    def adapt(self, agents: Sequence[Agent], sequences: Sequence[Sequence[int]], steps: int,
+              learning_rate: float) -> None:
+        """As `FullWeights.adapt`, but `LEARN_TOGETHER` agents of a base at a time in one
+        batched pass (the same updates as one by one), each under its lock."""
+        groups: dict[str, list[Agent]] = {}
+        for agent in agents:
+            groups.setdefault(self.base_of(agent), []).append(agent)
+        for group in groups.values():
+            base, wrappers = self.base(group[0])
+            batch = training_batch(sequences, base.config.block_size)
+            if batch is None or steps <= 0:
+                continue
+            for start in range(0, len(group), LEARN_TOGETHER):
+                chunk = sorted(group[start:start + LEARN_TOGETHER], key=lambda a: a.id)  # one lock order
+                with contextlib.ExitStack() as locks:
+                    for agent in chunk:
+                        locks.enter_context(self.lock(agent))
+                    loaded = [self.version(agent) for agent in chunk]
+                    learned = lora.learn_together(base, wrappers, [self.adapter(a) for a in chunk], batch,
+                                                  steps, learning_rate)
+                    for agent, version, adapter in zip(chunk, loaded, learned):
+                        self.save(agent, lora.AdaptedModel(base, wrappers, adapter).eval(), version + 1)
 
     def divide(self, parent: Agent, child_id: str, identity_seed: int) -> None:
         child = lora.mutate_adapter(self.adapter(parent), parent.genome.sigma, identity_seed)
