@@ -355,6 +355,10 @@ def test_adapter_agents_share_one_frozen_base_and_stay_small(tmp_path, bundles):
     # the batched pass gives what each agent's own model gives alone
     alone = torch.stack([next_token_probs(colony.model(a), [1, 2, 3]) for a in agents])
     assert torch.allclose(probs, alone, atol=1e-5)
+    predict = colony.weights.predictor(agents, 1.0)  # decodes incrementally as the context grows
+    for context in ([1, 2, 3], [1, 2, 3, 9], [1, 2, 3, 9, 4], [5, 6]):
+        alone = torch.stack([next_token_probs(colony.model(a), context) for a in agents])
+        assert torch.allclose(predict(context), alone, atol=1e-5)
     target = colony.tokenizer.encode(" is long").ids
     batched = colony.continuation_probs(agents, [1, 2, 3], target)
     from genesis.train.generate import continuation_token_probs

@@ -137,3 +137,19 @@ def test_the_largest_genome_of_a_space_has_the_most_parameters():
     space = load_search_space()
     most = max(count_parameters(g, 4096, 64) for g in architectures(space))
     assert count_parameters(largest_genome(space.domains), 4096, 64) == most
+
+
+@pytest.mark.parametrize("position", ["learned", "rotary"])
+def test_incremental_decoding_with_a_cache_equals_reading_the_whole_context(position):
+    from genesis.train.model import GPT, GPTConfig
+
+    genome = Genome(n_layer=2, n_head=2, d_model=32, activation="gelu", sigma=0.01, position=position)
+    model = GPT(GPTConfig.from_genome(genome, vocab_size=50, block_size=16)).eval()
+    tokens = torch.randint(0, 50, (3, 10), generator=torch.Generator().manual_seed(0))
+    cache = [{} for _ in model.blocks]
+    with torch.no_grad():
+        model(tokens[:, :6], cache=cache)  # the prompt fills the cache
+        for t in range(6, 10):
+            step, _ = model(tokens[:, t:t + 1], cache=cache, last_only=True)
+            whole, _ = model(tokens[:, :t + 1])
+            assert torch.allclose(step[:, -1], whole[:, -1], atol=1e-5)

@@ -124,18 +124,35 @@ class AdaptedModel(nn.Module):
             return base(idx, targets)
 
 
-@torch.no_grad()
-def batched_next_token_probs(base: GPT, wrappers: dict[str, LoRALinear], stacked: Stacked,
-                             tokens: Sequence[int], temperature: float = 1.0) -> torch.Tensor:
-    """Each agent's distribution over the next token, shape (agents, vocab), from one
-    forward pass of the base over one row per agent."""
-    context = list(tokens)[-base.config.block_size:] or [0]
-    agents = next(iter(stacked.values()))[0].shape[0]
-    idx = torch.tensor([context]).expand(agents, -1)
-    base.eval()
-    with applied(wrappers, stacked):
-        logits, _ = base(idx)
-    return torch.softmax(logits[:, -1].float() / max(temperature, 1e-6), dim=-1)
+class BatchedDecoder:
+    """Each agent's next-token distribution, shape (agents, vocab), for a growing context:
+    one batched pass of the base per new token, reusing the keys and values of the
+    tokens before it (the context is re-read only when it stops growing by one token or
+    outgrows the base's block size)."""
+
+    def __init__(self, base: GPT, wrappers: dict[str, LoRALinear], stacked: Stacked, temperature: float = 1.0):
+        self.base, self.wrappers, self.stacked = base, wrappers, stacked
+        self.temperature = max(temperature, 1e-6)
+        self.agents = next(iter(stacked.values()))[0].shape[0]
+        self.seen: list[int] = []
+        self.cache: list[dict[str, torch.Tensor]] = []
+
+    @torch.no_grad()
+    def __call__(self, tokens: Sequence[int]) -> torch.Tensor:
+        tokens = list(tokens) or [0]
+        block = self.base.config.block_size
+        if len(tokens) == len(self.seen) + 1 and tokens[:-1] == self.seen and len(tokens) <= block:
+            new = tokens[-1:]
+        else:  # a new context, or one too long for the cache: read it anew, cropped
+            tokens = tokens[-block:]
+            self.cache = [{} for _ in self.base.blocks]
+            new = tokens
+        self.seen = tokens
+        idx = torch.tensor([new]).expand(self.agents, -1)
+        self.base.eval()
+        with applied(self.wrappers, self.stacked):
+            logits, _ = self.base(idx, cache=self.cache, last_only=True)
+        return torch.softmax(logits[:, -1].float() / self.temperature, dim=-1)
 
 
 @torch.no_grad()

@@ -203,11 +203,18 @@ class AdapterWeights(FullWeights):
         self.create(child_id, self.base_of(parent), child)
 
     def predictor(self, agents: Sequence[Agent], temperature: float) -> Callable[[Sequence[int]], torch.Tensor]:
-        """As `FullWeights.predictor`, one batched pass per base: the adapters are stacked
-        once, here."""
+        """As `FullWeights.predictor`, one batched pass per base and new token: the adapters
+        are stacked once, here, and each base decodes incrementally (`BatchedDecoder`)."""
         compute = self._per_base(agents)
-        return lambda tokens: compute(lambda base, wrappers, stacked: lora.batched_next_token_probs(
-            base, wrappers, stacked, tokens, temperature))
+        decoders: dict[int, lora.BatchedDecoder] = {}  # per base batch
+
+        def decode(base, wrappers, stacked):
+            key = id(stacked)
+            if key not in decoders:
+                decoders[key] = lora.BatchedDecoder(base, wrappers, stacked, temperature)
+            return decoders[key]
+
+        return lambda tokens: compute(lambda base, wrappers, stacked: decode(base, wrappers, stacked)(tokens))
 
     def continuation_probs(self, agents: Sequence[Agent], context: Sequence[int],
                            continuation: Sequence[int]) -> torch.Tensor:

@@ -118,14 +118,22 @@ class CausalSelfAttention(nn.Module):
         self.dropout = config.dropout
         self.residual_dropout = nn.Dropout(config.dropout)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cache: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        """Self-attention over `x`; with a `cache` (incremental decoding), `x` is the next
+        token(s) after the keys and values the cache holds, which it then extends."""
         B, T, C = x.shape
         q, k, v = self.qkv(x).split(C, dim=2)
         # (B, T, C) -> (B, nh, T, hs)
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
+        past = cache["k"].size(2) if cache else 0
         if self.rotary is not None:
-            q, k = self.rotary(q), self.rotary(k)
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True,
+            q, k = self.rotary(q, past), self.rotary(k, past)
+        if cache is not None:
+            if past:
+                k, v = torch.cat([cache["k"], k], dim=2), torch.cat([cache["v"], v], dim=2)
+            cache["k"], cache["v"] = k, v
+        # a single new token attends to everything before it: no mask needed
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=not past,
                                            dropout_p=self.dropout if self.training else 0.0)  # (B, nh, T, hs)
         return self.residual_dropout(self.proj(y.transpose(1, 2).contiguous().view(B, T, C)))
 
@@ -145,9 +153,9 @@ class Rotary(nn.Module):
         self.register_buffer("cos", angles.cos(), persistent=False)
         self.register_buffer("sin", angles.sin(), persistent=False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, offset: int = 0) -> torch.Tensor:
         T = x.size(-2)
-        cos, sin = self.cos[:T].to(x.dtype), self.sin[:T].to(x.dtype)
+        cos, sin = self.cos[offset:offset + T].to(x.dtype), self.sin[offset:offset + T].to(x.dtype)
         even, odd = x[..., 0::2], x[..., 1::2]  # (B, nh, T, hs/2) each
         return torch.stack((even * cos - odd * sin, even * sin + odd * cos), dim=-1).flatten(-2)
 
@@ -189,8 +197,8 @@ class Block(nn.Module):
         self.ln_2 = make_norm(config)
         self.mlp = MLP(config)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x))
+    def forward(self, x: torch.Tensor, cache: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), cache)
         return x + self.mlp(self.ln_2(x))
 
 
@@ -241,17 +249,27 @@ class GPT(nn.Module):
         return math.ceil(bits / 8)
 
     def forward(
-        self, idx: torch.Tensor, targets: torch.Tensor | None = None
+        self, idx: torch.Tensor, targets: torch.Tensor | None = None,
+        cache: list[dict[str, torch.Tensor]] | None = None, last_only: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Logits for every position, and the mean cross-entropy when targets are given."""
+        """Logits for every position (or, `last_only`, the last), and the mean cross-entropy
+        when targets are given.
+
+        `cache` (one dict per block, empty at first) decodes incrementally: the first call
+        reads the prompt and fills it, each later call passes only the new token, which
+        attends to the cached keys and values instead of recomputing the whole context.
+        """
         B, T = idx.shape
-        pos = torch.arange(T, device=idx.device)
+        past = cache[0]["k"].size(2) if cache and cache[0] else 0
+        pos = torch.arange(past, past + T, device=idx.device)
         x = self.tok_emb(idx)  # (B, T, C)
         if self.pos_emb is not None:
             x = x + self.pos_emb(pos)
         x = self.embedding_dropout(x)
-        for block in self.blocks:
-            x = block(x)
+        for index, block in enumerate(self.blocks):
+            x = block(x, cache[index] if cache is not None else None)
+        if last_only:
+            x = x[:, -1:]
         logits = self.head(self.ln_f(x))  # (B, T, vocab)
         loss = None
         if targets is not None:
