@@ -45,9 +45,7 @@ class FullWeights:
         Raises:
             GenesisError: not an agent id, or the file is a symbolic link.
         """
-        if not AGENT_ID.fullmatch(agent_id):
-            raise GenesisError(f"{agent_id!r} is not an agent id")
-        return _inside(self.folder, "agents", f"{agent_id}.safetensors")
+        return _inside(self.folder, "agents", agent_id, AGENT_ID, "an agent id")
 
     def load(self, agent: Agent) -> torch.nn.Module:
         """A fresh model with the agent's current weights (not cached, free to change)."""
@@ -127,9 +125,7 @@ class AdapterWeights(FullWeights):
         Raises:
             GenesisError: not a base id, or the file is a symbolic link.
         """
-        if not BASE_ID.fullmatch(base_id):
-            raise GenesisError(f"{base_id!r} is not a base id")
-        return _inside(self.folder, "bases", f"{base_id}.safetensors")
+        return _inside(self.folder, "bases", base_id, BASE_ID, "a base id")
 
     def base_of(self, agent: Agent) -> str:
         """The id of the base the agent's adapter sits on (fixed at birth)."""
@@ -240,8 +236,12 @@ class AdapterWeights(FullWeights):
         return compute
 
 
-def _inside(folder: Path, subfolder: str, name: str) -> Path:
-    path = folder / subfolder / name
+def _inside(folder: Path, subfolder: str, name: str, pattern: re.Pattern, what: str) -> Path:
+    """`folder/subfolder/<name>.safetensors`, for a `name` that matches `pattern` (so it
+    stays inside the folder) and a file that is no symbolic link."""
+    if not isinstance(name, str) or not pattern.fullmatch(name):
+        raise GenesisError(f"{name!r} is not {what}")
+    path = folder / subfolder / f"{name}.safetensors"
     if path.is_symlink() or (folder / subfolder).is_symlink():
         raise GenesisError(f"{path} is a symbolic link; a colony keeps its weights inside its folder")
     return path

@@ -60,6 +60,17 @@ def write_json_atomic(path: Path, data: Any) -> None:
         raise
 
 
+def read_json(path: Path, missing: str) -> Any:
+    """The JSON in `path`; `GenesisError(missing)` when there is no such file, and one
+    naming the file when it is corrupt."""
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise GenesisError(missing) from None
+    except json.JSONDecodeError as error:
+        raise GenesisError(f"{path} is corrupt: {error}") from None
+
+
 def drop_torn_line(path: Path) -> None:
     """Cut a last line left half-written by a crash from an append-only log, so the next
     append starts on a fresh line."""
@@ -128,13 +139,7 @@ class RunStore:
 
     def config(self) -> dict[str, Any]:
         """The resolved configuration the run was started with."""
-        path = self.path / CONFIG_FILE
-        try:
-            config = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise GenesisError(f"{self.path} is not a genesis run (no {CONFIG_FILE})") from None
-        except json.JSONDecodeError as error:
-            raise GenesisError(f"{path} is corrupt: {error}") from None
+        config = read_json(self.path / CONFIG_FILE, f"{self.path} is not a genesis run (no {CONFIG_FILE})")
         if not isinstance(config, dict) or "run_id" not in config:
             raise GenesisError(f"{self.path} is not a genesis run ({CONFIG_FILE} has no run_id)")
         return config

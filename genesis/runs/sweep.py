@@ -18,7 +18,6 @@ from __future__ import annotations
 import csv
 import io
 import itertools
-import json
 import math
 import os
 import random
@@ -32,7 +31,7 @@ from genesis.core.records import Outcome, training_seed
 from genesis.core.space import DEFAULT_SEARCH_SPACE, ChoiceDomain, IntDomain, SearchSpace
 from genesis.errors import GenesisError
 from genesis.runs.settings import EvaluatorSettings
-from genesis.runs.store import drop_torn_line, write_json_atomic
+from genesis.runs.store import drop_torn_line, read_json, write_json_atomic
 
 TABLE_FILE = "table.csv"
 META_FILE = "table.json"
@@ -197,12 +196,7 @@ def read_meta(folder: str | Path) -> dict[str, Any]:
         GenesisError: not a sweep folder, or a corrupt one.
     """
     path = Path(folder) / META_FILE
-    try:
-        meta = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise GenesisError(f"{folder} is not a sweep table (no {META_FILE})") from None
-    except json.JSONDecodeError as error:
-        raise GenesisError(f"{path} is corrupt: {error}") from None
+    meta = read_json(path, f"{folder} is not a sweep table (no {META_FILE})")
     if not isinstance(meta, dict) or meta.get("format") != TABLE_FORMAT:
         raise GenesisError(f"{path} is not a genesis table of format {TABLE_FORMAT}")
     return meta
