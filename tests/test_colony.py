@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import shutil
@@ -430,3 +431,31 @@ def test_adapters_learning_together_make_the_updates_each_would_make_alone(tmp_p
         for name, tensor in alone.tensors().items():
             assert torch.allclose(learned[name], tensor, atol=1e-5), name
         assert any(not torch.equal(learned[k], v) for k, v in colony.weights.adapter(agent).items())
+
+
+def test_memories_are_found_again_by_similarity_and_kept_bounded(tmp_path, bundles, monkeypatch):
+    import genesis.colony.colony as colony_module
+
+    colony = _colony(tmp_path, bundles, adapt_steps=0, memory_window=2, memory_limit=3, recall=1)
+    texts = [("The river", " flows past the town"), ("Armies of the king", " marched to battle"),
+             ("Rain fell on the hills", " all night")]
+    for prompt, continuation in texts:
+        colony.teach(prompt, continuation)
+    # learning from the newest feedback draws on the memory most like it, not the most recent
+    learned = []
+    monkeypatch.setattr(colony.weights, "adapt", lambda agents, sequences, *_: learned.append(sequences))
+    colony.settings = dataclasses.replace(colony.settings, adapt_steps=1)
+    colony.teach("Armies of the king", " marched to war")
+    assert colony.status()["memories"] == 3  # the limit: the oldest memory is forgotten
+    assert [colony.tokenizer.decode(s) for s in learned[0]] == [
+        "Armies of the king marched to battle", "Armies of the king marched to war"]  # not the rain
+    # recall puts the most similar memory before the prompt
+    prompts = []
+    real = colony_module.generate_with
+    monkeypatch.setattr(colony_module, "generate_with",
+                        lambda predict, weights, tokenizer, prompt, *rest: prompts.append(prompt) or real(
+                            predict, weights, tokenizer, prompt, *rest))
+    colony.ask("Rain fell", max_tokens=2, seed=0)
+    assert prompts == ["Rain fell on the hills all night\nRain fell"]
+    colony.ask("Rain fell", max_tokens=2, seed=0, recall=0)
+    assert prompts[-1] == "Rain fell"

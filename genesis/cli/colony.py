@@ -34,6 +34,10 @@ def colony_seed(
         "or full (each agent a whole model)."),
     rank: int = typer.Option(ColonySettings.adapter_rank, help="Rank of the adapters."),
     copies: int = typer.Option(1, help="Agents seeded from each bundle (distinct identities with adapters)."),
+    learn_from: str = typer.Option(ColonySettings.learn_from, help="Learn from the memories most similar "
+                                   "to the newest feedback (similar) or the most recent (recent)."),
+    recall: int = typer.Option(ColonySettings.recall, help="Similar memories put before each prompt as context."),
+    memory_limit: int = typer.Option(ColonySettings.memory_limit, help="Memories kept; the oldest go beyond it."),
 ) -> None:
     """Create a colony from agent bundles."""
     from genesis.colony.colony import Colony
@@ -41,7 +45,8 @@ def colony_seed(
     settings = ColonySettings(division_threshold=theta, population_cap=cap, consensus=consensus,
                               consensus_temperature=temperature, consensus_top_k=top_k_agents,
                               learning_rate=learning_rate, adapt_steps=adapt_steps,
-                              agent_weights=agent_weights, adapter_rank=rank)
+                              agent_weights=agent_weights, adapter_rank=rank, learn_from=learn_from,
+                              recall=recall, memory_limit=memory_limit)
     try:
         colony = Colony.seed(folder, bundles, settings, copies)
     except GenesisError as error:
@@ -57,13 +62,14 @@ def colony_ask(
     seed: Optional[int] = typer.Option(None, help="Sampling seed (default: fresh entropy)."),
     continuation: Optional[str] = typer.Option(None, help="The true continuation, as feedback."),
     score: Optional[float] = typer.Option(None, help="A score in (0, 1] for the answer, as feedback."),
+    recall: Optional[int] = typer.Option(None, help="Similar memories put before the prompt (default: the colony's)."),
 ) -> None:
     """Answer a prompt by fitness-weighted consensus; optionally give feedback at once."""
     from genesis.colony.colony import Colony
 
     try:
         colony = Colony.open(folder)
-        answer = colony.ask(prompt, max_tokens=max_tokens, seed=seed)
+        answer = colony.ask(prompt, max_tokens=max_tokens, seed=seed, recall=recall)
         if continuation is not None or score is not None:
             colony.feedback(prompt, continuation, score, memory_id=answer.memory_id)
     except GenesisError as error:

@@ -37,13 +37,16 @@ import math
 import secrets
 import shutil
 import sqlite3
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
 import torch
 from tokenizers import Tokenizer
 
+from genesis.colony import memory
 from genesis.colony.bundle import load_bundle, same_tokenizer, sha256_file
 from genesis.colony.database import (
     AGENT_COLUMNS,
@@ -88,13 +91,15 @@ class Colony:
             self.tokenizer = Tokenizer.from_file(str(self.folder / "tokenizer.json"))
             with self._connect() as db:
                 stored = dict(db.execute("SELECT key, value FROM settings").fetchall())
-            # colonies seeded before adapters existed hold whole models
-            self.settings = ColonySettings(**{"agent_weights": "full", **json.loads(stored["settings"])})
+            # colonies seeded before adapters and retrieval hold whole models and learn from recent memories
+            self.settings = ColonySettings(**{"agent_weights": "full", "learn_from": "recent",
+                                              **json.loads(stored["settings"])})
         except Exception as error:  # a foreign folder: tokenizer, database or settings unreadable
             raise GenesisError(f"{self.folder} is not a readable colony: {type(error).__name__}: "
                                f"{error}".splitlines()[0]) from None
         self.settings.validate()
         vocab = self.tokenizer.get_vocab_size()
+        self._embedding: np.ndarray | None = None  # token embeddings for memory vectors, loaded on use
         self.weights = (AdapterWeights(self.folder, vocab, self.settings.adapter_rank)
                         if self.settings.agent_weights == "adapter" else FullWeights(self.folder, vocab))
         self.agents(alive_only=False)  # every row is checked before anything is built from it
@@ -158,12 +163,9 @@ class Colony:
 
     def agents(self, alive_only: bool = True) -> list[Agent]:
         """The agents, fittest first."""
-        db = self._connect()
-        try:
+        with closing(self._connect()) as db:
             where = "WHERE status = 'alive'" if alive_only else ""
             rows = db.execute(f"SELECT {AGENT_COLUMNS} FROM agents {where} ORDER BY fitness DESC, id").fetchall()
-        finally:
-            db.close()
         return [self._agent(r) for r in rows]
 
     def _agent(self, row: Sequence[Any]) -> Agent:
@@ -186,24 +188,26 @@ class Colony:
         return torch.softmax(logits / self.settings.consensus_temperature, dim=0).tolist()
 
     def ask(self, prompt: str, max_tokens: int = 30, temperature: float = 0.8, top_k: int = 40,
-            seed: int | None = None) -> Answer:
+            seed: int | None = None, recall: int | None = None) -> Answer:
         """Answer by consensus, store the interaction, count it for every agent that took part.
 
-        Counting may make agents divide and, above the cap, the weakest retire.
+        With `recall` (default the colony's setting) the most similar memories with their
+        true continuations come first, as context. Counting may make agents divide and,
+        above the cap, the weakest retire.
         """
         agents = self.agents()
         if not agents:
             raise GenesisError(f"{self.folder} has no living agent")
         weights = self.consensus_weights(agents)
         members = [(a, w) for a, w in zip(agents, weights) if w > 0]
+        recall = self.settings.recall if recall is None else recall
+        context = "".join(f"{text}\n" for text in self._similar(prompt, recall)) if recall > 0 else ""
         predict = self.weights.predictor([a for a, _ in members], temperature)
-        text = generate_with(predict, [w for _, w in members], self.tokenizer, prompt, max_tokens, top_k,
-                             seed if seed is not None else secrets.randbits(63))
+        text = generate_with(predict, [w for _, w in members], self.tokenizer, context + prompt, max_tokens,
+                             top_k, seed if seed is not None else secrets.randbits(63))
         ids = tuple(a.id for a, _ in members)
         with self._transaction() as db:
-            cursor = db.execute("INSERT INTO memories (prompt, response, agents, created) VALUES (?, ?, ?, ?)",
-                                (prompt, text, json.dumps(ids), now()))
-            memory_id = cursor.lastrowid
+            memory_id = memory.add(db, prompt, ids, response=text)
             self._count_interactions(db, ids)
         return Answer(text, memory_id, ids, tuple(w for _, w in members))
 
@@ -232,15 +236,18 @@ class Colony:
             The value each agent's fitness moved toward.
         """
         received = dict(measured) if measured is not None else self._log_likelihoods(prompt, continuation)
+        vector = self._vector(prompt + continuation)
         with self._transaction() as db:
             if memory_id is not None:
+                memory.row(db, memory_id)
                 db.execute("UPDATE memories SET continuation = ? WHERE id = ?", (continuation, memory_id))
             else:
-                db.execute("INSERT INTO memories (prompt, continuation, agents, created) VALUES (?, ?, ?, ?)",
-                           (prompt, continuation, json.dumps(sorted(received)), now()))
+                memory_id = memory.add(db, prompt, sorted(received), continuation=continuation)
+            memory.store_vector(db, memory_id, vector)
+            memory.forget_beyond(db, self.settings.memory_limit)
             self._move_fitness(db, received)
         if self.settings.adapt_steps > 0:
-            self.adapt()
+            self.adapt(vector)
         return received
 
     def rate(self, memory_id: int, score: float) -> dict[str, float]:
@@ -257,12 +264,10 @@ class Colony:
         if not 0 < score <= 1:
             raise GenesisError("a score must be in (0, 1]")
         with self._transaction() as db:
-            row = db.execute("SELECT agents FROM memories WHERE id = ?", (memory_id,)).fetchone()
-            if row is None:
-                raise GenesisError(f"no memory {memory_id}")
+            _, answered = memory.row(db, memory_id)
             fitness = dict(db.execute("SELECT id, fitness FROM agents WHERE status = 'alive'").fetchall())
             received = {agent_id: fitness[agent_id] + math.log(2 * score)
-                        for agent_id in json.loads(row[0]) if agent_id in fitness}
+                        for agent_id in answered if agent_id in fitness}
             db.execute("UPDATE memories SET score = ? WHERE id = ?", (score, memory_id))
             self._move_fitness(db, received)
         return received
@@ -294,32 +299,35 @@ class Colony:
         Raises:
             GenesisError: no memory with that id.
         """
-        db = self._connect()
-        try:
-            row = db.execute("SELECT prompt FROM memories WHERE id = ?", (memory_id,)).fetchone()
-        finally:
-            db.close()
-        if row is None:
-            raise GenesisError(f"no memory {memory_id}")
-        return row[0]
+        with closing(self._connect()) as db:
+            return memory.row(db, memory_id)[0]
 
-    def recent_memories(self) -> list[str]:
-        """Texts (prompt + true continuation) of the colony's most recent feedback."""
-        db = self._connect()
-        try:
-            rows = db.execute("SELECT prompt, continuation FROM memories WHERE continuation IS NOT NULL "
-                              "ORDER BY id DESC LIMIT ?", (self.settings.memory_window,)).fetchall()
-        finally:
-            db.close()
-        return [prompt + continuation for prompt, continuation in reversed(rows)]
-
-    def adapt(self) -> None:
-        """Every living agent takes `adapt_steps` optimizer steps on the shared recent memories."""
-        texts = self.recent_memories()
+    def adapt(self, vector: np.ndarray | None = None) -> None:
+        """Every living agent takes `adapt_steps` optimizer steps on `memory_window` shared
+        memories: those most similar to `vector` (the newest feedback's), or the most
+        recent (`learn_from="recent"`, or without a vector)."""
+        with closing(self._connect()) as db:
+            if self.settings.learn_from == "similar" and vector is not None:
+                texts = memory.similar_texts(db, vector, self.settings.memory_window)
+            else:
+                texts = memory.recent_texts(db, self.settings.memory_window)
         if not texts:
             return
         sequences = [self.tokenizer.encode(t).ids for t in texts]
         self.weights.adapt(self.agents(), sequences, self.settings.adapt_steps, self.settings.learning_rate)
+
+    def _vector(self, text: str) -> np.ndarray:
+        """A text's memory vector, from the token embeddings of the colony's first-born agent
+        (for adapter agents, its frozen base: vectors stay comparable as agents learn)."""
+        if self._embedding is None:
+            with closing(self._connect()) as db:
+                first = db.execute(f"SELECT {AGENT_COLUMNS} FROM agents ORDER BY born, id LIMIT 1").fetchone()
+            self._embedding = self.weights.embedding(self._agent(first))
+        return memory.embed(self._embedding, self.tokenizer.encode(text).ids)
+
+    def _similar(self, prompt: str, count: int) -> list[str]:
+        with closing(self._connect()) as db:
+            return memory.similar_texts(db, self._vector(prompt), count)
 
     def _count_interactions(self, db: sqlite3.Connection, agent_ids: Sequence[str]) -> None:
         for agent_id in agent_ids:
@@ -365,13 +373,10 @@ class Colony:
 
     def status(self, events: int = 10) -> dict[str, Any]:
         """Agents (all, with lineage), memory size and the most recent events."""
-        db = self._connect()
-        try:
+        with closing(self._connect()) as db:
             memories = db.execute("SELECT COUNT(*) FROM memories").fetchone()[0]
             recent = db.execute("SELECT kind, agent, detail, created FROM events ORDER BY id DESC LIMIT ?",
                                 (events,)).fetchall()
-        finally:
-            db.close()
         return {
             "agents": [dataclasses.asdict(a) | {"genome": a.genome.describe()} for a in self.agents(False)],
             "memories": memories,

@@ -29,6 +29,9 @@ class ColonySettings:
             (each agent a whole model that learns every weight). Colonies seeded before
             adapters existed are "full".
         adapter_rank: the rank of every adapter matrix.
+        learn_from: "similar" (the memories most like the newest feedback) or "recent".
+        recall: memories put before a prompt as context when asked (0: none).
+        memory_limit: memories kept; beyond it the oldest are forgotten.
     """
 
     division_threshold: int = 25
@@ -42,6 +45,9 @@ class ColonySettings:
     memory_window: int = 8
     agent_weights: str = "adapter"
     adapter_rank: int = 4
+    learn_from: str = "similar"
+    recall: int = 0
+    memory_limit: int = 10_000
 
     def validate(self) -> None:
         """Raise `GenesisError` for settings a colony cannot run with."""
@@ -51,6 +57,10 @@ class ColonySettings:
             raise GenesisError("division threshold, population cap and top-k must be at least 1")
         if self.agent_weights not in ("adapter", "full"):
             raise GenesisError(f"agent weights must be adapter or full, not {self.agent_weights!r}")
+        if self.learn_from not in ("similar", "recent"):
+            raise GenesisError(f"learn_from must be similar or recent, not {self.learn_from!r}")
+        if self.recall < 0 or self.memory_limit < 1:
+            raise GenesisError("recall must be at least 0 and the memory limit at least 1")
         if not 1 <= self.adapter_rank <= MAX_RANK:
             raise GenesisError(f"the adapter rank must be in 1..{MAX_RANK}")
         if self.consensus_temperature <= 0 or not 0 < self.fitness_smoothing <= 1:

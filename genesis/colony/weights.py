@@ -17,6 +17,7 @@ import re
 from pathlib import Path
 from typing import Callable, Sequence
 
+import numpy as np
 import torch
 from filelock import FileLock
 
@@ -61,6 +62,10 @@ class FullWeights:
             self._models = {k: v for k, v in self._models.items() if k[0] != agent.id}
             self._models[key] = model
         return self._models[key]
+
+    def embedding(self, agent: Agent) -> np.ndarray:
+        """The agent's token embedding table, (vocab, d_model)."""
+        return self.model(agent).tok_emb.weight.detach().numpy().copy()
 
     def version(self, agent: Agent) -> int:
         """How many learning updates the agent's current weights carry (0 at birth)."""
@@ -152,6 +157,9 @@ class AdapterWeights(FullWeights):
             return lora.load_adapter(self.path(agent.id), wrappers, self.rank)
         except ValueError as error:
             raise GenesisError(f"agent {agent.id}: {error}") from None
+
+    def embedding(self, agent: Agent) -> np.ndarray:
+        return self.base(agent)[0].tok_emb.weight.detach().numpy().copy()
 
     def load(self, agent: Agent) -> torch.nn.Module:
         base, wrappers = self.base(agent)
