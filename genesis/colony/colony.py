@@ -303,18 +303,23 @@ class Colony:
             return memory.row(db, memory_id)[0]
 
     def adapt(self, vector: np.ndarray | None = None) -> None:
-        """Every living agent takes `adapt_steps` optimizer steps on `memory_window` shared
-        memories: those most similar to `vector` (the newest feedback's), or the most
+        """Every living agent takes `adapt_steps` optimizer steps on the memories
+        `learning_texts` chooses."""
+        texts = self.learning_texts(vector)
+        if texts:
+            sequences = [self.tokenizer.encode(t).ids for t in texts]
+            self.weights.adapt(self.agents(), sequences, self.settings.adapt_steps, self.settings.learning_rate)
+
+    def learning_texts(self, vector: np.ndarray | str | None = None) -> list[str]:
+        """The `memory_window` shared memories learning uses: those most similar to
+        `vector` (a memory vector, or a text to embed: the newest feedback), or the most
         recent (`learn_from="recent"`, or without a vector)."""
+        if isinstance(vector, str):
+            vector = self._vector(vector)
         with closing(self._connect()) as db:
             if self.settings.learn_from == "similar" and vector is not None:
-                texts = memory.similar_texts(db, vector, self.settings.memory_window)
-            else:
-                texts = memory.recent_texts(db, self.settings.memory_window)
-        if not texts:
-            return
-        sequences = [self.tokenizer.encode(t).ids for t in texts]
-        self.weights.adapt(self.agents(), sequences, self.settings.adapt_steps, self.settings.learning_rate)
+                return memory.similar_texts(db, vector, self.settings.memory_window)
+            return memory.recent_texts(db, self.settings.memory_window)
 
     def _vector(self, text: str) -> np.ndarray:
         """A text's memory vector, from the token embeddings of the colony's first-born agent

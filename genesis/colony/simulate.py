@@ -68,7 +68,7 @@ def simulate(
     frozen = _copy(colony.model(best))
     learner = _copy(colony.model(best))
     nll = {"consensus": 0.0, "frozen_best": 0.0, "learning_best": 0.0}
-    counted, window, series = 0, [], []
+    counted, series = 0, []
     started = time.perf_counter()
     for index in range(chunks):
         piece = stream[index * width:(index + 1) * width].tolist()
@@ -89,7 +89,8 @@ def simulate(
         colony.teach(prompt, continuation,
                      measured={a.id: float(p.log().mean()) for a, p in zip(agents, per_agent)})
         colony.interact([a.id for a in agents])
-        window = (window + [context + target])[-colony.settings.memory_window:]
+        # the learning baseline trains on the very memories the colony's agents learned from
+        window = [colony.tokenizer.encode(t).ids for t in colony.learning_texts(prompt + continuation)]
         adapt_model(learner, window, colony.settings.adapt_steps, colony.settings.learning_rate)
         fitness = np.array([a.fitness for a in colony.agents()])
         point = {"chunk": index + 1, "tokens": counted, "agents": len(fitness),
