@@ -16,6 +16,7 @@ not K passes of K models.
 from __future__ import annotations
 
 import contextlib
+import copy
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -198,6 +199,18 @@ def learn_together(base: GPT, wrappers: dict[str, LoRALinear], adapters: Sequenc
         optimizer.step()
     return [{f"{name}.{part}": pair[i].detach()[n].clone() for name, pair in stacked.items()
              for i, part in enumerate("ab")} for n in range(count)]
+
+
+@torch.no_grad()
+def merged_average(base: GPT, wrappers: dict[str, LoRALinear], adapters: Sequence[Adapter]) -> GPT:
+    """A plain model whose weights are the base's plus the mean of the agents' deltas
+    (Bᵢ·Aᵢ): the uniform weight average ("soup") of the agents."""
+    soup = copy.deepcopy(base)
+    merged = {name: module for name, module in soup.named_modules() if isinstance(module, LoRALinear)}
+    for name in wrappers:
+        delta = torch.stack([a[f"{name}.b"] @ a[f"{name}.a"] for a in adapters]).mean(dim=0)
+        merged[name].base.weight.add_(delta)
+    return soup.eval()
 
 
 def save_adapter(adapter: Adapter, path: Path, metadata: dict[str, str]) -> None:

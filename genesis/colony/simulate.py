@@ -27,6 +27,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from genesis.colony.adapters import merged_average
 from genesis.colony.colony import Colony
 from genesis.colony.learning import adapt_model
 from genesis.train.data import load_data
@@ -45,6 +46,7 @@ def simulate(
     split: str = "test",
     cache_dir: str | Path | None = None,
     on_chunk: Callable[[dict[str, Any]], None] | None = None,
+    start: int = 0,
 ) -> dict[str, Any]:
     """Run the replay on `colony` (which it changes: copy the folder to keep the original).
 
@@ -56,18 +58,25 @@ def simulate(
         split: which split to replay; the default, test, was never trained on.
         cache_dir: tokenizer and token cache.
         on_chunk: called with each time point as it is measured.
+        start: the first chunk of the split to replay (replays of other stretches).
 
     Returns:
         The summary, also written to `simulation.json` in the colony folder with a plot.
     """
     vocab = colony.tokenizer.get_vocab_size()
-    stream = load_data(data, vocab, cache_dir).split(split)
+    tokens = load_data(data, vocab, cache_dir)
     width = prompt_tokens + continuation_tokens
+    stream = tokens.split(split)[start * width:]
     chunks = min(chunks, len(stream) // width)
     best = colony.agents()[0]
     frozen = _copy(colony.model(best))
     learner = _copy(colony.model(best))
+    validation = _windows(tokens.split("valid"), width)
+    before = _held_out_ppl(colony, colony.agents(), validation)
+    learner_before = _held_out_ppl_of(learner, validation)
     nll = {"consensus": 0.0, "frozen_best": 0.0, "learning_best": 0.0}
+    if _soup(colony) is not None:
+        nll["soup"] = 0.0
     counted, series = 0, []
     started = time.perf_counter()
     for index in range(chunks):
@@ -84,6 +93,8 @@ def simulate(
         nll["consensus"] -= float((weights[:, None] * per_agent).sum(0).log().sum())
         nll["frozen_best"] -= float(continuation_token_probs(frozen, context, target).double().log().sum())
         nll["learning_best"] -= float(continuation_token_probs(learner, context, target).double().log().sum())
+        if "soup" in nll:
+            nll["soup"] -= float(continuation_token_probs(_soup(colony), context, target).double().log().sum())
         counted += len(target)
         # 2. learn: feedback, shared memory, adaptation, division and selection
         colony.teach(prompt, continuation,
@@ -101,9 +112,50 @@ def simulate(
             on_chunk(point)
     summary = _summarize(colony, series, time.perf_counter() - started, prompt_tokens,
                          continuation_tokens, split, best.id)
+    summary["forgetting"] = {  # perplexity on fixed validation windows, before and after the stream
+        "agents_before_ppl": before, "agents_after_ppl": _held_out_ppl(colony, colony.agents(), validation),
+        "learning_best_before_ppl": learner_before, "learning_best_after_ppl": _held_out_ppl_of(learner, validation)}
+    summary["start_chunk"] = start
     (colony.folder / SIMULATION_FILE).write_text(json.dumps(summary, indent=2))
     _plot(series, colony.folder / SIMULATION_PLOT)
     return summary
+
+
+VALIDATION_WINDOWS = 16
+
+
+def _windows(tokens: np.ndarray, width: int) -> list[list[int]]:
+    """`VALIDATION_WINDOWS` fixed windows of `width` tokens spread over `tokens`."""
+    starts = np.linspace(0, len(tokens) - width - 1, VALIDATION_WINDOWS).astype(int)
+    return [tokens[s:s + width].tolist() for s in starts]
+
+
+def _held_out_ppl(colony: Colony, agents, windows: list[list[int]]) -> float:
+    """The agents' mean perplexity on `windows` (each window read from its first token)."""
+    nll = [-colony.continuation_probs(agents, w[:1], w[1:]).double().log().mean(dim=1) for w in windows]
+    return float(torch.stack(nll).mean(dim=0).exp().mean())
+
+
+def _held_out_ppl_of(model: torch.nn.Module, windows: list[list[int]]) -> float:
+    nll = [-continuation_token_probs(model, w[:1], w[1:]).double().log().mean() for w in windows]
+    return float(torch.stack(nll).mean().exp())
+
+
+def _soup(colony: Colony) -> torch.nn.Module | None:
+    """The uniform weight average of the living agents, when they share one architecture
+    (and, for adapter agents, one base: then base + mean of their low-rank deltas)."""
+    agents = colony.agents()
+    if len({a.genome.training_id for a in agents}) != 1:
+        return None
+    if colony.settings.agent_weights == "adapter":
+        if len({colony.weights.base_of(a) for a in agents}) != 1:
+            return None
+        base, wrappers = colony.weights.base(agents[0])
+        return merged_average(base, wrappers, [colony.model(a).tensors() for a in agents])
+    soup = _copy(colony.model(agents[0]))
+    states = [colony.model(a).state_dict() for a in agents]
+    soup.load_state_dict({k: torch.stack([s[k].float() for s in states]).mean(0) for k in states[0]})
+    return soup
 
 
 def _copy(model: torch.nn.Module) -> torch.nn.Module:
@@ -129,7 +181,7 @@ def _summarize(colony, series, seconds, prompt_tokens, continuation_tokens, spli
         "split": split,
         "chunk_tokens": {"prompt": prompt_tokens, "continuation": continuation_tokens},
         "seconds": seconds,
-        "online_ppl": {k: final[f"{k}_ppl"] for k in ("consensus", "frozen_best", "learning_best")},
+        "online_ppl": {k[:-4]: v for k, v in final.items() if k.endswith("_ppl")},
         "colony_beats_frozen_best": final["consensus_ppl"] < final["frozen_best_ppl"],
         "colony_beats_learning_best": final["consensus_ppl"] < final["learning_best_ppl"],
         "best_agent_at_start": best_id,
