@@ -26,7 +26,15 @@ import os
 import tempfile
 import time
 
-from common import benchmark_parser, machine, read_results, rendered_only, table, update_readme, write_results
+from common import (
+    benchmark_parser,
+    machine,
+    read_results,
+    rendered_only,
+    table,
+    update_readme,
+    write_results,
+)
 
 LAYOUTS = [  # (backend, workers, threads per evaluation)
     ("inprocess", 1, 2),

@@ -459,3 +459,13 @@ def test_memories_are_found_again_by_similarity_and_kept_bounded(tmp_path, bundl
     assert prompts == ["Rain fell on the hills all night\nRain fell"]
     colony.ask("Rain fell", max_tokens=2, seed=0, recall=0)
     assert prompts[-1] == "Rain fell"
+
+
+def test_the_replay_measures_a_soup_and_forgetting_for_a_one_base_colony(tmp_path, bundles, data_folder):
+    colony = Colony.seed(tmp_path / "one", bundles[:1], ColonySettings(population_cap=4, division_threshold=2),
+                         copies=3)
+    summary = simulate(colony, data_folder, chunks=4, prompt_tokens=16, continuation_tokens=8, start=2)
+    assert set(summary["online_ppl"]) == {"consensus", "frozen_best", "learning_best", "soup"}
+    forgetting = summary["forgetting"]
+    assert all(math.isfinite(v) and v > 1 for v in forgetting.values())
+    assert summary["start_chunk"] == 2 and summary["divisions"] >= 1
