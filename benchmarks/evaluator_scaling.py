@@ -80,6 +80,14 @@ def measure_default_run(data: str) -> dict:
             "overhead_share": (wall - training_wall) / training_wall}
 
 
+def with_default_run(default_run: dict) -> dict:
+    """The results' entries that come from the default run, framework overhead among them."""
+    return {"default_run": default_run,
+            "framework_overhead": {  # over the whole multi-generation default run
+                "seconds_per_evaluation": default_run["overhead_s_per_training"],
+                "share_of_evaluation": default_run["overhead_share"]}}
+
+
 def _stand_in(seconds: float) -> int:
     time.sleep(seconds)
     return os.getpid()
@@ -116,10 +124,8 @@ def main() -> None:
         return
     if args.default_run_only:
         results = read_results("evaluator_scaling")
-        results["default_run"] = default_run = measure_default_run(args.data)
-        results["framework_overhead"] = {"seconds_per_evaluation": default_run["overhead_s_per_training"],
-                                         "share_of_evaluation": default_run["overhead_share"]}
-        print(default_run)
+        results.update(with_default_run(measure_default_run(args.data)))
+        print(results["default_run"])
         write_results("evaluator_scaling", results)
         update_readme("evaluator_scaling", render(results))
         return
@@ -135,10 +141,7 @@ def main() -> None:
         ray_rows.append(measure_ray(workers, args.task_seconds))
         print(ray_rows[-1])
     results = {"machine": machine(), "population": args.population, "layouts": layouts,
-               "framework_overhead": {  # over the whole multi-generation default run
-                   "seconds_per_evaluation": default_run["overhead_s_per_training"],
-                   "share_of_evaluation": default_run["overhead_share"]},
-               "default_run": default_run, "ray_stand_in": ray_rows}
+               "ray_stand_in": ray_rows, **with_default_run(default_run)}
     path = write_results("evaluator_scaling", results)
     update_readme("evaluator_scaling", render(results))
     print(f"wrote {path}")

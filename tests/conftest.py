@@ -64,23 +64,23 @@ CURVES = Recipe(name="curves", steps=16, batch_size=4, seq_len=32, warmup_steps=
                 eval_batches=2, eval_batch_size=4)
 
 
-@pytest.fixture(scope="session")
-def table(tmp_path_factory, data_folder):
-    """Every architecture of the small space, 2 seeds, under the tiny recipe."""
+def _sweep(tmp_path_factory, data_folder, name: str, recipe):
+    """Every architecture of the small space, 2 seeds, under `recipe`: a table fixture."""
     import genesis
 
-    folder = tmp_path_factory.mktemp("tables") / "tiny"
-    genesis.sweep(search_space=SMALL_SPACE, recipe=TINY, data=data_folder, seeds=2, output=folder,
+    folder = tmp_path_factory.mktemp("tables") / name
+    genesis.sweep(search_space=SMALL_SPACE, recipe=recipe, data=data_folder, seeds=2, output=folder,
                   device="cpu", threads=1)
     return folder
+
+
+@pytest.fixture(scope="session")
+def table(tmp_path_factory, data_folder):
+    """The small space under the tiny recipe."""
+    return _sweep(tmp_path_factory, data_folder, "tiny", TINY)
 
 
 @pytest.fixture(scope="session")
 def curve_table(tmp_path_factory, data_folder):
     """The small space under a 16-step recipe: trainings long enough to have learning curves."""
-    import genesis
-
-    folder = tmp_path_factory.mktemp("tables") / "curves"
-    genesis.sweep(search_space=SMALL_SPACE, recipe=CURVES, data=data_folder, seeds=2, output=folder,
-                  device="cpu", threads=1)
-    return folder
+    return _sweep(tmp_path_factory, data_folder, "curves", CURVES)

@@ -91,9 +91,7 @@ class Colony:
             self.tokenizer = Tokenizer.from_file(str(self.folder / "tokenizer.json"))
             with self._connect() as db:
                 stored = dict(db.execute("SELECT key, value FROM settings").fetchall())
-            # colonies seeded before adapters and retrieval hold whole models and learn from recent memories
-            self.settings = ColonySettings(**{"agent_weights": "full", "learn_from": "recent",
-                                              **json.loads(stored["settings"])})
+            self.settings = ColonySettings.from_stored(json.loads(stored["settings"]))
         except Exception as error:  # a foreign folder: tokenizer, database or settings unreadable
             raise GenesisError(f"{self.folder} is not a readable colony: {type(error).__name__}: "
                                f"{error}".splitlines()[0]) from None

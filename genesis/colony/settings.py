@@ -49,6 +49,13 @@ class ColonySettings:
     recall: int = 0
     memory_limit: int = 10_000
 
+    @classmethod
+    def from_stored(cls, stored: dict) -> ColonySettings:
+        """The settings a colony's database holds. Colonies seeded before adapters and
+        retrieval existed lack those fields: they hold whole models and learn from the
+        most recent memories, so those are their defaults, not this class's."""
+        return cls(**{"agent_weights": "full", "learn_from": "recent", **stored})
+
     def validate(self) -> None:
         """Raise `GenesisError` for settings a colony cannot run with."""
         if self.consensus not in ("softmax", "top_k"):
