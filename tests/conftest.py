@@ -84,3 +84,67 @@ def table(tmp_path_factory, data_folder):
 def curve_table(tmp_path_factory, data_folder):
     """The small space under a 16-step recipe: trainings long enough to have learning curves."""
     return _sweep(tmp_path_factory, data_folder, "curves", CURVES)
+
+
+@pytest.fixture(scope="session")
+def run(tmp_path_factory, data_folder):
+    """A small finished run (3 genomes, 2 generations) whose champions the colony tests use."""
+    import genesis
+
+    return genesis.evolve(population=3, generations=2, search_space=FIXTURES / "small_space.toml",
+                          recipe=FIXTURES / "tiny.toml", data=data_folder, seed=6,
+                          output=tmp_path_factory.mktemp("runs"))
+
+
+@pytest.fixture(scope="session")
+def bundles(run, tmp_path_factory):
+    """The run's two best champions as agent bundles."""
+    from genesis.colony.bundle import export_champions
+
+    return export_champions(run.path, top=2, out=tmp_path_factory.mktemp("champions"))
+
+
+def missing(reason: str) -> None:
+    """Skip a test for a missing system tool, except in CI, which installs them all."""
+    if os.environ.get("CI"):
+        pytest.fail(f"CI: {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A throwaway PostgreSQL server on loopback, started with the system's `initdb` and
+    `pg_ctl` (as the `postgres` user when the tests run as root, which PostgreSQL refuses);
+    returns a function that creates a fresh database and gives its URL."""
+    import shutil
+    import socket
+    import subprocess
+    import tempfile
+
+    if not (shutil.which("initdb") and shutil.which("pg_ctl")):
+        missing("PostgreSQL's initdb and pg_ctl are not installed")
+    psycopg = pytest.importorskip("psycopg")
+    as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    folder = Path(tempfile.mkdtemp(prefix="genesis-pg-"))
+    if as_user:
+        shutil.chown(folder, "postgres")
+    with socket.socket() as probe:  # a free port
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    subprocess.run([*as_user, "initdb", "-D", str(folder / "data"), "-U", "genesis", "--auth=trust", "-E", "UTF8"],
+                   check=True, capture_output=True)
+    subprocess.run([*as_user, "pg_ctl", "-D", str(folder / "data"), "-l", str(folder / "log"), "-w", "-o",
+                    f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c max_connections=200", "start"],
+                   check=True, capture_output=True)
+    made = []
+
+    def new_database() -> str:
+        name = f"colony{len(made)}"
+        with psycopg.connect(f"postgresql://genesis@127.0.0.1:{port}/postgres", autocommit=True) as admin:
+            admin.execute(f"CREATE DATABASE {name}")
+        made.append(name)
+        return f"postgresql://genesis@127.0.0.1:{port}/{name}"
+
+    yield new_database
+    subprocess.run([*as_user, "pg_ctl", "-D", str(folder / "data"), "-m", "fast", "stop"], capture_output=True)
+    shutil.rmtree(folder, ignore_errors=True)

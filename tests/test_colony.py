@@ -6,12 +6,9 @@ import dataclasses
 import json
 import math
 import shutil
-import subprocess
-import sys
 
 import pytest
 import torch
-from conftest import FIXTURES
 from typer.testing import CliRunner
 
 import genesis
@@ -26,18 +23,6 @@ from genesis.train.generate import mixture, next_token_probs
 from genesis.train.model import GPT, load_weights
 
 runner = CliRunner()
-
-
-@pytest.fixture(scope="module")
-def run(tmp_path_factory, data_folder):
-    return genesis.evolve(population=3, generations=2, search_space=FIXTURES / "small_space.toml",
-                          recipe=FIXTURES / "tiny.toml", data=data_folder, seed=6,
-                          output=tmp_path_factory.mktemp("runs"))
-
-
-@pytest.fixture(scope="module")
-def bundles(run, tmp_path_factory):
-    return export_champions(run.path, top=2, out=tmp_path_factory.mktemp("champions"))
 
 
 def _state(model: GPT) -> dict[str, torch.Tensor]:
@@ -189,27 +174,6 @@ def test_feedback_moves_fitness_and_agents_learn(tmp_path, bundles):
     assert colony.status()["memories"] == 2
 
 
-def test_eight_concurrent_asks_lose_no_memory_and_no_agent(tmp_path, bundles):
-    colony = _colony(tmp_path, bundles, division_threshold=1, population_cap=5, adapt_steps=0)
-    processes = [subprocess.Popen([sys.executable, "-m", "genesis", "colony", "ask", str(colony.folder),
-                                   f"Prompt number {i}", "--max-tokens", "2", "--seed", str(i)],
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-                 for i in range(8)]
-    for process in processes:
-        _, stderr = process.communicate(timeout=300)
-        assert process.returncode == 0, stderr
-    status = colony.status(events=10_000)
-    assert status["memories"] == 8
-    agents = colony.agents(alive_only=False)
-    births = [e for e in status["events"] if e["kind"] == "birth"]
-    divisions = [e for e in status["events"] if e["kind"] == "division"]
-    assert len(divisions) >= 8 and len(agents) == len(births) == 2 + len(divisions)
-    assert {e["detail"]["child"] for e in divisions} <= {a.id for a in agents}
-    for agent in agents:
-        colony.model(agent)  # every agent's weights file exists and loads
-    assert len(colony.agents()) <= 5
-
-
 def test_simulate_predicts_before_learning_and_writes_its_summary(tmp_path, bundles, data_folder):
     from genesis.train.data import load_data
     from genesis.train.generate import continuation_token_probs
@@ -255,23 +219,6 @@ def test_colony_cli_seed_ask_status(tmp_path, bundles):
     assert result.exit_code == 2 and "already holds a colony" in result.output
 
 
-def test_a_colony_row_pointing_outside_the_folder_is_refused_and_nothing_is_written(tmp_path, bundles):
-    import sqlite3
-
-    colony = _colony(tmp_path, bundles, adapt_steps=0)
-    victim = tmp_path / "outside" / "x.safetensors"
-    victim.parent.mkdir()
-    victim.write_bytes(b"precious")
-    agent = colony.agents()[0]
-    with sqlite3.connect(colony.folder / "colony.db") as db:
-        db.execute("UPDATE agents SET weights = ? WHERE id = ?", ("../outside/x.safetensors", agent.id))
-    with pytest.raises(genesis.GenesisError, match="weights path"):
-        Colony.open(colony.folder)
-    result = runner.invoke(app, ["colony", "feedback", str(colony.folder), "1", "--score", "0.9"])
-    assert result.exit_code == 2 and "weights path" in result.output
-    assert victim.read_bytes() == b"precious"
-
-
 @pytest.mark.parametrize("column, value, message", [
     ("id", "../../x", "not an agent id"),
     ("block_size", 10**9, "block size"),
@@ -289,17 +236,6 @@ def test_colony_rows_are_checked_before_any_model_is_built(tmp_path, bundles, co
     assert result.exit_code == 2 and message in result.output
 
 
-def test_a_symlinked_weights_file_is_refused(tmp_path, bundles):
-    colony = _colony(tmp_path, bundles, adapt_steps=0)
-    agent = colony.agents()[0]
-    path = colony.folder / "agents" / f"{agent.id}.safetensors"
-    outside = tmp_path / "elsewhere.safetensors"
-    path.rename(outside)
-    path.symlink_to(outside)
-    with pytest.raises(genesis.GenesisError, match="symbolic link"):
-        colony.model(agent)
-
-
 def test_a_lower_score_always_lowers_fitness_more(tmp_path, bundles):
     after = {}
     for score in (0.05, 0.3, 0.5, 0.9, 1.0):
@@ -313,42 +249,27 @@ def test_a_lower_score_always_lowers_fitness_more(tmp_path, bundles):
     assert changes[2] == pytest.approx(0)  # 0.5 is neutral
 
 
-def test_concurrent_learning_loses_no_update(tmp_path, bundles):
-    import time
-
-    colony = _colony(tmp_path, bundles, adapt_steps=20, division_threshold=1000, learning_rate=1e-3)
-    go = tmp_path / "go"
-    # every learner waits at a barrier so that their learning overlaps
-    code = ("import pathlib, sys, time; from genesis.colony.colony import Colony; c = Colony.open(sys.argv[1]); "
-            "pathlib.Path(sys.argv[2]).touch(); "
-            "exec('while not pathlib.Path(sys.argv[3]).exists(): time.sleep(0.01)'); "
-            "c.feedback('The history of', ' the city is long')")
-    processes = [subprocess.Popen([sys.executable, "-c", code, str(colony.folder), str(tmp_path / f"ready{i}"),
-                                   str(go)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-                 for i in range(4)]
-    while not all((tmp_path / f"ready{i}").exists() for i in range(4)):
-        time.sleep(0.05)
-    go.touch()
-    for process in processes:
-        _, stderr = process.communicate(timeout=300)
-        assert process.returncode == 0, stderr
-    # every learner saved on top of the version it loaded: four updates each, none lost
-    assert [colony.version(agent) for agent in colony.agents()] == [4, 4]
-    assert colony.status()["memories"] == 4
-
-
 def _adapter_state(model) -> dict[str, torch.Tensor]:
     return {k: v.clone() for k, v in model.tensors().items()}
 
 
+def _blobs(colony, table):
+    import sqlalchemy as sa
+
+    with colony.store.read() as db:
+        return dict(db.execute(sa.select(*list(table.c)[:1], table.c.data)).all())
+
+
 def test_adapter_agents_share_one_frozen_base_and_stay_small(tmp_path, bundles):
+    from genesis.colony.database import bases_table, weights_table
+
     colony = Colony.seed(tmp_path / "many", bundles[:1], ColonySettings(population_cap=50), copies=20)
     agents = colony.agents()
-    assert len(agents) == 20 and len(list((colony.folder / "bases").iterdir())) == 1
-    base_file = next((colony.folder / "bases").iterdir())
-    assert base_file.read_bytes() == (bundles[0] / "model.safetensors").read_bytes()
-    sizes = [(colony.folder / "agents" / f"{a.id}.safetensors").stat().st_size for a in agents]
-    assert max(sizes) < base_file.stat().st_size / 10
+    bases = _blobs(colony, bases_table)
+    assert len(agents) == 20 and len(bases) == 1
+    assert next(iter(bases.values())) == (bundles[0] / "model.safetensors").read_bytes()
+    sizes = [len(data) for data in _blobs(colony, weights_table).values()]
+    assert len(sizes) == 20 and max(sizes) < len(next(iter(bases.values()))) / 10
     # distinct identities: no two agents predict the same distribution
     probs = colony.weights.predictor(agents, 1.0)([1, 2, 3])
     assert probs.shape == (20, colony.tokenizer.get_vocab_size())
@@ -369,7 +290,9 @@ def test_adapter_agents_share_one_frozen_base_and_stay_small(tmp_path, bundles):
 
 def test_adapter_learning_changes_adapters_only(tmp_path, bundles):
     colony = _colony(tmp_path, bundles, adapt_steps=3, learning_rate=1e-2)
-    bases = {p.name: p.read_bytes() for p in (colony.folder / "bases").iterdir()}
+    from genesis.colony.database import bases_table
+
+    bases = _blobs(colony, bases_table)
     before = {a.id: _adapter_state(colony.model(a)) for a in colony.agents()}
     base_params = [p.clone() for p in colony.weights.base(colony.agents()[0])[0].parameters()]
     colony.teach("The history of the city", " is long and old")
@@ -377,7 +300,7 @@ def test_adapter_learning_changes_adapters_only(tmp_path, bundles):
         after = _adapter_state(colony.model(agent))
         assert any(not torch.equal(after[k], v) for k, v in before[agent.id].items())
         assert colony.version(agent) == 1
-    assert {p.name: p.read_bytes() for p in (colony.folder / "bases").iterdir()} == bases
+    assert _blobs(colony, bases_table) == bases
     reopened = Colony.open(colony.folder)
     assert all(torch.equal(a, b) for a, b in zip(base_params, reopened.weights.base(reopened.agents()[0])[0].parameters()))
 
@@ -387,30 +310,35 @@ def test_a_colony_seeded_before_adapters_opens_as_full_weights(tmp_path, bundles
 
     colony = _colony(tmp_path, bundles, agent_weights="full", adapt_steps=0)
     with sqlite3.connect(colony.folder / "colony.db") as db:
-        stored = json.loads(db.execute("SELECT value FROM settings").fetchone()[0])
+        stored = json.loads(db.execute("SELECT value FROM settings WHERE key = 'settings'").fetchone()[0])
         stored.pop("agent_weights"), stored.pop("adapter_rank")
-        db.execute("UPDATE settings SET value = ?", (json.dumps(stored),))
+        db.execute("UPDATE settings SET value = ? WHERE key = 'settings'", (json.dumps(stored),))
     old = Colony.open(colony.folder)
     assert old.settings.agent_weights == "full" and old.ask("The", max_tokens=2, seed=0).text is not None
 
 
 @pytest.mark.parametrize("tamper, message", [
-    ("rank", "wrong shape"), ("layers", "does not hold the adapter"), ("base", "not a base id")])
-def test_adapter_files_from_someone_else_are_checked(tmp_path, bundles, tamper, message):
-    from safetensors.torch import load_file, save_file
+    ("rank", "wrong shape"), ("layers", "do not hold the adapter"), ("base", "not a base id"),
+    ("bytes", "not a safetensors file")])
+def test_adapter_weights_from_someone_else_are_checked(tmp_path, bundles, tamper, message):
+    import sqlalchemy as sa
+    from safetensors.torch import load, save
+
+    from genesis.colony.database import weights_table
 
     colony = _colony(tmp_path, bundles, adapt_steps=0)
     agent = colony.agents()[0]
-    path = colony.folder / "agents" / f"{agent.id}.safetensors"
-    tensors, base = load_file(str(path)), colony.weights.base_of(agent)
+    tensors, base = load(_blobs(colony, weights_table)[agent.id]), colony.weights.base_of(agent)
     if tamper == "rank":
         tensors = {k: torch.zeros(100, v.shape[1]) if k.endswith(".a") else torch.zeros(v.shape[0], 100)
                    for k, v in tensors.items()}
     elif tamper == "layers":
         tensors.pop(next(iter(tensors)))
-    else:
+    elif tamper == "base":
         base = "../../outside"
-    save_file(tensors, str(path), metadata={"version": "0", "base": base})
+    data = b"\xff" * 64 if tamper == "bytes" else save(tensors)
+    with colony.store.write() as db:
+        db.execute(sa.update(weights_table).where(weights_table.c.agent == agent.id).values(base=base, data=data))
     with pytest.raises(genesis.GenesisError, match=message):
         Colony.open(colony.folder).ask("The", max_tokens=1, seed=0)
 

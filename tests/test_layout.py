@@ -11,7 +11,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "genesis"
 # lowest first; a module may import from its own layer and the ones before it
-LAYERS = ("errors", "core", "search", "train", "runs", "report", "colony", "cli")
+LAYERS = ("errors", "core", "search", "train", "runs", "report", "colony", "serve", "cli")
 MAX_LINES = 400
 
 

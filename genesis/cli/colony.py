@@ -14,13 +14,14 @@ from genesis.cli.render import DATA_HELP, console, fail
 from genesis.colony.settings import ColonySettings
 from genesis.errors import GenesisError
 
+LOCATION_HELP = "The colony: a folder (SQLite in it) or a database URL (postgresql://user@host/db)."
 colony_app = typer.Typer(help="A colony of agents that serve text, learn, divide and are selected.",
                          no_args_is_help=True)
 
 
 @colony_app.command("seed")
 def colony_seed(
-    folder: Path = typer.Argument(..., help="The new colony folder."),
+    location: str = typer.Argument(..., help="Where the new colony goes: a folder or a database URL."),
     bundles: list[Path] = typer.Argument(..., help="Agent bundles (one tokenizer)."),
     theta: int = typer.Option(ColonySettings.division_threshold, help="Θ: interactions after which an agent divides."),
     cap: int = typer.Option(ColonySettings.population_cap, help="Population cap: above it the weakest retire."),
@@ -48,15 +49,15 @@ def colony_seed(
                               agent_weights=agent_weights, adapter_rank=rank, learn_from=learn_from,
                               recall=recall, memory_limit=memory_limit)
     try:
-        colony = Colony.seed(folder, bundles, settings, copies)
+        colony = Colony.seed(location, bundles, settings, copies)
     except GenesisError as error:
         fail(str(error))
-    console.print(f"colony {folder}: {len(colony.agents())} agents")
+    console.print(f"colony {colony.location}: {len(colony.agents())} agents")
 
 
 @colony_app.command("ask")
 def colony_ask(
-    folder: Path = typer.Argument(..., help="The colony folder."),
+    location: str = typer.Argument(..., help=LOCATION_HELP),
     prompt: str = typer.Argument(..., help="Text to continue."),
     max_tokens: int = typer.Option(30, help="Tokens to generate."),
     seed: Optional[int] = typer.Option(None, help="Sampling seed (default: fresh entropy)."),
@@ -68,7 +69,7 @@ def colony_ask(
     from genesis.colony.colony import Colony
 
     try:
-        colony = Colony.open(folder)
+        colony = Colony.open(location)
         answer = colony.ask(prompt, max_tokens=max_tokens, seed=seed, recall=recall)
         if continuation is not None or score is not None:
             colony.feedback(prompt, continuation, score, memory_id=answer.memory_id)
@@ -81,7 +82,7 @@ def colony_ask(
 
 @colony_app.command("feedback")
 def colony_feedback(
-    folder: Path = typer.Argument(..., help="The colony folder."),
+    location: str = typer.Argument(..., help=LOCATION_HELP),
     memory_id: int = typer.Argument(..., help="The memory (answer) the feedback is about."),
     continuation: Optional[str] = typer.Option(None, help="The true continuation of its prompt."),
     score: Optional[float] = typer.Option(None, help="A score in (0, 1]."),
@@ -90,7 +91,7 @@ def colony_feedback(
     from genesis.colony.colony import Colony
 
     try:
-        colony = Colony.open(folder)
+        colony = Colony.open(location)
         received = colony.feedback(colony.memory_prompt(memory_id), continuation, score,
                                    memory_id=memory_id)
     except GenesisError as error:
@@ -99,7 +100,7 @@ def colony_feedback(
 
 
 @colony_app.command("status")
-def colony_status(folder: Path = typer.Argument(..., help="The colony folder."),
+def colony_status(location: str = typer.Argument(..., help=LOCATION_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON (for scripts) instead of tables."),
 ) -> None:
     """Agents with their lineage, fitness and interactions; memory size; recent events."""
@@ -107,7 +108,7 @@ def colony_status(folder: Path = typer.Argument(..., help="The colony folder."),
     from genesis.colony.database import iter_lineage
 
     try:
-        colony = Colony.open(folder)
+        colony = Colony.open(location)
     except GenesisError as error:
         fail(str(error))
     agents = colony.agents(alive_only=False)
@@ -115,7 +116,7 @@ def colony_status(folder: Path = typer.Argument(..., help="The colony folder."),
     if as_json:
         typer.echo(json.dumps(status, indent=2, default=str))
         return
-    table = Table(title=f"Colony {folder}: {sum(a.status == 'alive' for a in agents)} alive, "
+    table = Table(title=f"Colony {colony.location}: {sum(a.status == 'alive' for a in agents)} alive, "
                         f"{status['memories']} memories")
     for column in ("lineage", "genome", "fitness", "interactions", "status", "born"):
         table.add_column(column, no_wrap=True)
@@ -135,11 +136,12 @@ def colony_status(folder: Path = typer.Argument(..., help="The colony folder."),
 
 @colony_app.command("simulate")
 def colony_simulate(
-    folder: Path = typer.Argument(..., help="The colony folder (it is changed: copy it to keep it)."),
+    location: str = typer.Argument(..., help=LOCATION_HELP + " It is changed: copy it to keep it."),
     data: Optional[Path] = typer.Option(None, envvar="GENESIS_DATA", help=DATA_HELP),
     chunks: int = typer.Option(120, help="Prompt/continuation chunks to replay."),
     prompt_tokens: int = typer.Option(32, help="Prompt tokens per chunk."),
     continuation_tokens: int = typer.Option(16, help="Continuation tokens per chunk."),
+    out: Optional[Path] = typer.Option(None, help="Folder for the summary and plot (default: the colony folder)."),
 ) -> None:
     """Replay held-out WikiText: predict each chunk, then learn from it; colony vs best agent."""
     from genesis.colony.colony import Colony
@@ -148,10 +150,10 @@ def colony_simulate(
     progress = Progress(TextColumn("simulating"), BarColumn(), MofNCompleteColumn(),
                         TimeElapsedColumn(), TextColumn("{task.description}"), console=console)
     try:
-        colony = Colony.open(folder)
+        colony = Colony.open(location)
         with progress:
             task = progress.add_task("", total=chunks)
-            summary = simulate(colony, data, chunks, prompt_tokens, continuation_tokens,
+            summary = simulate(colony, data, chunks, prompt_tokens, continuation_tokens, out=out,
                                on_chunk=lambda p: progress.update(
                                    task, completed=p["chunk"],
                                    description=f"{p['agents']} agents, consensus ppl {p['consensus_ppl']:.1f}"))
@@ -169,4 +171,37 @@ def colony_simulate(
                   f"{verdict(summary['colony_beats_learning_best'])} its best agent learning alone; "
                   f"{summary['divisions']} divisions, {summary['retirements']} retirements, "
                   f"{summary['agents_at_end']} agents at the end.")
-    console.print(f"summary: {colony.folder / SIMULATION_FILE}")
+    console.print(f"summary: {(out or colony.folder) / SIMULATION_FILE}")
+
+
+@colony_app.command("upgrade")
+def colony_upgrade(folder: Path = typer.Argument(..., help="A colony folder made by an older genesis.")) -> None:
+    """Move an older colony's tokenizer and weight files into its database (once)."""
+    from genesis.colony.upgrade import upgrade
+
+    try:
+        moved = upgrade(folder)
+    except GenesisError as error:
+        fail(str(error))
+    console.print(f"colony {folder}: {moved} agents' weights moved into its database")
+
+
+@colony_app.command("serve")
+def colony_serve(
+    location: str = typer.Argument(..., help=LOCATION_HELP),
+    host: str = typer.Option("127.0.0.1", help="Address to listen on (0.0.0.0: every interface)."),
+    port: int = typer.Option(8765, help="Port to listen on."),
+) -> None:
+    """Serve the colony: an HTTP API (ask, feedback, status) and a web page, until Ctrl-C."""
+    try:
+        from genesis.serve.app import serve
+    except ImportError as error:
+        fail(f"serving needs the serve extra ({error.name} is missing): pip install 'genesis[serve]'")
+    from genesis.colony.colony import Colony
+
+    try:
+        colony = Colony.open(location)  # a bad location fails here, in one line, before the server starts
+    except GenesisError as error:
+        fail(str(error))
+    console.print(f"serving colony {colony.location} at http://{host}:{port}/ (Ctrl-C stops)")
+    serve(colony, host, port)

@@ -17,11 +17,10 @@ from __future__ import annotations
 
 import contextlib
 import copy
-from pathlib import Path
 from typing import Iterator, Sequence
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load, save
 from torch import nn
 
 from genesis.train.model import GPT
@@ -213,24 +212,29 @@ def merged_average(base: GPT, wrappers: dict[str, LoRALinear], adapters: Sequenc
     return soup.eval()
 
 
-def save_adapter(adapter: Adapter, path: Path, metadata: dict[str, str]) -> None:
-    """Write an adapter atomically, with `metadata` (its learning version, its base)."""
-    temporary = path.with_name(f".{path.name}.tmp")
-    save_file({k: v.contiguous() for k, v in adapter.items()}, str(temporary), metadata=metadata)
-    temporary.replace(path)
+def adapter_bytes(adapter: Adapter) -> bytes:
+    """An adapter as safetensors bytes (how a colony stores it)."""
+    return save({k: v.contiguous() for k, v in adapter.items()})
 
 
-def load_adapter(path: Path, wrappers: dict[str, LoRALinear], rank_limit: int) -> Adapter:
-    """Read an adapter and check it fits the base (every layer, the right shapes, a rank
-    no larger than `rank_limit`): an adapter file may come from someone else."""
-    adapter = load_file(str(path))
+def load_adapter(data: bytes, wrappers: dict[str, LoRALinear], rank_limit: int) -> Adapter:
+    """Read an adapter's bytes and check it fits the base (every layer, the right shapes,
+    a rank no larger than `rank_limit`): a colony may come from someone else.
+
+    Raises:
+        ValueError: not an adapter of this base.
+    """
+    try:
+        adapter = load(data)
+    except Exception as error:  # safetensors raises its own error type for a bad header
+        raise ValueError(f"its adapter is not a safetensors file: {error}") from None
     expected = {f"{name}.{part}" for name in wrappers for part in "ab"}
     if set(adapter) != expected:
-        raise ValueError(f"{path.name} does not hold the adapter of this base")
+        raise ValueError("its weights do not hold the adapter of this base")
     for name, wrapper in wrappers.items():
         fan_out, fan_in = wrapper.base.weight.shape
         a, b = adapter[f"{name}.a"], adapter[f"{name}.b"]
         if a.ndim != 2 or b.ndim != 2 or a.shape[1] != fan_in or b.shape[0] != fan_out \
                 or a.shape[0] != b.shape[1] or not 1 <= a.shape[0] <= rank_limit:
-            raise ValueError(f"{path.name}: layer {name} has the wrong shape")
+            raise ValueError(f"its adapter's layer {name} has the wrong shape")
     return adapter

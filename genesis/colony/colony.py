@@ -1,11 +1,10 @@
 """The colony: champion agents that serve text, learn from feedback, divide and are selected.
 
-Inspired by bacterial growth and Population Based Training. A colony folder holds
-
-    colony.db           SQLite (WAL): agents, the shared memory, events, settings
-    tokenizer.json      the one tokenizer every agent shares (their distributions mix)
-    agents/<id>.safetensors   each agent's current adapter (or, "full" agents, weights)
-    bases/<id>.safetensors    the frozen base of each seed bundle (adapter colonies)
+Inspired by bacterial growth and Population Based Training. A colony lives wholly in
+one database (`genesis.colony.database`): a folder holds it as SQLite (`colony.db`), a
+`postgresql://` URL lets processes on many machines share it. It holds the settings, the
+one tokenizer every agent shares (their distributions mix), the agents and their weights,
+each seed bundle's frozen base, the shared memory and the events.
 
 - **Agents** are, by default, low-rank adapters over their seed bundle's frozen weights
   (`genesis.colony.adapters`): tens of KB each, a consensus of many is one batched pass
@@ -13,20 +12,20 @@ Inspired by bacterial growth and Population Based Training. A colony folder hold
   agent a whole model instead, for comparison.
 - **Consensus:** an answer samples from Σ wᵢ·pᵢ, the agents' next-token distributions
   weighted by softmax(fitness / temperature), or uniformly over the top-k agents.
-- **Fitness:** a running estimate (exponential moving average) of each agent's mean
-  per-token log-likelihood on feedback text; it starts at minus the bundle's
-  validation loss.
-- **Continuous learning:** after feedback every agent takes a few optimizer steps on the
-  colony's recent memories, so one agent learns from what another saw.
-- **Division:** after Θ interactions an agent divides: the child gets the parent's
-  current adapter (or weights) plus N(0, σ²) noise (σ is the genome's own trait), drawn from a new
-  identity seed taken from the OS entropy pool and recorded, so every birth replays.
+- **Fitness:** a running mean (EMA) of each agent's per-token log-likelihood on feedback
+  text; it starts at minus the bundle's validation loss.
+- **Continuous learning:** after feedback every agent takes a few optimizer steps on
+  shared memories, so one agent learns from what another saw.
+- **Division:** after Θ interactions an agent divides: the child gets the parent's current
+  adapter (or weights) plus N(0, σ²) (σ is the genome's own trait), drawn from a new
+  identity seed from the OS entropy pool, recorded, so every birth replays.
 - **Selection:** above the population cap the lowest-fitness agents retire.
 
-Several processes may use one colony at once: every read-modify-write of the database is
-one `BEGIN IMMEDIATE` transaction, weight files are replaced atomically, and learning
-loads, trains and saves an agent's weights under that agent's file lock, each save a new
-version (in the file's metadata), so concurrent learners never overwrite each other.
+Several processes, on one machine or many, may use one colony at once: every
+read-modify-write of the database is one transaction under the colony's write lock, and
+learning saves an agent's weights only on top of the version it loaded (a process that
+lost the race learns again), so no memory, agent or update is lost. One `Colony` object
+is for one thread (the server runs requests one at a time per process).
 """
 
 from __future__ import annotations
@@ -35,31 +34,33 @@ import dataclasses
 import json
 import math
 import secrets
-import shutil
-import sqlite3
-from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+import sqlalchemy as sa
 import torch
+from sqlalchemy.engine import Connection
 from tokenizers import Tokenizer
 
 from genesis.colony import memory
 from genesis.colony.bundle import load_bundle, same_tokenizer, sha256_file
 from genesis.colony.database import (
     AGENT_COLUMNS,
-    DATABASE,
+    FORMAT,
     Agent,
-    Transaction,
+    Store,
     agent_from_row,
-    connect,
-    create_database,
+    agents_table,
     event,
+    events_table,
     insert_agent,
+    memories_table,
     new_identity,
     now,
+    read_settings,
+    settings_table,
 )
 from genesis.colony.settings import ColonySettings
 from genesis.colony.weights import AdapterWeights, FullWeights
@@ -81,48 +82,55 @@ MAX_COPIES = 100_000  # agents per seed bundle
 
 
 class Colony:
-    """A colony folder; open with `Colony.seed(...)` or `Colony.open(folder)`."""
+    """A colony; open with `Colony.seed(...)` or `Colony.open(location)`, where a location
+    is a folder (SQLite in it) or a database URL."""
 
-    def __init__(self, folder: str | Path):
-        self.folder = Path(folder)
-        if not (self.folder / DATABASE).is_file():
-            raise GenesisError(f"{self.folder} is not a colony (no {DATABASE})")
+    def __init__(self, location: str | Path):
+        self.store = Store(location)
+        self.folder, self.location = self.store.folder, self.store.name
+        if not self.store.exists():
+            raise GenesisError(f"{self.location} is not a colony")
         try:
-            self.tokenizer = Tokenizer.from_file(str(self.folder / "tokenizer.json"))
-            with self._connect() as db:
-                stored = dict(db.execute("SELECT key, value FROM settings").fetchall())
+            with self.store.read() as db:
+                stored = read_settings(db)
+            if "format" not in stored:
+                raise GenesisError(f"{self.location} was made by an older genesis (its weights lie in files); run "
+                                   f"`genesis colony upgrade {self.location}` once to move them into its database")
+            self.tokenizer = Tokenizer.from_str(stored["tokenizer"])
             self.settings = ColonySettings.from_stored(json.loads(stored["settings"]))
-        except Exception as error:  # a foreign folder: tokenizer, database or settings unreadable
-            raise GenesisError(f"{self.folder} is not a readable colony: {type(error).__name__}: "
+        except GenesisError:
+            raise
+        except Exception as error:  # a foreign database: tokenizer or settings unreadable
+            raise GenesisError(f"{self.location} is not a readable colony: {type(error).__name__}: "
                                f"{error}".splitlines()[0]) from None
         self.settings.validate()
         vocab = self.tokenizer.get_vocab_size()
         self._embedding: np.ndarray | None = None  # token embeddings for memory vectors, loaded on use
-        self.weights = (AdapterWeights(self.folder, vocab, self.settings.adapter_rank)
-                        if self.settings.agent_weights == "adapter" else FullWeights(self.folder, vocab))
+        self.weights = (AdapterWeights(self.store, vocab, self.settings.adapter_rank)
+                        if self.settings.agent_weights == "adapter" else FullWeights(self.store, vocab))
         self.agents(alive_only=False)  # every row is checked before anything is built from it
 
     @classmethod
-    def open(cls, folder: str | Path) -> Colony:
-        """Open an existing colony folder."""
-        return cls(folder)
+    def open(cls, location: str | Path) -> Colony:
+        """Open an existing colony: a folder or a database URL."""
+        return cls(location)
 
     @classmethod
-    def seed(cls, folder: str | Path, bundles: Sequence[str | Path],
+    def seed(cls, location: str | Path, bundles: Sequence[str | Path],
              settings: ColonySettings = ColonySettings(), copies: int = 1) -> Colony:
-        """Create a colony from agent bundles (all trained with one tokenizer), `copies`
-        agents from each. Adapter agents share their bundle's weights as a frozen base and
-        start as distinct identities (adapters drawn from their identity seeds); full
-        agents start as exact copies of their bundle.
+        """Create a colony (in a folder or a database URL) from agent bundles, all trained
+        with one tokenizer, `copies` agents from each. Adapter agents share their bundle's
+        weights as a frozen base and start as distinct identities (adapters drawn from
+        their identity seeds); full agents start as exact copies of their bundle.
 
         Raises:
-            GenesisError: the folder already holds a colony, a bundle is bad, or the
-                bundles' tokenizers differ.
+            GenesisError: a colony is already there, a bundle is bad, or the bundles'
+                tokenizers differ.
         """
         settings.validate()
-        folder = Path(folder)
-        if (folder / DATABASE).exists():
-            raise GenesisError(f"{folder} already holds a colony")
+        store = Store(location)
+        if store.exists():
+            raise GenesisError(f"{store.name} already holds a colony")
         if not bundles:
             raise GenesisError("a colony needs at least one bundle")
         if not 1 <= copies <= MAX_COPIES:
@@ -131,43 +139,35 @@ class Colony:
         if not same_tokenizer(loaded):
             raise GenesisError("the bundles were trained with different tokenizers; "
                                "a colony mixes distributions over one vocabulary")
-        for sub in ("agents", "bases"):
-            (folder / sub).mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(loaded[0].path / "tokenizer.json", folder / "tokenizer.json")
-        vocab = Tokenizer.from_file(str(folder / "tokenizer.json")).get_vocab_size()
-        adapters = AdapterWeights(folder, vocab, settings.adapter_rank)
-        with create_database(folder, json.dumps(dataclasses.asdict(settings))) as db:
+        tokenizer = loaded[0].tokenizer
+        kind = (AdapterWeights(store, tokenizer.get_vocab_size(), settings.adapter_rank)
+                if settings.agent_weights == "adapter" else FullWeights(store, tokenizer.get_vocab_size()))
+        with store.create() as db:
+            db.execute(settings_table.insert(), [
+                {"key": "format", "value": str(FORMAT)}, {"key": "tokenizer", "value": tokenizer.to_str()},
+                {"key": "settings", "value": json.dumps(dataclasses.asdict(settings))}])
             for bundle in loaded:
-                weights, block_size = bundle.path / "model.safetensors", bundle.manifest["block_size"]
-                base_id = "b" + sha256_file(weights)[:8]
-                if settings.agent_weights == "adapter":
-                    shutil.copyfile(weights, adapters.base_path(base_id))
+                data, block_size = (bundle.path / "model.safetensors").read_bytes(), bundle.manifest["block_size"]
+                base_id = "b" + sha256_file(bundle.path / "model.safetensors")[:8]
                 fitness = -bundle.manifest["metrics"]["val_loss"]
                 for _ in range(copies):
                     agent_id, identity = new_identity()
-                    if settings.agent_weights == "adapter":
-                        adapters.born(agent_id, base_id, bundle.genome, block_size, identity)
-                    else:
-                        shutil.copyfile(weights, folder / "agents" / f"{agent_id}.safetensors")
+                    kind.born(db, agent_id, (base_id, data), bundle.genome, block_size, identity)
                     insert_agent(db, agent_id, None, bundle.genome, block_size, fitness, identity)
                     event(db, "birth", agent_id, {"bundle": str(bundle.path), "fitness": fitness})
-        return cls(folder)
-
-    def _connect(self) -> sqlite3.Connection:
-        return connect(self.folder)
-
-    def _transaction(self) -> Transaction:
-        return Transaction(self._connect())
+        return cls(location)
 
     def agents(self, alive_only: bool = True) -> list[Agent]:
         """The agents, fittest first."""
-        with closing(self._connect()) as db:
-            where = "WHERE status = 'alive'" if alive_only else ""
-            rows = db.execute(f"SELECT {AGENT_COLUMNS} FROM agents {where} ORDER BY fitness DESC, id").fetchall()
+        query = sa.select(*AGENT_COLUMNS).order_by(agents_table.c.fitness.desc(), agents_table.c.id)
+        if alive_only:
+            query = query.where(agents_table.c.status == "alive")
+        with self.store.read() as db:
+            rows = db.execute(query).all()
         return [self._agent(r) for r in rows]
 
     def _agent(self, row: Sequence[Any]) -> Agent:
-        return agent_from_row(row, self.tokenizer.get_vocab_size(), self.folder / DATABASE)
+        return agent_from_row(row, self.tokenizer.get_vocab_size(), self.location)
 
     def model(self, agent: Agent) -> torch.nn.Module:
         """The agent's current model: a `GPT`, or for adapter agents an `AdaptedModel`."""
@@ -195,7 +195,7 @@ class Colony:
         """
         agents = self.agents()
         if not agents:
-            raise GenesisError(f"{self.folder} has no living agent")
+            raise GenesisError(f"{self.location} has no living agent")
         weights = self.consensus_weights(agents)
         members = [(a, w) for a, w in zip(agents, weights) if w > 0]
         recall = self.settings.recall if recall is None else recall
@@ -204,7 +204,7 @@ class Colony:
         text = generate_with(predict, [w for _, w in members], self.tokenizer, context + prompt, max_tokens,
                              top_k, seed if seed is not None else secrets.randbits(63))
         ids = tuple(a.id for a, _ in members)
-        with self._transaction() as db:
+        with self.store.write() as db:
             memory_id = memory.add(db, prompt, ids, response=text)
             self._count_interactions(db, ids)
         return Answer(text, memory_id, ids, tuple(w for _, w in members))
@@ -235,10 +235,11 @@ class Colony:
         """
         received = dict(measured) if measured is not None else self._log_likelihoods(prompt, continuation)
         vector = self._vector(prompt + continuation)
-        with self._transaction() as db:
+        with self.store.write() as db:
             if memory_id is not None:
                 memory.row(db, memory_id)
-                db.execute("UPDATE memories SET continuation = ? WHERE id = ?", (continuation, memory_id))
+                db.execute(memories_table.update().where(memories_table.c.id == memory_id)
+                           .values(continuation=continuation))
             else:
                 memory_id = memory.add(db, prompt, sorted(received), continuation=continuation)
             memory.store_vector(db, memory_id, vector)
@@ -261,12 +262,13 @@ class Colony:
         """
         if not 0 < score <= 1:
             raise GenesisError("a score must be in (0, 1]")
-        with self._transaction() as db:
+        with self.store.write() as db:
             _, answered = memory.row(db, memory_id)
-            fitness = dict(db.execute("SELECT id, fitness FROM agents WHERE status = 'alive'").fetchall())
+            fitness = dict(db.execute(sa.select(agents_table.c.id, agents_table.c.fitness)
+                                      .where(agents_table.c.status == "alive")).all())
             received = {agent_id: fitness[agent_id] + math.log(2 * score)
                         for agent_id in answered if agent_id in fitness}
-            db.execute("UPDATE memories SET score = ? WHERE id = ?", (score, memory_id))
+            db.execute(memories_table.update().where(memories_table.c.id == memory_id).values(score=score))
             self._move_fitness(db, received)
         return received
 
@@ -285,11 +287,11 @@ class Colony:
         shape (agents, T) (one batched pass per base for adapter agents)."""
         return self.weights.continuation_probs(agents, context, continuation)
 
-    def _move_fitness(self, db: sqlite3.Connection, received: dict[str, float]) -> None:
+    def _move_fitness(self, db: Connection, received: dict[str, float]) -> None:
         alpha = self.settings.fitness_smoothing  # f <- (1 - α)·f + α·received
         for agent_id, value in received.items():
-            db.execute("UPDATE agents SET fitness = (1 - ?) * fitness + ? * ? WHERE id = ?",
-                       (alpha, alpha, value, agent_id))
+            db.execute(agents_table.update().where(agents_table.c.id == agent_id)
+                       .values(fitness=(1 - alpha) * agents_table.c.fitness + alpha * value))
 
     def memory_prompt(self, memory_id: int) -> str:
         """The prompt of a stored interaction.
@@ -297,7 +299,7 @@ class Colony:
         Raises:
             GenesisError: no memory with that id.
         """
-        with closing(self._connect()) as db:
+        with self.store.read() as db:
             return memory.row(db, memory_id)[0]
 
     def adapt(self, vector: np.ndarray | None = None) -> None:
@@ -314,7 +316,7 @@ class Colony:
         recent (`learn_from="recent"`, or without a vector)."""
         if isinstance(vector, str):
             vector = self._vector(vector)
-        with closing(self._connect()) as db:
+        with self.store.read() as db:
             if self.settings.learn_from == "similar" and vector is not None:
                 return memory.similar_texts(db, vector, self.settings.memory_window)
             return memory.recent_texts(db, self.settings.memory_window)
@@ -323,65 +325,73 @@ class Colony:
         """A text's memory vector, from the token embeddings of the colony's first-born agent
         (for adapter agents, its frozen base: vectors stay comparable as agents learn)."""
         if self._embedding is None:
-            with closing(self._connect()) as db:
-                first = db.execute(f"SELECT {AGENT_COLUMNS} FROM agents ORDER BY born, id LIMIT 1").fetchone()
+            with self.store.read() as db:
+                first = db.execute(sa.select(*AGENT_COLUMNS).order_by(agents_table.c.born, agents_table.c.id)
+                                   .limit(1)).first()
             self._embedding = self.weights.embedding(self._agent(first))
         return memory.embed(self._embedding, self.tokenizer.encode(text).ids)
 
     def _similar(self, prompt: str, count: int) -> list[str]:
-        with closing(self._connect()) as db:
+        with self.store.read() as db:
             return memory.similar_texts(db, self._vector(prompt), count)
 
-    def _count_interactions(self, db: sqlite3.Connection, agent_ids: Sequence[str]) -> None:
-        for agent_id in agent_ids:
-            db.execute("UPDATE agents SET interactions = interactions + 1, "
-                       "total_interactions = total_interactions + 1 WHERE id = ? AND status = 'alive'",
-                       (agent_id,))
-        ready = db.execute("SELECT id FROM agents WHERE status = 'alive' AND interactions >= ?",
-                           (self.settings.division_threshold,)).fetchall()
-        for (agent_id,) in ready:
+    def _count_interactions(self, db: Connection, agent_ids: Sequence[str]) -> None:
+        alive = agents_table.c.status == "alive"
+        db.execute(agents_table.update().where(agents_table.c.id.in_(list(agent_ids)), alive)
+                   .values(interactions=agents_table.c.interactions + 1,
+                           total_interactions=agents_table.c.total_interactions + 1))
+        ready = db.execute(sa.select(agents_table.c.id).order_by(agents_table.c.id).where(
+            alive, agents_table.c.interactions >= self.settings.division_threshold)).scalars().all()
+        for agent_id in ready:
             self._divide(db, agent_id)
         self._select(db)
 
     def interact(self, agent_ids: Sequence[str]) -> None:
         """Count one interaction for each agent (division and selection may follow)."""
-        with self._transaction() as db:
+        with self.store.write() as db:
             self._count_interactions(db, agent_ids)
 
     def divide(self, agent_id: str) -> str:
         """Make `agent_id` divide now; returns the child's id."""
-        with self._transaction() as db:
+        with self.store.write() as db:
             child = self._divide(db, agent_id)
             self._select(db)
         return child
 
-    def _divide(self, db: sqlite3.Connection, parent_id: str) -> str:
-        row = db.execute(f"SELECT {AGENT_COLUMNS} FROM agents WHERE id = ?", (parent_id,)).fetchone()
+    def _divide(self, db: Connection, parent_id: str) -> str:
+        row = db.execute(sa.select(*AGENT_COLUMNS).where(agents_table.c.id == parent_id)).first()
+        if row is None:
+            raise GenesisError(f"{self.location} has no agent {parent_id}")
         agent = self._agent(row)
         genome, block_size = agent.genome, agent.block_size
         child_id, identity = new_identity()
-        self.weights.divide(agent, child_id, identity)
+        self.weights.divide(db, agent, child_id, identity)
         insert_agent(db, child_id, parent_id, genome, block_size, agent.fitness, identity)
-        db.execute("UPDATE agents SET interactions = 0 WHERE id = ?", (parent_id,))
+        db.execute(agents_table.update().where(agents_table.c.id == parent_id).values(interactions=0))
         event(db, "division", parent_id, {"child": child_id, "sigma": genome.sigma})
         event(db, "birth", child_id, {"parent": parent_id, "identity_seed": str(identity)})
         return child_id
 
-    def _select(self, db: sqlite3.Connection) -> None:
-        alive = db.execute("SELECT id, fitness FROM agents WHERE status = 'alive' "
-                           "ORDER BY fitness ASC, born DESC").fetchall()
+    def _select(self, db: Connection) -> None:
+        alive = db.execute(sa.select(agents_table.c.id, agents_table.c.fitness)
+                           .where(agents_table.c.status == "alive")
+                           .order_by(agents_table.c.fitness, agents_table.c.born.desc(), agents_table.c.id)).all()
         for agent_id, fitness in alive[: max(0, len(alive) - self.settings.population_cap)]:
-            db.execute("UPDATE agents SET status = 'retired', retired = ? WHERE id = ?", (now(), agent_id))
+            db.execute(agents_table.update().where(agents_table.c.id == agent_id)
+                       .values(status="retired", retired=now()))
             event(db, "retirement", agent_id, {"fitness": fitness})
 
     def status(self, events: int = 10) -> dict[str, Any]:
-        """Agents (all, with lineage), memory size and the most recent events."""
-        with closing(self._connect()) as db:
-            memories = db.execute("SELECT COUNT(*) FROM memories").fetchone()[0]
-            recent = db.execute("SELECT kind, agent, detail, created FROM events ORDER BY id DESC LIMIT ?",
-                                (events,)).fetchall()
+        """Agents (all, with lineage and learning version), memory size and the most recent events."""
+        everyone = self.agents(False)
+        versions = self.weights.versions(everyone)
+        with self.store.read() as db:
+            memories = memory.count(db)
+            recent = db.execute(sa.select(events_table.c.kind, events_table.c.agent, events_table.c.detail,
+                                          events_table.c.created).order_by(events_table.c.id.desc()).limit(events)).all()
         return {
-            "agents": [dataclasses.asdict(a) | {"genome": a.genome.describe()} for a in self.agents(False)],
+            "agents": [dataclasses.asdict(a) | {"genome": a.genome.describe(), "version": versions.get(a.id, 0)}
+                       for a in everyone],
             "memories": memories,
             "events": [{"kind": k, "agent": a, "detail": json.loads(d), "created": c} for k, a, d, c in recent],
             "settings": dataclasses.asdict(self.settings),

@@ -1,6 +1,13 @@
-"""The colony's database: its schema, the agent rows (checked as they are read),
-transactions, events and identities. One SQLite file in WAL mode; every
-read-modify-write is one `BEGIN IMMEDIATE` transaction, so several processes share it."""
+"""The colony's database: its schema, where it lives, transactions, the agent rows
+(checked as they are read), events and identities.
+
+A colony lives wholly in one database (SQLAlchemy): settings, tokenizer, agents, their
+weights and frozen bases as blobs, the shared memory and the events. A folder holds a
+SQLite file (`colony.db`, WAL mode); a `postgresql://` URL lets processes on several
+machines share one colony. Every read-modify-write is one transaction that holds the
+colony's write lock (SQLite: `BEGIN IMMEDIATE`; PostgreSQL: a transaction-level advisory
+lock), so writers take turns and none is lost.
+"""
 
 from __future__ import annotations
 
@@ -8,35 +15,54 @@ import contextlib
 import json
 import os
 import re
-import sqlite3
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, make_url
+
 from genesis.core.genome import Genome
 from genesis.errors import GenesisError
 from genesis.train.model import check_size
 
-DATABASE = "colony.db"
+DATABASE = "colony.db"  # the SQLite file of a folder colony
+FORMAT = 2  # 1: weights in files beside the database (see `genesis.colony.upgrade`)
 AGENT_ID = re.compile(r"a[0-9a-f]{8}")  # what `new_identity` makes
 MAX_BLOCK_SIZE = 4096
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS agents (
-    id TEXT PRIMARY KEY, parent TEXT, genome TEXT NOT NULL, weights TEXT NOT NULL,
-    block_size INTEGER NOT NULL, fitness REAL NOT NULL, interactions INTEGER NOT NULL DEFAULT 0,
-    total_interactions INTEGER NOT NULL DEFAULT 0, identity_seed TEXT NOT NULL,
-    born TEXT NOT NULL, status TEXT NOT NULL DEFAULT 'alive', retired TEXT);
-CREATE TABLE IF NOT EXISTS memories (
-    id INTEGER PRIMARY KEY AUTOINCREMENT, prompt TEXT NOT NULL, response TEXT,
-    continuation TEXT, score REAL, agents TEXT NOT NULL, created TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS events (
-    id INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL, agent TEXT NOT NULL,
-    detail TEXT NOT NULL, created TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-"""
-AGENT_COLUMNS = ("id, parent, genome, weights, block_size, fitness, interactions, total_interactions, "
-                 "identity_seed, born, status")
+WRITE_LOCK = 0x67656E65  # PostgreSQL advisory lock key of a colony's writers ("gene")
+
+schema = sa.MetaData()
+settings_table = sa.Table("settings", schema, sa.Column("key", sa.Text, primary_key=True),
+                          sa.Column("value", sa.Text, nullable=False))
+agents_table = sa.Table(
+    "agents", schema,
+    sa.Column("id", sa.Text, primary_key=True), sa.Column("parent", sa.Text), sa.Column("genome", sa.Text, nullable=False),
+    sa.Column("block_size", sa.Integer, nullable=False), sa.Column("fitness", sa.Float, nullable=False),
+    sa.Column("interactions", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("total_interactions", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("identity_seed", sa.Text, nullable=False), sa.Column("born", sa.Text, nullable=False),
+    sa.Column("status", sa.Text, nullable=False, server_default="alive"), sa.Column("retired", sa.Text))
+weights_table = sa.Table(  # each agent's current weights (an adapter or a whole model) and their version
+    "weights", schema, sa.Column("agent", sa.Text, primary_key=True), sa.Column("base", sa.Text),
+    sa.Column("version", sa.Integer, nullable=False), sa.Column("data", sa.LargeBinary, nullable=False))
+bases_table = sa.Table("bases", schema, sa.Column("id", sa.Text, primary_key=True),
+                 sa.Column("data", sa.LargeBinary, nullable=False))
+memories_table = sa.Table(
+    "memories", schema, sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("prompt", sa.Text, nullable=False), sa.Column("response", sa.Text), sa.Column("continuation", sa.Text),
+    sa.Column("score", sa.Float), sa.Column("agents", sa.Text, nullable=False),
+    sa.Column("created", sa.Text, nullable=False), sqlite_autoincrement=True)
+vectors_table = sa.Table("memory_vectors", schema, sa.Column("memory", sa.Integer, primary_key=True),
+                          sa.Column("vector", sa.LargeBinary, nullable=False))
+events_table = sa.Table(
+    "events", schema, sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("kind", sa.Text, nullable=False), sa.Column("agent", sa.Text, nullable=False),
+    sa.Column("detail", sa.Text, nullable=False), sa.Column("created", sa.Text, nullable=False),
+    sqlite_autoincrement=True)
+AGENT_COLUMNS = [agents_table.c[name] for name in ("id", "parent", "genome", "block_size", "fitness", "interactions",
+                                             "total_interactions", "identity_seed", "born", "status")]
 
 
 @dataclass(frozen=True)
@@ -46,7 +72,6 @@ class Agent:
     id: str
     parent: str | None
     genome: Genome
-    weights: str
     block_size: int
     fitness: float
     interactions: int
@@ -56,25 +81,23 @@ class Agent:
     status: str
 
 
-def agent_from_row(row: Sequence[Any], vocab_size: int, where: Path) -> Agent:
-    """An agents row (`AGENT_COLUMNS`), checked: a colony folder may come from someone
-    else, so nothing in it may point outside the folder or ask for an unbounded model.
+def agent_from_row(row: Sequence[Any], vocab_size: int, where: str) -> Agent:
+    """An agents row (`AGENT_COLUMNS`), checked: a colony may come from someone else, so
+    nothing in it may ask for an unbounded model.
 
     Raises:
-        GenesisError: naming the database `where` and the agent.
+        GenesisError: naming the colony `where` and the agent.
     """
     agent_id = row[0]
     try:
         if not isinstance(agent_id, str) or not AGENT_ID.fullmatch(agent_id):
             raise GenesisError(f"its id {agent_id!r} is not an agent id")
-        if row[3] != f"agents/{agent_id}.safetensors":
-            raise GenesisError(f"its weights path {row[3]!r} is not agents/{agent_id}.safetensors")
         genome = Genome.from_json(row[2])
-        if not isinstance(row[4], int) or not 1 <= row[4] <= MAX_BLOCK_SIZE:
-            raise GenesisError(f"its block size {row[4]!r} is not in 1..{MAX_BLOCK_SIZE}")
-        check_size(genome, vocab_size, row[4], "its genome")
-        return Agent(agent_id, row[1], genome, row[3], row[4], float(row[5]), int(row[6]), int(row[7]),
-                     int(row[8]), row[9], row[10])
+        if not isinstance(row[3], int) or not 1 <= row[3] <= MAX_BLOCK_SIZE:
+            raise GenesisError(f"its block size {row[3]!r} is not in 1..{MAX_BLOCK_SIZE}")
+        check_size(genome, vocab_size, row[3], "its genome")
+        return Agent(agent_id, row[1], genome, row[3], float(row[4]), int(row[5]), int(row[6]), int(row[7]),
+                     row[8], row[9])
     except (GenesisError, TypeError, ValueError) as error:
         raise GenesisError(f"{where}: agent {agent_id!r} is invalid: {error}") from None
 
@@ -84,52 +107,99 @@ def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
-def connect(folder: Path) -> sqlite3.Connection:
-    """A connection to a colony's database that waits (up to a minute) for other writers."""
-    db = sqlite3.connect(folder / DATABASE, timeout=60, isolation_level=None)
-    db.execute("PRAGMA busy_timeout = 60000")
-    return db
+def is_url(location: str | Path) -> bool:
+    """Whether a colony location is a database URL rather than a folder."""
+    return isinstance(location, str) and "://" in location
 
 
-@contextlib.contextmanager
-def create_database(folder: Path, settings_json: str) -> Iterator[sqlite3.Connection]:
-    """Create a colony's database with its settings; the `with` block fills it in the
-    same transaction (a failure leaves no half-seeded colony behind)."""
-    db = sqlite3.connect(folder / DATABASE)
-    try:
-        db.execute("PRAGMA journal_mode=WAL")
-        db.executescript(SCHEMA)
-        with db:
-            db.execute("INSERT INTO settings VALUES ('settings', ?)", (settings_json,))
-            yield db
-    finally:
-        db.close()
+class Store:
+    """Where a colony lives: a folder (SQLite in it) or a database URL."""
 
-
-def insert_agent(db: sqlite3.Connection, agent_id: str, parent: str | None, genome: Genome, block_size: int,
-                 fitness: float, identity_seed: int) -> None:
-    """A newborn agent's row; its weights are `agents/<id>.safetensors`."""
-    db.execute("INSERT INTO agents (id, parent, genome, weights, block_size, fitness, identity_seed, born) "
-               "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-               (agent_id, parent, genome.to_json(), f"agents/{agent_id}.safetensors", block_size, fitness,
-                str(identity_seed), now()))
-
-
-class Transaction:
-    """`with` block around one BEGIN IMMEDIATE transaction that closes its connection."""
-
-    def __init__(self, db: sqlite3.Connection):
-        self.db = db
-
-    def __enter__(self) -> sqlite3.Connection:
-        self.db.execute("BEGIN IMMEDIATE")
-        return self.db
-
-    def __exit__(self, kind, error, trace) -> None:
+    def __init__(self, location: str | Path):
+        self.folder = None if is_url(location) else Path(location)
+        url = f"sqlite:///{self.folder / DATABASE}" if self.folder is not None else str(location)
         try:
-            self.db.execute("COMMIT" if kind is None else "ROLLBACK")
-        finally:
-            self.db.close()
+            parsed = make_url(url)
+        except sa.exc.ArgumentError:
+            raise GenesisError(f"{location} is not a database URL") from None
+        if parsed.drivername in ("postgresql", "postgres"):  # psycopg 3, not the default psycopg2
+            parsed = parsed.set(drivername="postgresql+psycopg")
+        self.name = str(self.folder) if self.folder is not None else parsed.render_as_string(hide_password=True)
+        self.sqlite = parsed.get_backend_name() == "sqlite"
+        try:
+            self.engine = sa.create_engine(parsed, **({"connect_args": {"timeout": 60}} if self.sqlite else {}))
+        except (sa.exc.ArgumentError, ImportError) as error:
+            raise GenesisError(f"{self.name}: {error}") from None
+        if self.sqlite:
+            sa.event.listen(self.engine, "connect", _sqlite_connect)
+            sa.event.listen(self.engine, "begin", _sqlite_begin)
+
+    def exists(self) -> bool:
+        """Whether a colony lives here (without creating anything)."""
+        if self.folder is not None and not (self.folder / DATABASE).is_file():
+            return False
+        try:
+            return sa.inspect(self.engine).has_table("settings")
+        except sa.exc.SQLAlchemyError as error:
+            raise GenesisError(f"{self.name}: cannot reach the database: {_first_line(error)}") from None
+
+    @contextlib.contextmanager
+    def read(self) -> Iterator[Connection]:
+        """A connection for reading (it sees what was committed)."""
+        with self._errors(), self.engine.connect() as db:
+            yield db
+
+    @contextlib.contextmanager
+    def write(self) -> Iterator[Connection]:
+        """One transaction under the colony's write lock: committed at the end of the
+        `with` block, rolled back if it raises."""
+        with self._errors(), self.engine.connect().execution_options(write=True) as db, db.begin():
+            if not self.sqlite:
+                db.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": WRITE_LOCK})
+            yield db
+
+    def create(self) -> contextlib.AbstractContextManager[Connection]:
+        """The tables (a folder is made first), then a write transaction to fill them in:
+        a failure inside it leaves no half-seeded colony behind."""
+        if self.folder is not None:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        with self._errors():
+            schema.create_all(self.engine)
+        return self.write()
+
+    @contextlib.contextmanager
+    def _errors(self) -> Iterator[None]:
+        try:
+            yield
+        except sa.exc.OperationalError as error:  # unreachable server, locked too long, disk full
+            raise GenesisError(f"{self.name}: {_first_line(error)}") from None
+
+
+def _sqlite_connect(connection, _record) -> None:
+    connection.isolation_level = None  # SQLAlchemy emits BEGIN itself (below)
+    connection.execute("PRAGMA busy_timeout = 60000")
+    connection.execute("PRAGMA journal_mode=WAL")  # readers and a writer at once; kept in the file
+
+
+def _sqlite_begin(db: Connection) -> None:
+    # Writers take SQLite's write lock at BEGIN, so two read-modify-writes never interleave.
+    db.exec_driver_sql("BEGIN IMMEDIATE" if db.get_execution_options().get("write") else "BEGIN")
+
+
+def _first_line(error: Exception) -> str:
+    return str(getattr(error, "orig", None) or error).strip().splitlines()[0]
+
+
+def read_settings(db: Connection) -> dict[str, str]:
+    """The settings table as a dict."""
+    return dict(db.execute(sa.select(settings_table.c.key, settings_table.c.value)).all())
+
+
+def insert_agent(db: Connection, agent_id: str, parent: str | None, genome: Genome, block_size: int,
+                 fitness: float, identity_seed: int) -> None:
+    """A newborn agent's row (its weights are written beside it, in the same transaction)."""
+    db.execute(agents_table.insert().values(id=agent_id, parent=parent, genome=genome.to_json(), block_size=block_size,
+                                      fitness=fitness, identity_seed=str(identity_seed), born=now()))
 
 
 def new_identity() -> tuple[str, int]:
@@ -139,9 +209,9 @@ def new_identity() -> tuple[str, int]:
     return f"a{identity:016x}"[:9], identity
 
 
-def event(db: sqlite3.Connection, kind: str, agent: str, detail: dict[str, Any]) -> None:
-    db.execute("INSERT INTO events (kind, agent, detail, created) VALUES (?, ?, ?, ?)",
-               (kind, agent, json.dumps(detail), now()))
+def event(db: Connection, kind: str, agent: str, detail: dict[str, Any]) -> None:
+    """Record an event (birth, division, retirement) of an agent."""
+    db.execute(events_table.insert().values(kind=kind, agent=agent, detail=json.dumps(detail), created=now()))
 
 
 def iter_lineage(agents: Sequence[Agent]) -> Iterator[tuple[int, Agent]]:

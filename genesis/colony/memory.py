@@ -11,35 +11,39 @@ are forgotten.
 from __future__ import annotations
 
 import json
-import sqlite3
 from typing import Sequence
 
 import numpy as np
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
 
-from genesis.colony.database import now
+from genesis.colony.database import memories_table, now, vectors_table
 from genesis.errors import GenesisError
 
-VECTORS = "CREATE TABLE IF NOT EXISTS memory_vectors (memory INTEGER PRIMARY KEY, vector BLOB NOT NULL)"
 
-
-def add(db: sqlite3.Connection, prompt: str, agents: Sequence[str], response: str | None = None,
+def add(db: Connection, prompt: str, agents: Sequence[str], response: str | None = None,
         continuation: str | None = None) -> int:
     """Store a memory; returns its id."""
-    cursor = db.execute("INSERT INTO memories (prompt, response, continuation, agents, created) "
-                        "VALUES (?, ?, ?, ?, ?)", (prompt, response, continuation, json.dumps(list(agents)), now()))
-    return cursor.lastrowid
+    return db.execute(memories_table.insert().values(prompt=prompt, response=response, continuation=continuation,
+                                               agents=json.dumps(list(agents)), created=now())
+                      .returning(memories_table.c.id)).scalar_one()
 
 
-def row(db: sqlite3.Connection, memory_id: int) -> tuple[str, list[str]]:
+def row(db: Connection, memory_id: int) -> tuple[str, list[str]]:
     """A memory's prompt and the agents that answered it.
 
     Raises:
         GenesisError: no memory with that id.
     """
-    found = db.execute("SELECT prompt, agents FROM memories WHERE id = ?", (memory_id,)).fetchone()
+    found = db.execute(sa.select(memories_table.c.prompt, memories_table.c.agents).where(memories_table.c.id == memory_id)).first()
     if found is None:
         raise GenesisError(f"no memory {memory_id}")
     return found[0], json.loads(found[1])
+
+
+def count(db: Connection) -> int:
+    """How many memories are kept."""
+    return db.execute(sa.select(sa.func.count()).select_from(memories_table)).scalar_one()
 
 
 def embed(embedding: np.ndarray, token_ids: Sequence[int]) -> np.ndarray:
@@ -48,18 +52,18 @@ def embed(embedding: np.ndarray, token_ids: Sequence[int]) -> np.ndarray:
     return vector / max(float(np.linalg.norm(vector)), 1e-12)
 
 
-def store_vector(db: sqlite3.Connection, memory_id: int, vector: np.ndarray) -> None:
-    """Keep a memory's vector (a colony seeded before vectors gets their table now)."""
-    db.execute(VECTORS)
-    db.execute("INSERT OR REPLACE INTO memory_vectors VALUES (?, ?)", (memory_id, vector.tobytes()))
+def store_vector(db: Connection, memory_id: int, vector: np.ndarray) -> None:
+    """Keep a memory's vector (replacing an earlier one)."""
+    db.execute(vectors_table.delete().where(vectors_table.c.memory == memory_id))
+    db.execute(vectors_table.insert().values(memory=memory_id, vector=vector.tobytes()))
 
 
-def similar_texts(db: sqlite3.Connection, vector: np.ndarray, limit: int) -> list[str]:
+def similar_texts(db: Connection, vector: np.ndarray, limit: int) -> list[str]:
     """Texts (prompt + continuation) of the `limit` memories most similar to `vector`,
     least similar first (the most similar ends the batch, nearest the prompt)."""
-    db.execute(VECTORS)
-    rows = db.execute("SELECT m.prompt, m.continuation, v.vector FROM memories m JOIN memory_vectors v "
-                      "ON v.memory = m.id WHERE m.continuation IS NOT NULL").fetchall()
+    rows = db.execute(sa.select(memories_table.c.prompt, memories_table.c.continuation, vectors_table.c.vector)
+                      .join(vectors_table, vectors_table.c.memory == memories_table.c.id)
+                      .where(memories_table.c.continuation.is_not(None)).order_by(memories_table.c.id)).all()
     rows = [r for r in rows if len(r[2]) == vector.nbytes]  # a vector of another width: not comparable
     if not rows or limit <= 0:
         return []
@@ -67,18 +71,17 @@ def similar_texts(db: sqlite3.Connection, vector: np.ndarray, limit: int) -> lis
     return [rows[i][0] + rows[i][1] for i in np.argsort(scores, kind="stable")[-limit:]]
 
 
-def recent_texts(db: sqlite3.Connection, limit: int) -> list[str]:
+def recent_texts(db: Connection, limit: int) -> list[str]:
     """Texts (prompt + continuation) of the `limit` most recent memories with feedback."""
-    rows = db.execute("SELECT prompt, continuation FROM memories WHERE continuation IS NOT NULL "
-                      "ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
+    rows = db.execute(sa.select(memories_table.c.prompt, memories_table.c.continuation)
+                      .where(memories_table.c.continuation.is_not(None)).order_by(memories_table.c.id.desc()).limit(limit)).all()
     return [prompt + continuation for prompt, continuation in reversed(rows)]
 
 
-def forget_beyond(db: sqlite3.Connection, limit: int) -> int:
+def forget_beyond(db: Connection, limit: int) -> int:
     """Drop the oldest memories (and their vectors) beyond `limit`; returns how many."""
-    cutoff = db.execute("SELECT id FROM memories ORDER BY id DESC LIMIT 1 OFFSET ?", (limit,)).fetchone()
+    cutoff = db.execute(sa.select(memories_table.c.id).order_by(memories_table.c.id.desc()).limit(1).offset(limit)).scalar()
     if cutoff is None:
         return 0
-    db.execute(VECTORS)
-    db.execute("DELETE FROM memory_vectors WHERE memory <= ?", cutoff)
-    return db.execute("DELETE FROM memories WHERE id <= ?", cutoff).rowcount
+    db.execute(vectors_table.delete().where(vectors_table.c.memory <= cutoff))
+    return db.execute(memories_table.delete().where(memories_table.c.id <= cutoff)).rowcount

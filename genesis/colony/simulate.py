@@ -30,6 +30,7 @@ import torch
 from genesis.colony.adapters import merged_average
 from genesis.colony.colony import Colony
 from genesis.colony.learning import adapt_model
+from genesis.errors import GenesisError
 from genesis.train.data import load_data
 from genesis.train.generate import continuation_token_probs
 
@@ -47,8 +48,9 @@ def simulate(
     cache_dir: str | Path | None = None,
     on_chunk: Callable[[dict[str, Any]], None] | None = None,
     start: int = 0,
+    out: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Run the replay on `colony` (which it changes: copy the folder to keep the original).
+    """Run the replay on `colony` (which it changes: copy the colony to keep the original).
 
     Args:
         colony: the colony to grow.
@@ -59,10 +61,14 @@ def simulate(
         cache_dir: tokenizer and token cache.
         on_chunk: called with each time point as it is measured.
         start: the first chunk of the split to replay (replays of other stretches).
+        out: the folder for the summary and plot; default the colony's folder.
 
     Returns:
-        The summary, also written to `simulation.json` in the colony folder with a plot.
+        The summary, also written to `simulation.json` in `out` with a plot.
     """
+    out = Path(out) if out is not None else colony.folder
+    if out is None:
+        raise GenesisError(f"{colony.location} lives in a database: give a folder for the summary")
     vocab = colony.tokenizer.get_vocab_size()
     tokens = load_data(data, vocab, cache_dir)
     width = prompt_tokens + continuation_tokens
@@ -116,8 +122,9 @@ def simulate(
         "agents_before_ppl": before, "agents_after_ppl": _held_out_ppl(colony, colony.agents(), validation),
         "learning_best_before_ppl": learner_before, "learning_best_after_ppl": _held_out_ppl_of(learner, validation)}
     summary["start_chunk"] = start
-    (colony.folder / SIMULATION_FILE).write_text(json.dumps(summary, indent=2))
-    _plot(series, colony.folder / SIMULATION_PLOT)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / SIMULATION_FILE).write_text(json.dumps(summary, indent=2))
+    _plot(series, out / SIMULATION_PLOT)
     return summary
 
 

@@ -1,210 +1,269 @@
-"""The agents' weights, in either of a colony's two kinds:
+"""The agents' weights, kept in the colony's database, in either of two kinds:
 
-- `FullWeights`: each agent a whole µLM in `agents/<id>.safetensors` (a few MB each);
-- `AdapterWeights`: each agent a low-rank adapter in `agents/<id>.safetensors` (tens of
-  KB) over a shared, frozen base in `bases/<base id>.safetensors` (see
-  `genesis.colony.adapters`); the adapter file names its base in its metadata.
+- `FullWeights`: each agent a whole µLM (a few MB each);
+- `AdapterWeights`: each agent a low-rank adapter (tens of KB) over a shared, frozen base
+  in the `bases` table (see `genesis.colony.adapters`).
 
-Both derive every path from an id inside the colony folder, refuse symbolic links, cache
-loaded models per file version, and give each agent a lock to learn under. Both answer
-for many agents at once: the adapter kind in one batched pass per base.
+Each agent's weights carry a version (0 at birth, one more per learning update). Learning
+loads a version, trains and saves only if the version is still the one it loaded (a
+compare-and-set); a process that lost the race learns again on top of the winner's
+weights, so concurrent learners, on one machine or many, never overwrite each other.
+Loaded models are cached per version. Both kinds answer for many agents at once: the
+adapter kind in one batched pass per base.
 """
 
 from __future__ import annotations
 
-import contextlib
 import re
-from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
+import sqlalchemy as sa
 import torch
-from filelock import FileLock
+from sqlalchemy.engine import Connection
 
 from genesis.colony import adapters as lora
-from genesis.colony.database import AGENT_ID, Agent
+from genesis.colony.database import Agent, Store, bases_table, weights_table
 from genesis.colony.learning import adapt_model, mutate_weights, training_batch
 from genesis.errors import GenesisError
 from genesis.train.generate import continuation_token_probs, next_token_probs
-from genesis.train.model import GPT, GPTConfig, load_weights, save_weights, weights_metadata
+from genesis.train.model import GPT, GPTConfig, load_weights_bytes, weights_bytes
 
 BASE_ID = re.compile(r"b[0-9a-f]{8}")
 LEARN_TOGETHER = 16  # adapters trained in one batched pass (memory: agents x memories x vocab logits)
+MAX_TRIES = 20  # learning rounds before giving up on agents other processes keep updating
 
 
 class FullWeights:
     """Every agent a whole model of its own."""
 
-    def __init__(self, folder: Path, vocab_size: int):
-        self.folder = folder
+    def __init__(self, store: Store, vocab_size: int):
+        self.store = store
         self.vocab_size = vocab_size
-        self._models: dict[tuple[str, int], torch.nn.Module] = {}  # (agent id, file mtime) -> model
+        self._models: dict[str, tuple[int, torch.nn.Module]] = {}  # agent id -> (version, model)
 
-    def path(self, agent_id: str) -> Path:
-        """Where an agent's weights live.
-
-        Raises:
-            GenesisError: not an agent id, or the file is a symbolic link.
-        """
-        return _inside(self.folder, "agents", agent_id, AGENT_ID, "an agent id")
-
-    def load(self, agent: Agent) -> torch.nn.Module:
-        """A fresh model with the agent's current weights (not cached, free to change)."""
+    def build(self, agent: Agent, base: str | None, data: bytes, db: Connection | None = None) -> torch.nn.Module:
+        """A fresh model of the agent from its stored weights `data`."""
         model = GPT(GPTConfig.from_genome(agent.genome, self.vocab_size, agent.block_size))
-        load_weights(model, self.path(agent.id))
+        try:
+            load_weights_bytes(model, data)
+        except RuntimeError as error:
+            raise GenesisError(f"{self.store.name}: agent {agent.id}: its weights do not fit its genome: "
+                               f"{error}") from None
         return model.eval()
 
+    def serialize(self, model: torch.nn.Module) -> bytes:
+        """A model's weights as stored."""
+        return weights_bytes(model)
+
+    def _rows(self, agent_ids: Sequence[str], columns, db: Connection | None = None) -> dict[str, tuple]:
+        query = sa.select(weights_table.c.agent, *columns).where(weights_table.c.agent.in_(list(agent_ids)))
+        if db is not None:
+            return {row[0]: tuple(row[1:]) for row in db.execute(query)}
+        with self.store.read() as reader:
+            return {row[0]: tuple(row[1:]) for row in reader.execute(query)}
+
+    def load(self, agent: Agent, db: Connection | None = None) -> tuple[int, torch.nn.Module]:
+        """The agent's current version and a fresh model of it (not cached, free to change)."""
+        found = self._rows([agent.id], (weights_table.c.version, weights_table.c.base, weights_table.c.data), db).get(agent.id)
+        if found is None:
+            raise GenesisError(f"{self.store.name}: agent {agent.id} has no weights")
+        return found[0], self.build(agent, found[1], found[2], db)
+
+    def models(self, agents: Sequence[Agent]) -> list[torch.nn.Module]:
+        """The agents' current models: one query for their versions, loading only the
+        ones that changed since they were cached."""
+        versions = self._rows([a.id for a in agents], (weights_table.c.version,))
+        for agent in agents:
+            if agent.id not in versions:
+                raise GenesisError(f"{self.store.name}: agent {agent.id} has no weights")
+            if self._models.get(agent.id, (None,))[0] != versions[agent.id][0]:
+                self._models[agent.id] = self.load(agent)
+        return [self._models[a.id][1] for a in agents]
+
     def model(self, agent: Agent) -> torch.nn.Module:
-        """The agent's current model, loaded from its file (cached per version)."""
-        key = (agent.id, self.path(agent.id).stat().st_mtime_ns)
-        if key not in self._models:
-            model = self.load(agent)
-            self._models = {k: v for k, v in self._models.items() if k[0] != agent.id}
-            self._models[key] = model
-        return self._models[key]
+        """The agent's current model (cached per version)."""
+        return self.models([agent])[0]
+
+    def versions(self, agents: Sequence[Agent]) -> dict[str, int]:
+        """How many learning updates each agent's current weights carry (0 at birth)."""
+        return {agent_id: row[0] for agent_id, row in self._rows([a.id for a in agents], (weights_table.c.version,)).items()}
+
+    def version(self, agent: Agent) -> int:
+        """How many learning updates the agent's current weights carry (0 at birth)."""
+        return self.versions([agent])[agent.id]
 
     def embedding(self, agent: Agent) -> np.ndarray:
         """The agent's token embedding table, (vocab, d_model)."""
         return self.model(agent).tok_emb.weight.detach().numpy().copy()
 
-    def version(self, agent: Agent) -> int:
-        """How many learning updates the agent's current weights carry (0 at birth)."""
-        return int(weights_metadata(self.path(agent.id)).get("version", "0"))
+    def create(self, db: Connection, agent_id: str, base: str | None, data: bytes) -> None:
+        """Store a newborn agent's weights (version 0), in the transaction that adds its row."""
+        db.execute(weights_table.insert().values(agent=agent_id, base=base, version=0, data=data))
 
-    def save(self, agent: Agent, model: torch.nn.Module, version: int) -> None:
-        """Write an agent's weights (atomically) as `version` (one more than the version
-        they were loaded at), and keep the loaded model current."""
-        path = self.path(agent.id)
-        save_weights(model, path, {"version": str(version)})
-        self._remember(agent, path, model)
+    def born(self, db: Connection, agent_id: str, bundle: tuple[str, bytes], genome, block_size: int,
+             identity_seed: int) -> None:
+        """Store a first-generation agent from its bundle's (base id, weights): a copy."""
+        self.create(db, agent_id, None, bundle[1])
 
-    def lock(self, agent: Agent) -> FileLock:
-        """The agent's lock: load, learn and save under it, so no update is lost."""
-        return FileLock(str(self.path(agent.id).with_suffix(".lock")))
+    def divide(self, db: Connection, parent: Agent, child_id: str, identity_seed: int) -> None:
+        """Store the child's weights: the parent's plus N(0, σ²), drawn from the child's seed."""
+        _, model = self.load(parent, db)
+        self.create(db, child_id, None, self.serialize(mutate_weights(model, parent.genome.sigma, identity_seed)))
 
     def adapt(self, agents: Sequence[Agent], sequences: Sequence[Sequence[int]], steps: int,
               learning_rate: float) -> None:
-        """Every agent takes `steps` optimizer steps on `sequences`. Each loads, learns and
-        saves under its lock: a process that learns at the same time waits and then learns
-        on top of these weights, so no update is lost."""
-        for agent in agents:
-            with self.lock(agent):
-                loaded = self.version(agent)
-                model = self.model(agent)
-                adapt_model(model, sequences, steps, learning_rate)
-                self.save(agent, model, loaded + 1)
+        """Every agent takes `steps` optimizer steps on `sequences`, on top of its newest
+        weights: an agent another process updated meanwhile learns again from those.
 
-    def divide(self, parent: Agent, child_id: str, identity_seed: int) -> None:
-        """Write the child's weights: the parent's plus N(0, σ²), from the child's seed."""
-        child = mutate_weights(self.load(parent), parent.genome.sigma, identity_seed)
-        save_weights(child, self.path(child_id))
+        Raises:
+            GenesisError: other processes kept updating the same agents `MAX_TRIES` times.
+        """
+        if steps <= 0 or not sequences:
+            return
+        pending = list(agents)
+        for _ in range(MAX_TRIES):
+            pending = self._learn(pending, sequences, steps, learning_rate)
+            if not pending:
+                return
+        raise GenesisError(f"{self.store.name}: {len(pending)} agents kept changing under learning; try again")
+
+    def _learn(self, agents: Sequence[Agent], sequences, steps: int, learning_rate: float) -> list[Agent]:
+        """One round of learning; returns the agents whose save lost a race."""
+        lost = []
+        for agent in agents:
+            version, model = self.load(agent)
+            adapt_model(model, sequences, steps, learning_rate)
+            if not self._save([(agent, version, model)]):
+                lost.append(agent)
+        return lost
+
+    def _save(self, learned: Sequence[tuple[Agent, int, torch.nn.Module]]) -> list[Agent]:
+        """Store each model as version+1 where the agent is still at `version`; returns
+        the agents saved (the others were updated by someone else meanwhile)."""
+        saved = []
+        with self.store.write() as db:
+            for agent, version, model in learned:
+                changed = db.execute(weights_table.update().where(weights_table.c.agent == agent.id, weights_table.c.version == version)
+                                     .values(version=version + 1, data=self.serialize(model))).rowcount
+                if changed:
+                    saved.append(agent)
+                    self._models[agent.id] = (version + 1, model)
+        return saved
 
     def predictor(self, agents: Sequence[Agent], temperature: float) -> Callable[[Sequence[int]], torch.Tensor]:
         """A function from a context to each agent's next-token distribution, shape
         (agents, vocab); the agents' weights are read once, here."""
-        models = [self.model(a) for a in agents]
+        models = self.models(agents)
         return lambda tokens: torch.stack([next_token_probs(m, tokens, temperature) for m in models])
 
     def continuation_probs(self, agents: Sequence[Agent], context: Sequence[int],
                            continuation: Sequence[int]) -> torch.Tensor:
         """Each agent's teacher-forced probabilities of `continuation`, shape (agents, T)."""
-        return torch.stack([continuation_token_probs(self.model(a), context, continuation) for a in agents])
-
-    def _remember(self, agent: Agent, path: Path, model: torch.nn.Module) -> None:
-        self._models = {k: v for k, v in self._models.items() if k[0] != agent.id}
-        self._models[(agent.id, path.stat().st_mtime_ns)] = model
+        return torch.stack([continuation_token_probs(m, context, continuation) for m in self.models(agents)])
 
 
 class AdapterWeights(FullWeights):
     """Every agent a low-rank adapter over a shared base; models are `AdaptedModel`s."""
 
-    def __init__(self, folder: Path, vocab_size: int, rank: int):
-        super().__init__(folder, vocab_size)
+    def __init__(self, store: Store, vocab_size: int, rank: int):
+        super().__init__(store, vocab_size)
         self.rank = rank
         self._bases: dict[str, tuple[GPT, dict[str, lora.LoRALinear]]] = {}
         self._base_ids: dict[str, str] = {}
 
-    def base_path(self, base_id: str) -> Path:
-        """Where a base's weights live.
+    def base_of(self, agent: Agent, db: Connection | None = None) -> str:
+        """The id of the base the agent's adapter sits on (fixed at birth).
 
         Raises:
-            GenesisError: not a base id, or the file is a symbolic link.
+            GenesisError: the stored base id is not a base id.
         """
-        return _inside(self.folder, "bases", base_id, BASE_ID, "a base id")
-
-    def base_of(self, agent: Agent) -> str:
-        """The id of the base the agent's adapter sits on (fixed at birth)."""
         if agent.id not in self._base_ids:
-            self._base_ids[agent.id] = weights_metadata(self.path(agent.id)).get("base", "")
+            base_id = self._rows([agent.id], (weights_table.c.base,), db).get(agent.id, (None,))[0]
+            if not isinstance(base_id, str) or not BASE_ID.fullmatch(base_id):
+                raise GenesisError(f"{self.store.name}: agent {agent.id}: {base_id!r} is not a base id")
+            self._base_ids[agent.id] = base_id
         return self._base_ids[agent.id]
 
-    def base(self, agent: Agent) -> tuple[GPT, dict[str, lora.LoRALinear]]:
+    def base(self, agent: Agent, db: Connection | None = None) -> tuple[GPT, dict[str, lora.LoRALinear]]:
         """The agent's base model (frozen, with its adapter wrappers), loaded once."""
-        return self.load_base(self.base_of(agent), agent.genome, agent.block_size)
+        return self.load_base(self.base_of(agent, db), agent.genome, agent.block_size, db)
 
-    def load_base(self, base_id: str, genome, block_size: int) -> tuple[GPT, dict[str, lora.LoRALinear]]:
+    def load_base(self, base_id: str, genome, block_size: int,
+                  db: Connection | None = None) -> tuple[GPT, dict[str, lora.LoRALinear]]:
         """Base `base_id` built for `genome` (its weights must fit it), loaded once."""
         if base_id not in self._bases:
+            query = sa.select(bases_table.c.data).where(bases_table.c.id == base_id)
+            if db is not None:
+                data = db.execute(query).scalar()
+            else:
+                with self.store.read() as reader:
+                    data = reader.execute(query).scalar()
+            if data is None:
+                raise GenesisError(f"{self.store.name}: no base {base_id}")
             model = GPT(GPTConfig.from_genome(genome, self.vocab_size, block_size))
-            load_weights(model, self.base_path(base_id))
+            try:
+                load_weights_bytes(model, data)
+            except RuntimeError as error:
+                raise GenesisError(f"{self.store.name}: base {base_id} does not fit its agents: {error}") from None
             self._bases[base_id] = (model.eval(), lora.attach(model))
         return self._bases[base_id]
 
+    def build(self, agent: Agent, base: str | None, data: bytes, db: Connection | None = None) -> torch.nn.Module:
+        base_model, wrappers = self.base(agent, db)
+        try:
+            adapter = lora.load_adapter(data, wrappers, self.rank)
+        except ValueError as error:
+            raise GenesisError(f"{self.store.name}: agent {agent.id}: {error}") from None
+        return lora.AdaptedModel(base_model, wrappers, adapter).eval()
+
+    def serialize(self, model: torch.nn.Module) -> bytes:
+        return lora.adapter_bytes(model.tensors())
+
     def adapter(self, agent: Agent) -> lora.Adapter:
         """The agent's current adapter, checked against its base."""
-        _, wrappers = self.base(agent)
-        try:
-            return lora.load_adapter(self.path(agent.id), wrappers, self.rank)
-        except ValueError as error:
-            raise GenesisError(f"agent {agent.id}: {error}") from None
+        return self.model(agent).tensors()
 
     def embedding(self, agent: Agent) -> np.ndarray:
         return self.base(agent)[0].tok_emb.weight.detach().numpy().copy()
 
-    def load(self, agent: Agent) -> torch.nn.Module:
-        base, wrappers = self.base(agent)
-        return lora.AdaptedModel(base, wrappers, self.adapter(agent)).eval()
+    def born(self, db: Connection, agent_id: str, bundle: tuple[str, bytes], genome, block_size: int,
+             identity_seed: int) -> None:
+        """Store a first-generation agent: an adapter drawn from its identity seed over its
+        bundle's weights (stored once, as the base)."""
+        base_id, data = bundle
+        if db.execute(sa.select(bases_table.c.id).where(bases_table.c.id == base_id)).first() is None:
+            db.execute(bases_table.insert().values(id=base_id, data=data))
+        _, wrappers = self.load_base(base_id, genome, block_size, db)
+        adapter = lora.new_adapter(wrappers, self.rank, genome.sigma, identity_seed)
+        self.create(db, agent_id, base_id, lora.adapter_bytes(adapter))
 
-    def save(self, agent: Agent, model: torch.nn.Module, version: int) -> None:
-        path = self.path(agent.id)
-        lora.save_adapter(model.tensors(), path, {"version": str(version), "base": self.base_of(agent)})
-        self._remember(agent, path, model)
+    def divide(self, db: Connection, parent: Agent, child_id: str, identity_seed: int) -> None:
+        _, model = self.load(parent, db)
+        child = lora.mutate_adapter(model.tensors(), parent.genome.sigma, identity_seed)
+        self.create(db, child_id, self.base_of(parent, db), lora.adapter_bytes(child))
 
-    def create(self, agent_id: str, base_id: str, adapter: lora.Adapter) -> None:
-        """Write a newborn agent's adapter over base `base_id`."""
-        lora.save_adapter(adapter, self.path(agent_id), {"version": "0", "base": base_id})
-
-    def born(self, agent_id: str, base_id: str, genome, block_size: int, identity_seed: int) -> None:
-        """Write a first-generation agent: an adapter drawn from its identity seed."""
-        _, wrappers = self.load_base(base_id, genome, block_size)
-        self.create(agent_id, base_id, lora.new_adapter(wrappers, self.rank, genome.sigma, identity_seed))
-
-    def adapt(self, agents: Sequence[Agent], sequences: Sequence[Sequence[int]], steps: int,
-              learning_rate: float) -> None:
-        """As `FullWeights.adapt`, but `LEARN_TOGETHER` agents of a base at a time in one
-        batched pass (the same updates as one by one), each under its lock."""
+    def _learn(self, agents: Sequence[Agent], sequences, steps: int, learning_rate: float) -> list[Agent]:
+        """As `FullWeights._learn`, but `LEARN_TOGETHER` agents of a base at a time in one
+        batched pass (the same updates as one by one)."""
         groups: dict[str, list[Agent]] = {}
         for agent in agents:
             groups.setdefault(self.base_of(agent), []).append(agent)
+        lost = []
         for group in groups.values():
             base, wrappers = self.base(group[0])
             batch = training_batch(sequences, base.config.block_size)
-            if batch is None or steps <= 0:
+            if batch is None:
                 continue
             for start in range(0, len(group), LEARN_TOGETHER):
-                chunk = sorted(group[start:start + LEARN_TOGETHER], key=lambda a: a.id)  # one lock order
-                with contextlib.ExitStack() as locks:
-                    for agent in chunk:
-                        locks.enter_context(self.lock(agent))
-                    loaded = [self.version(agent) for agent in chunk]
-                    learned = lora.learn_together(base, wrappers, [self.adapter(a) for a in chunk], batch,
-                                                  steps, learning_rate)
-                    for agent, version, adapter in zip(chunk, loaded, learned):
-                        self.save(agent, lora.AdaptedModel(base, wrappers, adapter).eval(), version + 1)
-
-    def divide(self, parent: Agent, child_id: str, identity_seed: int) -> None:
-        child = lora.mutate_adapter(self.adapter(parent), parent.genome.sigma, identity_seed)
-        self.create(child_id, self.base_of(parent), child)
+                chunk = group[start:start + LEARN_TOGETHER]
+                loaded = [self.load(agent) for agent in chunk]
+                learned = lora.learn_together(base, wrappers, [model.tensors() for _, model in loaded], batch,
+                                              steps, learning_rate)
+                saved = {a.id for a in self._save([(agent, version, lora.AdaptedModel(base, wrappers, adapter).eval())
+                                                   for agent, (version, _), adapter in zip(chunk, loaded, learned)])}
+                lost += [agent for agent in chunk if agent.id not in saved]
+        return lost
 
     def predictor(self, agents: Sequence[Agent], temperature: float) -> Callable[[Sequence[int]], torch.Tensor]:
         """As `FullWeights.predictor`, one batched pass per base and new token: the adapters
@@ -229,10 +288,11 @@ class AdapterWeights(FullWeights):
         """Group the agents by base and stack their adapters; returns a function that runs
         `compute(base, wrappers, stacked)` once per base and puts the rows back in the
         agents' order."""
+        models = self.models(agents)
         groups: dict[str, list[int]] = {}
         for index, agent in enumerate(agents):
             groups.setdefault(self.base_of(agent), []).append(index)
-        batches = [(self.base(agents[rows[0]]), rows, lora.stack([self.model(agents[i]).tensors() for i in rows]))
+        batches = [(self.base(agents[rows[0]]), rows, lora.stack([models[i].tensors() for i in rows]))
                    for rows in groups.values()]
 
         def compute(run) -> torch.Tensor:
@@ -242,14 +302,3 @@ class AdapterWeights(FullWeights):
                     out[index] = row
             return torch.stack(out)
         return compute
-
-
-def _inside(folder: Path, subfolder: str, name: str, pattern: re.Pattern, what: str) -> Path:
-    """`folder/subfolder/<name>.safetensors`, for a `name` that matches `pattern` (so it
-    stays inside the folder) and a file that is no symbolic link."""
-    if not isinstance(name, str) or not pattern.fullmatch(name):
-        raise GenesisError(f"{name!r} is not {what}")
-    path = folder / subfolder / f"{name}.safetensors"
-    if path.is_symlink() or (folder / subfolder).is_symlink():
-        raise GenesisError(f"{path} is a symbolic link; a colony keeps its weights inside its folder")
-    return path

@@ -277,16 +277,47 @@ class GPT(nn.Module):
         return logits, loss
 
 
-def save_weights(model: nn.Module, path: str | Path, metadata: dict[str, str] | None = None) -> None:
-    """Save a model's weights as safetensors, atomically (temporary file and rename),
-    with optional string `metadata` in the file's header.
+def weights_bytes(model: nn.Module, metadata: dict[str, str] | None = None) -> bytes:
+    """A model's weights as safetensors bytes, with optional string `metadata` in the
+    header. Tied tensors are stored once (safetensors refuses shared storage)."""
+    kept: dict[str, torch.Tensor] = {}
+    seen: set[tuple[int, tuple[int, ...]]] = set()
+    for name, tensor in model.state_dict().items():
+        key = (tensor.data_ptr(), tuple(tensor.shape))
+        if key not in seen:
+            seen.add(key)
+            kept[name] = tensor.contiguous()
+    return safetensors.torch.save(kept, metadata=metadata)
 
-    Tied tensors are stored once (safetensors refuses shared storage otherwise).
+
+def load_weights_bytes(model: nn.Module, data: bytes) -> None:
+    """Load safetensors bytes into `model`; every tensor must be present (one name of a
+    tied group is enough) and fit.
+
+    Raises:
+        RuntimeError: a missing, unexpected or misshapen tensor, or bytes that are not safetensors.
     """
+    try:
+        state = safetensors.torch.load(data)
+    except Exception as error:  # safetensors raises its own error type for a bad header
+        raise RuntimeError(f"not a safetensors file: {error}") from None
+    groups: dict[int, set[str]] = {}
+    for name, tensor in model.state_dict().items():
+        groups.setdefault(tensor.data_ptr(), set()).add(name)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    absent = [name for name in missing if not any(name in group and group & state.keys()
+                                                  for group in groups.values())]
+    if absent or unexpected:
+        raise RuntimeError(f"missing tensors {sorted(absent)}, unexpected tensors {sorted(unexpected)}")
+
+
+def save_weights(model: nn.Module, path: str | Path, metadata: dict[str, str] | None = None) -> None:
+    """Save a model's weights as a safetensors file (`weights_bytes`), atomically
+    (temporary file and rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    safetensors.torch.save_model(model, str(temporary), metadata=metadata)
+    temporary.write_bytes(weights_bytes(model, metadata))
     temporary.chmod(0o644)
     _fsync(temporary)  # the bytes reach the disk before the name points at them
     os.replace(temporary, path)
@@ -301,19 +332,13 @@ def _fsync(path: Path) -> None:
         os.close(descriptor)
 
 
-def weights_metadata(path: str | Path) -> dict[str, str]:
-    """The string metadata in a safetensors file's header."""
-    with safetensors.safe_open(str(path), framework="pt") as handle:
-        return handle.metadata() or {}
-
-
 def load_weights(model: nn.Module, path: str | Path) -> None:
-    """Load safetensors weights into `model`; every tensor must be present and fit.
+    """Load a safetensors file into `model` (`load_weights_bytes`).
 
     Raises:
         RuntimeError: a missing, unexpected or misshapen tensor.
     """
-    safetensors.torch.load_model(model, str(path), strict=True)
+    load_weights_bytes(model, Path(path).read_bytes())
 
 
 def largest_genome(domains: dict) -> Genome:
