@@ -72,7 +72,10 @@ def ask_latency(bundle: Path, folder: Path, kind: str, rounds: int) -> dict[str,
 
 def at_scale(bundle: Path, folder: Path, agents: int) -> dict:
     """Seed `agents` adapter agents and time what a colony does at that size."""
+    import sqlalchemy as sa
+
     from genesis.colony.colony import Colony
+    from genesis.colony.database import bases_table, weights_table
     from genesis.colony.settings import ColonySettings
 
     before = resident_mib()
@@ -88,8 +91,9 @@ def at_scale(bundle: Path, folder: Path, agents: int) -> dict:
     teach_s = timed(lambda: colony.teach("The history of the city", " is long and old"))
     divide_s = timed(lambda: colony.divide(colony.agents()[0].id))  # above the cap: one retires
     disk = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
-    base = sum(p.stat().st_size for p in (folder / "bases").iterdir())
-    adapters = [p.stat().st_size for p in (folder / "agents").glob("*.safetensors")]
+    with colony.store.read() as db:  # weights and bases are blobs in the colony's database
+        base = db.execute(sa.select(sa.func.sum(sa.func.length(bases_table.c.data)))).scalar()
+        adapters = db.execute(sa.select(sa.func.length(weights_table.c.data))).scalars().all()
     return {"agents": agents, "alive_after_divide": len(colony.agents()),
             "retired": sum(a.status == "retired" for a in colony.agents(alive_only=False)),
             "disk_mib": disk / 2**20, "base_mib": base / 2**20,

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
 import re
+import shutil
+import socket
+import subprocess
+import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Callable, Iterator
 
 import torch
 
@@ -95,3 +101,44 @@ def table(header: list[str], rows: list[list[str]]) -> str:
     """A Markdown table."""
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
+
+
+def free_port() -> int:
+    """A TCP port free on loopback now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@contextlib.contextmanager
+def throwaway_postgres() -> Iterator[Callable[[], str]]:
+    """A PostgreSQL server on loopback in a temporary folder, started with the system's
+    `initdb` and `pg_ctl` (as the `postgres` user when run as root, which PostgreSQL
+    refuses) and removed afterwards; yields a function that creates a fresh database
+    and returns its URL."""
+    import psycopg
+
+    as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    folder = Path(tempfile.mkdtemp(prefix="genesis-pg-"))
+    if as_user:
+        shutil.chown(folder, "postgres")
+    port, data = free_port(), str(folder / "data")
+    subprocess.run([*as_user, "initdb", "-D", data, "-U", "genesis", "--auth=trust", "-E", "UTF8"],
+                   check=True, capture_output=True)
+    subprocess.run([*as_user, "pg_ctl", "-D", data, "-l", str(folder / "log"), "-w", "-o",
+                    f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c max_connections=200", "start"],
+                   check=True, capture_output=True)
+    made = []
+
+    def new_database() -> str:
+        name = f"colony{len(made)}"
+        with psycopg.connect(f"postgresql://genesis@127.0.0.1:{port}/postgres", autocommit=True) as admin:
+            admin.execute(f"CREATE DATABASE {name}")
+        made.append(name)
+        return f"postgresql://genesis@127.0.0.1:{port}/{name}"
+
+    try:
+        yield new_database
+    finally:
+        subprocess.run([*as_user, "pg_ctl", "-D", data, "-m", "fast", "stop"], capture_output=True)
+        shutil.rmtree(folder, ignore_errors=True)

@@ -113,38 +113,16 @@ def missing(reason: str) -> None:
 
 @pytest.fixture(scope="session")
 def postgres():
-    """A throwaway PostgreSQL server on loopback, started with the system's `initdb` and
-    `pg_ctl` (as the `postgres` user when the tests run as root, which PostgreSQL refuses);
+    """A throwaway PostgreSQL server on loopback (`benchmarks.common.throwaway_postgres`);
     returns a function that creates a fresh database and gives its URL."""
     import shutil
-    import socket
-    import subprocess
-    import tempfile
+    import sys
 
     if not (shutil.which("initdb") and shutil.which("pg_ctl")):
         missing("PostgreSQL's initdb and pg_ctl are not installed")
-    psycopg = pytest.importorskip("psycopg")
-    as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-    folder = Path(tempfile.mkdtemp(prefix="genesis-pg-"))
-    if as_user:
-        shutil.chown(folder, "postgres")
-    with socket.socket() as probe:  # a free port
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    subprocess.run([*as_user, "initdb", "-D", str(folder / "data"), "-U", "genesis", "--auth=trust", "-E", "UTF8"],
-                   check=True, capture_output=True)
-    subprocess.run([*as_user, "pg_ctl", "-D", str(folder / "data"), "-l", str(folder / "log"), "-w", "-o",
-                    f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c max_connections=200", "start"],
-                   check=True, capture_output=True)
-    made = []
+    pytest.importorskip("psycopg")
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from benchmarks.common import throwaway_postgres
 
-    def new_database() -> str:
-        name = f"colony{len(made)}"
-        with psycopg.connect(f"postgresql://genesis@127.0.0.1:{port}/postgres", autocommit=True) as admin:
-            admin.execute(f"CREATE DATABASE {name}")
-        made.append(name)
-        return f"postgresql://genesis@127.0.0.1:{port}/{name}"
-
-    yield new_database
-    subprocess.run([*as_user, "pg_ctl", "-D", str(folder / "data"), "-m", "fast", "stop"], capture_output=True)
-    shutil.rmtree(folder, ignore_errors=True)
+    with throwaway_postgres() as new_database:
+        yield new_database

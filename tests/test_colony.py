@@ -41,8 +41,74 @@ def test_bundles_round_trip_bit_exactly(run, bundles, tmp_path):
     assert exported[0]["weights"] == "kept by the run" and exported[0]["genome_id"] == first.genome.id
     again = export_champions(run.path, top=1, out=tmp_path)
     assert (again[0] / "model.safetensors").read_bytes() == (bundles[0] / "model.safetensors").read_bytes()
-    for name in ("genome.json", "model.safetensors", "tokenizer.json", "card.md", "bundle.json"):
-        assert (bundles[0] / name).is_file()
+
+
+
+def test_bundles_take_the_hugging_face_layout(bundles):
+    from safetensors import safe_open
+    from tokenizers import Tokenizer
+
+    assert sorted(p.name for p in bundles[0].iterdir()) == ["README.md", "config.json", "model.safetensors",
+                                                           "tokenizer.json"]
+    config = json.loads((bundles[0] / "config.json").read_text())
+    genome = genesis.Genome.from_dict(config["genesis"]["genome"])
+    assert (config["n_layer"], config["n_head"], config["n_embd"], config["activation_function"]) == (
+        genome.n_layer, genome.n_head, genome.d_model, genome.activation)
+    assert config["vocab_size"] == Tokenizer.from_file(str(bundles[0] / "tokenizer.json")).get_vocab_size()
+    with safe_open(str(bundles[0] / "model.safetensors"), framework="pt") as weights:
+        assert weights.get_tensor("tok_emb.weight").shape == (config["vocab_size"], config["n_embd"])
+    card = (bundles[0] / "README.md").read_text()
+    metadata = card.split("---")[1]
+    assert card.startswith("---\n") and "library_name: genesis" in metadata and "pipeline_tag: text-generation" in metadata
+    assert f"value: {config['genesis']['metrics']['val_ppl']:.3f}" in metadata and genome.describe() in card
+
+
+def test_a_bundle_of_the_older_layout_still_loads_and_seeds(bundles, tmp_path):
+    from genesis.colony.bundle import sha256_file
+
+    old = tmp_path / "old"
+    old.mkdir()
+    new = json.loads((bundles[0] / "config.json").read_text())["genesis"]
+    for name in ("model.safetensors", "tokenizer.json"):
+        shutil.copyfile(bundles[0] / name, old / name)
+    (old / "genome.json").write_text(genesis.Genome.from_dict(new["genome"]).to_json() + "\n")
+    (old / "card.md").write_text("# an agent\n")
+    manifest = {k: v for k, v in new.items() if k not in ("genome", "format", "sha256")} | {
+        "format": 1, "sha256": {n: sha256_file(old / n) for n in ("genome.json", "model.safetensors", "tokenizer.json")}}
+    (old / "bundle.json").write_text(json.dumps(manifest))
+    loaded, again = genesis.load_agent(old), genesis.load_agent(bundles[0])
+    assert loaded.genome == again.genome and loaded.manifest["metrics"] == again.manifest["metrics"]
+    assert all(torch.equal(a, b) for a, b in zip(_state(loaded.model).values(), _state(again.model).values()))
+    assert Colony.seed(tmp_path / "c", [old]).agents()[0].fitness == -new["metrics"]["val_loss"]
+
+
+@pytest.mark.parametrize("kind", ["adapter", "full"])
+def test_an_agent_leaves_its_colony_as_a_bundle_that_loads_generates_and_seeds(tmp_path, bundles, kind):
+    from genesis.train.generate import next_token_probs
+
+    colony = _colony(tmp_path, bundles, agent_weights=kind, adapt_steps=2, learning_rate=1e-2)
+    colony.teach("The history of the city", " is long and old")  # the agents learned: not their seed bundle
+    agent = colony.agents()[0]
+    out = tmp_path / "exported"
+    result = runner.invoke(app, ["colony", "export", str(colony.folder), agent.id, "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    exported = genesis.load_agent(out)
+    assert torch.allclose(next_token_probs(exported.model, [1, 2, 3]), next_token_probs(colony.model(agent), [1, 2, 3]),
+                          atol=1e-6)
+    assert (out / "adapter_model.safetensors").is_file() == (kind == "adapter")
+    if kind == "adapter":
+        assert json.loads((out / "adapter_config.json").read_text())["r"] == colony.settings.adapter_rank
+        assert (out / "model.safetensors").read_bytes() in [(b / "model.safetensors").read_bytes() for b in bundles]
+    assert runner.invoke(app, ["generate", str(out), "The", "--max-tokens", "3"]).exit_code == 0
+    child = Colony.seed(tmp_path / "next", [out], ColonySettings(agent_weights=kind))
+    assert child.agents()[0].fitness == pytest.approx(agent.fitness) and child.agents()[0].genome == agent.genome
+    if kind == "adapter":  # an identity of its own: the exported adapter plus N(0, σ²)
+        delta = torch.cat([(v - exported.adapter[k]).flatten() for k, v in child.weights.adapter(child.agents()[0]).items()])
+        assert delta.std().item() == pytest.approx(agent.genome.sigma, rel=0.1)
+        with pytest.raises(genesis.GenesisError, match="rank"):
+            Colony.seed(tmp_path / "other", [out], ColonySettings(adapter_rank=8))
+    assert runner.invoke(app, ["colony", "export", str(colony.folder), "a00000000", "--out",
+                               str(tmp_path / "none")]).exit_code == 2
 
 
 def test_export_retrains_missing_weights_exactly(run, tmp_path):
@@ -80,15 +146,11 @@ def test_corrupt_and_mismatched_bundles_exit_2(bundles, tmp_path, data_folder):
 
     # A consistent manifest over weights of another genome: the shapes give it away.
     mismatched = _broken_copy(bundles, tmp_path, "mismatched")
-    genome = genesis.Genome.from_json((mismatched / "genome.json").read_text())
+    config = json.loads((mismatched / "config.json").read_text())
+    genome = genesis.Genome.from_dict(config["genesis"]["genome"])
     wider = genesis.Genome(**{**genome.to_dict(), "d_model": 96 if genome.d_model != 96 else 64})
-    (mismatched / "genome.json").write_text(wider.to_json())
-    from genesis.colony.bundle import sha256_file
-
-    manifest = json.loads((mismatched / "bundle.json").read_text())
-    manifest["genome_id"] = wider.id
-    manifest["sha256"]["genome.json"] = sha256_file(mismatched / "genome.json")
-    (mismatched / "bundle.json").write_text(json.dumps(manifest))
+    config["genesis"] |= {"genome": wider.to_dict(), "genome_id": wider.id}
+    (mismatched / "config.json").write_text(json.dumps(config))
     result = _generate(mismatched)
     assert result.exit_code == 2 and "do not fit genome" in result.output
 

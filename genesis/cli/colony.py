@@ -177,10 +177,10 @@ def colony_simulate(
 @colony_app.command("upgrade")
 def colony_upgrade(folder: Path = typer.Argument(..., help="A colony folder made by an older genesis.")) -> None:
     """Move an older colony's tokenizer and weight files into its database (once)."""
-    from genesis.colony.upgrade import upgrade
+    from genesis.colony.upgrade import upgrade_colony
 
     try:
-        moved = upgrade(folder)
+        moved = upgrade_colony(folder)
     except GenesisError as error:
         fail(str(error))
     console.print(f"colony {folder}: {moved} agents' weights moved into its database")
@@ -205,3 +205,20 @@ def colony_serve(
         fail(str(error))
     console.print(f"serving colony {colony.location} at http://{host}:{port}/ (Ctrl-C stops)")
     serve(colony, host, port)
+
+
+@colony_app.command("export")
+def colony_export(
+    location: str = typer.Argument(..., help=LOCATION_HELP),
+    agent: str = typer.Argument(..., help="The agent's id (see `genesis colony status`)."),
+    out: Path = typer.Option(..., help="The bundle folder to write."),
+) -> None:
+    """Export an agent as a bundle (Hugging Face layout; an adapter agent with its adapter)."""
+    from genesis.colony.colony import Colony
+    from genesis.colony.export import export_agent
+
+    try:
+        folder = export_agent(Colony.open(location), agent, out)
+    except GenesisError as error:
+        fail(str(error))
+    console.print(f"agent {agent}: {folder}")

@@ -125,7 +125,7 @@ def export(
     data: Optional[Path] = typer.Option(None, envvar="GENESIS_DATA", help=DATA_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON (for scripts) instead of tables."),
 ) -> None:
-    """Export champions as agent bundles: genome.json, model.safetensors, tokenizer.json, card.md."""
+    """Export champions as agent bundles (Hugging Face layout: config.json, model.safetensors, tokenizer.json, README.md)."""
     from genesis.colony.bundle import export_champions, load_bundle
 
     try:

@@ -81,6 +81,11 @@ def mutate_adapter(parent: Adapter, sigma: float, identity_seed: int) -> Adapter
             for name, tensor in sorted(parent.items())}
 
 
+def rank_of(adapter: Adapter) -> int:
+    """The rank of an adapter's matrices."""
+    return next(t for name, t in adapter.items() if name.endswith(".a")).shape[0]
+
+
 def stack(adapters: Sequence[Adapter]) -> Stacked:
     """Several agents' adapters as one batch, layer by layer (agent n is row n)."""
     layers = sorted({name.rsplit(".", 1)[0] for name in adapters[0]})

@@ -1,15 +1,19 @@
-"""Agent bundles: a champion genome with its trained weights, ready to serve text.
+"""Agent bundles: a champion genome with its trained weights, ready to serve text, in
+the Hugging Face layout:
 
-A bundle is a folder:
-
-    genome.json         the genome's traits
+    config.json         the architecture (Hugging Face names) and, under "genesis", the
+                        manifest: format, genome, ids, sizes, metrics, lineage, recipe,
+                        seed and a SHA-256 per file
     model.safetensors   trained weights (safetensors only: loading never unpickles)
     tokenizer.json      the tokenizer the weights were trained with
-    card.md             metrics, lineage, run, recipe and seed, for people
-    bundle.json         the manifest: format, ids, sizes, metrics and a SHA-256 per file
+    README.md           the model card: YAML metadata, then metrics and lineage for people
+    adapter_model.safetensors, adapter_config.json
+                        an agent exported from a colony: its low-rank adapter over the
+                        weights in model.safetensors (PEFT's names)
 
-`load_bundle` checks every hash and that the weights fit the genome and tokenizer, so a
-corrupt, truncated or mismatched bundle fails with one clear line.
+`load_agent` checks every hash and that the weights fit the genome and tokenizer, so a
+corrupt, truncated or mismatched bundle fails with one clear line. Bundles of format 1
+(genome.json, bundle.json, card.md; written before this layout) still load.
 """
 
 from __future__ import annotations
@@ -19,32 +23,40 @@ import json
 import shutil
 import tempfile
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
+import torch
 from tokenizers import Tokenizer
 
+from genesis.colony import adapters as lora
+from genesis.colony.settings import MAX_RANK
 from genesis.core.genome import Genome
 from genesis.core.recipe import Recipe, load_recipe
-from genesis.core.records import Record, training_identity, training_seed
+from genesis.core.records import training_identity, training_seed
 from genesis.errors import GenesisError
 from genesis.runs.reader import Run, tokens_of
 from genesis.train.model import GPT, GPTConfig, check_size, load_weights
 
-BUNDLE_FORMAT = 1
-MANIFEST = "bundle.json"
-HASHED_FILES = ("genome.json", "model.safetensors", "tokenizer.json")
+BUNDLE_FORMAT = 2
+CONFIG = "config.json"
+ADAPTER, ADAPTER_CONFIG = "adapter_model.safetensors", "adapter_config.json"
+FORMAT_1 = ("bundle.json", ("genome.json", "model.safetensors", "tokenizer.json"))  # (manifest, hashed files)
 
 
 @dataclass
 class Bundle:
-    """A loaded agent: genome, model with weights, tokenizer and manifest."""
+    """A loaded agent: genome, model with weights, tokenizer and manifest. `model` is a
+    `GPT`, or an `AdaptedModel` (the weights plus `adapter`) for an agent exported from
+    a colony with its adapter."""
 
     path: Path
     genome: Genome
-    model: GPT
+    model: torch.nn.Module
     tokenizer: Tokenizer
     manifest: dict[str, Any]
+    adapter: lora.Adapter | None = None
 
 
 def sha256_file(path: Path) -> str:
@@ -82,8 +94,6 @@ def export_champions(
     Returns:
         The bundle folders, best first.
     """
-    from genesis.train.trainer import train
-
     run = Run.load(run_path)
     config = run.config
     champions = run.champions(top)
@@ -93,109 +103,146 @@ def export_champions(
     new_recipe = None if recipe is None else (recipe if isinstance(recipe, Recipe) else load_recipe(recipe))
     tokens = tokens_of(config, data, cache_dir)
     out = Path(out) if out is not None else Path("genomes") / "champions" / run.id
-    out.mkdir(parents=True, exist_ok=True)
     written = []
     for rank, record in enumerate(r for r in champions if r.outcome.status == "ok"):
-        folder = out / f"{rank + 1}-{record.genome_id}"
-        staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=out))
-        try:
-            used_recipe, outcome = run_recipe, record.outcome
-            identity = training_identity(config, record.genome)
-            kept = run.store.weights_path(identity)
-            seed = training_seed(config["seed"], identity)
-            retrained = new_recipe is not None or not kept.exists()
-            if retrained:
-                used_recipe = new_recipe or run_recipe
-                outcome = train(record.genome, used_recipe, tokens, seed,
-                                weights_path=staging / "model.safetensors")
-                if outcome.status != "ok":
-                    raise GenesisError(f"retraining {record.genome_id} failed: {outcome.reason}")
-            else:
-                shutil.copyfile(kept, staging / "model.safetensors")
-            _write_bundle(staging, record, outcome, used_recipe, tokens.tokenizer, run, seed,
-                          "retrained" if retrained else "kept by the run")
-            if folder.exists():
-                shutil.rmtree(folder)
-            staging.chmod(0o755)
-            staging.rename(folder)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-        written.append(folder)
+        identity = training_identity(config, record.genome)
+        kept, seed = run.store.weights_path(identity), training_seed(config["seed"], identity)
+        retrained = new_recipe is not None or not kept.exists()
+        used = new_recipe or run_recipe
+        manifest = {"genome_id": record.genome_id, "block_size": used.seq_len,
+                    "lineage": {"run": run.id, "generation": record.generation, "operator": record.operator,
+                                "parents": list(record.parents)},
+                    "training_seed": seed, "data": config["data"], "recipe": used.to_dict(),
+                    "weights": "retrained" if retrained else "kept by the run"}
+        place = (partial(_retrain, record, used, tokens, seed) if retrained
+                 else partial(_copy_kept, kept, record.outcome.to_dict()))
+        written.append(write_bundle(out / f"{rank + 1}-{record.genome_id}", record.genome, tokens.tokenizer,
+                                    manifest, place))
     return written
 
 
-def _write_bundle(folder: Path, record: Record, outcome, recipe: Recipe, tokenizer: Tokenizer,
-                  run: Run, seed: int, weights: str) -> None:
-    (folder / "genome.json").write_text(record.genome.to_json() + "\n")
-    tokenizer.save(str(folder / "tokenizer.json"))
-    metrics = outcome.to_dict()
-    manifest = {
-        "format": BUNDLE_FORMAT,
-        "genome_id": record.genome_id,
-        "vocab_size": tokenizer.get_vocab_size(),
-        "block_size": recipe.seq_len,
-        "metrics": metrics,
-        "lineage": {"run": run.id, "generation": record.generation, "operator": record.operator,
-                    "parents": list(record.parents)},
-        "recipe": recipe.to_dict(),
-        "training_seed": seed,
-        "weights": weights,  # "kept by the run", or "retrained" (missing, or another recipe)
-        "data": run.config["data"],
-        "sha256": {name: sha256_file(folder / name) for name in HASHED_FILES},
-    }
-    (folder / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-    (folder / "card.md").write_text(_card(record, manifest))
+def _copy_kept(kept: Path, metrics: dict[str, Any], staging: Path) -> dict[str, Any]:
+    shutil.copyfile(kept, staging / "model.safetensors")
+    return {"metrics": metrics}
 
 
-def _card(record: Record, manifest: dict[str, Any]) -> str:
-    metrics, lineage, recipe = manifest["metrics"], manifest["lineage"], manifest["recipe"]
-    return "\n".join([
-        f"# µLM agent {record.genome_id}",
-        "",
-        f"**Genome:** {record.genome.describe()}  ",
-        f"**Validation perplexity:** {metrics['val_ppl']:.2f} (loss {metrics['val_loss']:.4f})  ",
-        f"**Parameters:** {metrics['params']:,} ({metrics['non_embedding_params']:,} non-embedding)",
-        "",
-        "## Lineage",
-        f"- run `{lineage['run']}`, generation {lineage['generation']}, made by {lineage['operator']}",
-        f"- parents: {', '.join(lineage['parents']) or 'none (random)'}",
-        "",
-        "## Training",
-        f"- recipe `{recipe['name']}`: {recipe['steps']} steps x {recipe['batch_size']} x "
-        f"{recipe['seq_len']} tokens, lr {recipe['lr']}",
-        f"- training seed {manifest['training_seed']}; data {manifest['data']['source']}",
-        "",
-        "Load with `genesis generate <this folder> \"prompt\"` or `genesis.colony.bundle.load_bundle`.",
-        "",
-    ])
+def _retrain(record, recipe: Recipe, tokens, seed: int, staging: Path) -> dict[str, Any]:
+    from genesis.train.trainer import train
+
+    trained = train(record.genome, recipe, tokens, seed, weights_path=staging / "model.safetensors")
+    if trained.status != "ok":
+        raise GenesisError(f"retraining {record.genome_id} failed: {trained.reason}")
+    return {"metrics": trained.to_dict()}
 
 
-def load_bundle(path: str | Path) -> Bundle:
-    """Load and verify an agent bundle.
+def write_bundle(folder: Path, genome: Genome, tokenizer: Tokenizer, manifest: dict[str, Any],
+                 weights: Callable[[Path], dict[str, Any]], adapter: lora.Adapter | None = None) -> Path:
+    """Write a bundle atomically (a staging folder renamed into place): `weights(staging)`
+    puts model.safetensors there and returns more manifest fields (the metrics);
+    `adapter`, if given, is stored beside it. Returns `folder`."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
+    try:
+        manifest = {**manifest, **weights(staging)}
+        tokenizer.save(str(staging / "tokenizer.json"))
+        hashed = ["model.safetensors", "tokenizer.json"]
+        if adapter is not None:
+            (staging / ADAPTER).write_bytes(lora.adapter_bytes(adapter))
+            rank = lora.rank_of(adapter)
+            (staging / ADAPTER_CONFIG).write_text(json.dumps({
+                "peft_type": "LORA", "r": rank, "lora_alpha": rank, "target_modules": list(lora.PROJECTIONS),
+                "base_model_name_or_path": ".", "library_name": "genesis"}, indent=2) + "\n")
+            hashed += [ADAPTER, ADAPTER_CONFIG]
+        manifest = {"format": BUNDLE_FORMAT, "genome": genome.to_dict(), "vocab_size": tokenizer.get_vocab_size(),
+                    **manifest, "sha256": {name: sha256_file(staging / name) for name in hashed}}
+        config = GPTConfig.from_genome(genome, manifest["vocab_size"], manifest["block_size"])
+        (staging / CONFIG).write_text(json.dumps({**_hf_config(config), "genesis": manifest}, indent=2,
+                                                 sort_keys=True) + "\n")
+        (staging / "README.md").write_text(_card(genome, manifest))
+        if folder.exists():
+            shutil.rmtree(folder)
+        staging.chmod(0o755)
+        staging.rename(folder)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return folder
+
+
+def _hf_config(config: GPTConfig) -> dict[str, Any]:
+    """The architecture under the names Hugging Face's GPT-2 config uses, where it has them."""
+    return {"architectures": ["GenesisGPT"], "model_type": "genesis-ulm", "vocab_size": config.vocab_size,
+            "n_positions": config.block_size, "n_layer": config.n_layer, "n_head": config.n_head,
+            "n_embd": config.d_model, "n_inner": config.ffn_mult * config.d_model,
+            "activation_function": config.activation, "normalization": config.norm,
+            "position_embedding_type": config.position, "weight_precision": config.weight_precision,
+            "tie_word_embeddings": True, "torch_dtype": "float32"}
+
+
+def _card(genome: Genome, manifest: dict[str, Any]) -> str:
+    metrics, lineage = manifest["metrics"], manifest.get("lineage", {})
+    recipe = manifest.get("recipe")
+    name = f"genesis µLM {manifest['genome_id']}"
+    result = ([f"      - type: perplexity\n        value: {metrics['val_ppl']:.3f}\n        name: validation perplexity"]
+              if "val_ppl" in metrics else [])
+    lines = ["---", "library_name: genesis", "pipeline_tag: text-generation", "license: mit",
+             "tags: [genesis, neuroevolution, tiny-language-model]", "datasets: [wikitext]",
+             "model-index:", f"  - name: {name}", "    results:", "      - task: {type: text-generation}",
+             "        dataset: {name: WikiText-2, type: wikitext}", "        metrics:", *result, "---", "",
+             f"# {name}", "", f"**Genome:** {genome.describe()}  "]
+    if "val_ppl" in metrics:
+        lines += [f"**Validation perplexity:** {metrics['val_ppl']:.2f} (loss {metrics['val_loss']:.4f})  ",
+                  f"**Parameters:** {metrics['params']:,} ({metrics['non_embedding_params']:,} non-embedding)"]
+    if "colony_fitness" in metrics:
+        lines += [f"**Colony fitness:** {metrics['colony_fitness']:.4f} (mean log-likelihood of feedback text)  ",
+                  f"**Adapter:** rank-{manifest.get('adapter_rank', '?')} LoRA over `model.safetensors`"]
+    if lineage.get("run"):
+        lines += ["", "## Lineage",
+                  f"- run `{lineage['run']}`, generation {lineage['generation']}, made by {lineage['operator']}",
+                  f"- parents: {', '.join(lineage['parents']) or 'none (random)'}"]
+    if lineage.get("colony"):
+        lines += ["", "## Lineage", f"- agent `{lineage['agent']}` of colony `{lineage['colony']}`, "
+                  f"parent {lineage['parent'] or 'none (seeded)'}"]
+    if recipe:
+        lines += ["", "## Training",
+                  f"- recipe `{recipe['name']}`: {recipe['steps']} steps x {recipe['batch_size']} x "
+                  f"{recipe['seq_len']} tokens, lr {recipe['lr']}",
+                  f"- training seed {manifest['training_seed']}; data {manifest['data']['source']}"]
+    lines += ["", "Load with `genesis generate <this folder> \"prompt\"` or `genesis.load_agent(<this folder>)`.", ""]
+    return "\n".join(lines)
+
+
+def load_agent(path: str | Path) -> Bundle:
+    """Load and verify an agent bundle (this layout or format 1).
 
     Raises:
         GenesisError: not a bundle, another format, a file whose hash does not match
             (corrupt or truncated), or weights that do not fit the genome or tokenizer.
     """
     path = Path(path)
+    manifest_file, hashed = (CONFIG, None) if (path / CONFIG).is_file() else FORMAT_1
     try:
-        manifest = json.loads((path / MANIFEST).read_text())
+        manifest = json.loads((path / manifest_file).read_text())
     except FileNotFoundError:
-        raise GenesisError(f"{path} is not an agent bundle (no {MANIFEST})") from None
+        raise GenesisError(f"{path} is not an agent bundle (no {CONFIG})") from None
     except json.JSONDecodeError as error:
-        raise GenesisError(f"{path / MANIFEST} is corrupt: {error}") from None
-    if manifest.get("format") != BUNDLE_FORMAT:
+        raise GenesisError(f"{path / manifest_file} is corrupt: {error}") from None
+    if manifest_file == CONFIG:
+        manifest = manifest.get("genesis") if isinstance(manifest, dict) else None
+        if not isinstance(manifest, dict) or manifest.get("format") != BUNDLE_FORMAT:
+            raise GenesisError(f"{path / CONFIG} is not a genesis bundle of format {BUNDLE_FORMAT}")
+        hashed = tuple(manifest.get("sha256", {}))
+    elif manifest.get("format") != 1:
         raise GenesisError(f"{path} is a bundle of format {manifest.get('format')}; "
-                           f"this genesis reads format {BUNDLE_FORMAT}")
-    for name in HASHED_FILES:
+                           f"this genesis reads formats 1 and {BUNDLE_FORMAT}")
+    for name in hashed:
         if not (path / name).is_file():
             raise GenesisError(f"{path} lacks {name}")
         if sha256_file(path / name) != manifest["sha256"].get(name):
-            raise GenesisError(f"{path / name} is corrupt: its SHA-256 does not match {MANIFEST}")
-    genome = Genome.from_json((path / "genome.json").read_text())
+            raise GenesisError(f"{path / name} is corrupt: its SHA-256 does not match {manifest_file}")
+    genome = (Genome.from_dict(manifest["genome"]) if manifest_file == CONFIG
+              else Genome.from_json((path / "genome.json").read_text()))
     if genome.id != manifest["genome_id"]:
-        raise GenesisError(f"{path}: genome.json is genome {genome.id}, the manifest says "
-                           f"{manifest['genome_id']}")
+        raise GenesisError(f"{path}: the genome is {genome.id}, the manifest says {manifest['genome_id']}")
     tokenizer = Tokenizer.from_file(str(path / "tokenizer.json"))
     if tokenizer.get_vocab_size() != manifest["vocab_size"]:
         raise GenesisError(f"{path}: the tokenizer has {tokenizer.get_vocab_size()} tokens, the "
@@ -209,7 +256,17 @@ def load_bundle(path: str | Path) -> Bundle:
         raise GenesisError(f"{path}: the weights do not fit genome {genome.describe()} "
                            f"({first[1].strip() if len(first) > 1 else first[0]})") from None
     model.eval()
-    return Bundle(path, genome, model, tokenizer, manifest)
+    if not (path / ADAPTER).is_file() or ADAPTER not in hashed:
+        return Bundle(path, genome, model, tokenizer, manifest)
+    wrappers = lora.attach(model)
+    try:
+        adapter = lora.load_adapter((path / ADAPTER).read_bytes(), wrappers, MAX_RANK)
+    except ValueError as error:
+        raise GenesisError(f"{path}: {error}") from None
+    return Bundle(path, genome, lora.AdaptedModel(model, wrappers, adapter).eval(), tokenizer, manifest, adapter)
+
+
+load_bundle = load_agent  # the name before bundles took the Hugging Face layout
 
 
 def same_tokenizer(bundles: Sequence[Bundle]) -> bool:

@@ -45,7 +45,7 @@ from sqlalchemy.engine import Connection
 from tokenizers import Tokenizer
 
 from genesis.colony import memory
-from genesis.colony.bundle import load_bundle, same_tokenizer, sha256_file
+from genesis.colony.bundle import load_agent, same_tokenizer
 from genesis.colony.database import (
     AGENT_COLUMNS,
     FORMAT,
@@ -135,7 +135,7 @@ class Colony:
             raise GenesisError("a colony needs at least one bundle")
         if not 1 <= copies <= MAX_COPIES:
             raise GenesisError(f"copies per bundle must be in 1..{MAX_COPIES}")
-        loaded = [load_bundle(path) for path in bundles]
+        loaded = [load_agent(path) for path in bundles]
         if not same_tokenizer(loaded):
             raise GenesisError("the bundles were trained with different tokenizers; "
                                "a colony mixes distributions over one vocabulary")
@@ -147,12 +147,13 @@ class Colony:
                 {"key": "format", "value": str(FORMAT)}, {"key": "tokenizer", "value": tokenizer.to_str()},
                 {"key": "settings", "value": json.dumps(dataclasses.asdict(settings))}])
             for bundle in loaded:
-                data, block_size = (bundle.path / "model.safetensors").read_bytes(), bundle.manifest["block_size"]
-                base_id = "b" + sha256_file(bundle.path / "model.safetensors")[:8]
-                fitness = -bundle.manifest["metrics"]["val_loss"]
+                base_id = "b" + bundle.manifest["sha256"]["model.safetensors"][:8]
+                metrics, block_size = bundle.manifest["metrics"], bundle.manifest["block_size"]
+                # minus the validation loss, or the fitness an exported agent had in its colony
+                fitness = -metrics["val_loss"] if "val_loss" in metrics else metrics["colony_fitness"]
                 for _ in range(copies):
                     agent_id, identity = new_identity()
-                    kind.born(db, agent_id, (base_id, data), bundle.genome, block_size, identity)
+                    kind.born(db, agent_id, bundle, base_id, identity)
                     insert_agent(db, agent_id, None, bundle.genome, block_size, fitness, identity)
                     event(db, "birth", agent_id, {"bundle": str(bundle.path), "fitness": fitness})
         return cls(location)

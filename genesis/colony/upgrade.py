@@ -29,7 +29,7 @@ from genesis.colony.weights import BASE_ID
 from genesis.errors import GenesisError
 
 
-def upgrade(folder: str | Path) -> int:
+def upgrade_colony(folder: str | Path) -> int:
     """Move a format-1 colony's tokenizer and weights into its database; returns the
     number of agents moved.
 

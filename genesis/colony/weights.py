@@ -23,6 +23,7 @@ import torch
 from sqlalchemy.engine import Connection
 
 from genesis.colony import adapters as lora
+from genesis.colony.bundle import Bundle
 from genesis.colony.database import Agent, Store, bases_table, weights_table
 from genesis.colony.learning import adapt_model, mutate_weights, training_batch
 from genesis.errors import GenesisError
@@ -101,10 +102,15 @@ class FullWeights:
         """Store a newborn agent's weights (version 0), in the transaction that adds its row."""
         db.execute(weights_table.insert().values(agent=agent_id, base=base, version=0, data=data))
 
-    def born(self, db: Connection, agent_id: str, bundle: tuple[str, bytes], genome, block_size: int,
-             identity_seed: int) -> None:
-        """Store a first-generation agent from its bundle's (base id, weights): a copy."""
-        self.create(db, agent_id, None, bundle[1])
+    def born(self, db: Connection, agent_id: str, bundle: Bundle, base_id: str, identity_seed: int) -> None:
+        """Store a first-generation agent: a copy of its bundle's weights.
+
+        Raises:
+            GenesisError: the bundle is an agent with an adapter (it seeds adapter colonies).
+        """
+        if bundle.adapter is not None:
+            raise GenesisError(f"{bundle.path} is an agent with an adapter: it seeds colonies of adapter agents")
+        self.create(db, agent_id, None, (bundle.path / "model.safetensors").read_bytes())
 
     def divide(self, db: Connection, parent: Agent, child_id: str, identity_seed: int) -> None:
         """Store the child's weights: the parent's plus N(0, σ²), drawn from the child's seed."""
@@ -227,15 +233,25 @@ class AdapterWeights(FullWeights):
     def embedding(self, agent: Agent) -> np.ndarray:
         return self.base(agent)[0].tok_emb.weight.detach().numpy().copy()
 
-    def born(self, db: Connection, agent_id: str, bundle: tuple[str, bytes], genome, block_size: int,
-             identity_seed: int) -> None:
-        """Store a first-generation agent: an adapter drawn from its identity seed over its
-        bundle's weights (stored once, as the base)."""
-        base_id, data = bundle
+    def born(self, db: Connection, agent_id: str, bundle: Bundle, base_id: str, identity_seed: int) -> None:
+        """Store a first-generation agent over its bundle's weights (stored once, as base
+        `base_id`): an adapter drawn from its identity seed or, for a bundle exported with
+        an adapter, that adapter plus N(0, σ²) from the seed.
+
+        Raises:
+            GenesisError: the bundle's adapter has another rank than the colony's.
+        """
+        genome = bundle.genome
         if db.execute(sa.select(bases_table.c.id).where(bases_table.c.id == base_id)).first() is None:
-            db.execute(bases_table.insert().values(id=base_id, data=data))
-        _, wrappers = self.load_base(base_id, genome, block_size, db)
-        adapter = lora.new_adapter(wrappers, self.rank, genome.sigma, identity_seed)
+            db.execute(bases_table.insert().values(id=base_id, data=(bundle.path / "model.safetensors").read_bytes()))
+        _, wrappers = self.load_base(base_id, genome, bundle.manifest["block_size"], db)
+        if bundle.adapter is None:
+            adapter = lora.new_adapter(wrappers, self.rank, genome.sigma, identity_seed)
+        elif lora.rank_of(bundle.adapter) != self.rank:
+            raise GenesisError(f"{bundle.path}: its adapter has rank {lora.rank_of(bundle.adapter)}, the colony's "
+                               f"adapters rank {self.rank} (seed with --rank {lora.rank_of(bundle.adapter)})")
+        else:
+            adapter = lora.mutate_adapter(bundle.adapter, genome.sigma, identity_seed)
         self.create(db, agent_id, base_id, lora.adapter_bytes(adapter))
 
     def divide(self, db: Connection, parent: Agent, child_id: str, identity_seed: int) -> None:
