@@ -193,3 +193,15 @@ def test_an_upgrade_never_reads_outside_the_folder_and_changes_nothing_when_refu
 def _dump(folder) -> list[str]:
     with sqlite3.connect(folder / "colony.db") as db:
         return list(db.iterdump())
+
+
+def test_a_seeding_that_fails_leaves_no_colony_behind(location, tmp_path, bundles):
+    from genesis.colony.export import export_agent
+
+    source = Colony.seed(tmp_path / "source", bundles[:1])
+    exported = export_agent(source, source.agents()[0].id, tmp_path / "agent")  # an adapter of rank 4
+    with pytest.raises(genesis.GenesisError, match="rank"):  # raised halfway through filling the database
+        Colony.seed(location, [bundles[1], exported], ColonySettings(adapter_rank=8))
+    with pytest.raises(genesis.GenesisError, match="not a colony"):
+        Colony.open(location)
+    assert len(Colony.seed(location, [bundles[1], exported]).agents()) == 2

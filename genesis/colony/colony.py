@@ -93,9 +93,10 @@ class Colony:
         try:
             with self.store.read() as db:
                 stored = read_settings(db)
-            if "format" not in stored:
+            if "format" not in stored:  # a folder of colony format 1, or some other database
                 raise GenesisError(f"{self.location} was made by an older genesis (its weights lie in files); run "
-                                   f"`genesis colony upgrade {self.location}` once to move them into its database")
+                                   f"`genesis colony upgrade {self.location}` once to move them into its database"
+                                   if self.folder is not None else f"{self.location} holds no genesis colony")
             self.tokenizer = Tokenizer.from_str(stored["tokenizer"])
             self.settings = ColonySettings.from_stored(json.loads(stored["settings"]))
         except GenesisError:

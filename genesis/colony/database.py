@@ -138,8 +138,10 @@ class Store:
         """Whether a colony lives here (without creating anything)."""
         if self.folder is not None and not (self.folder / DATABASE).is_file():
             return False
-        try:
-            return sa.inspect(self.engine).has_table("settings")
+        try:  # tables without settings are what a failed seeding leaves: no colony
+            with self.engine.connect() as db:
+                return sa.inspect(db).has_table("settings") and db.execute(
+                    sa.select(sa.func.count()).select_from(settings_table)).scalar_one() > 0
         except sa.exc.SQLAlchemyError as error:
             raise GenesisError(f"{self.name}: cannot reach the database: {_first_line(error)}") from None
 

@@ -6,8 +6,9 @@
     POST /api/ask          {"prompt", "max_tokens"?, "temperature"?, "top_k"?, "seed"?, "recall"?}
     POST /api/feedback     {"memory_id", "continuation" | "score"}
 
-One `Colony` per server process; requests that use the models run one at a time (the
-agents' weights and caches are shared), while status reads go straight to the database.
+One `Colony` per server process; requests that use the models (asks, teachings) run one
+at a time (the agents' weights and caches are shared), while ratings and status reads go
+straight to the database.
 Several server processes, on one machine or many, may serve one colony: the database
 keeps them consistent (see `genesis.colony.database`). Request sizes are bounded, so a
 client cannot make the server allocate without limit.
@@ -83,9 +84,11 @@ def create_app(colony: Colony) -> FastAPI:
 
     @app.post("/api/feedback")
     def feedback(request: FeedbackRequest) -> dict[str, Any]:
+        if request.score is not None:  # a rating touches the database only: no need to wait for the models
+            return {"received": _answer(lambda: colony.rate(request.memory_id, request.score))}
         with models:
-            received = _answer(lambda: colony.feedback(colony.memory_prompt(request.memory_id),
-                                                       request.continuation, request.score, request.memory_id))
+            received = _answer(lambda: colony.teach(colony.memory_prompt(request.memory_id), request.continuation,
+                                                    request.memory_id))
         return {"received": received}
 
     return app
