@@ -181,6 +181,7 @@ def _sqlite_connect(connection, _record) -> None:
     connection.isolation_level = None  # SQLAlchemy emits BEGIN itself (below)
     connection.execute("PRAGMA busy_timeout = 60000")
     connection.execute("PRAGMA journal_mode=WAL")  # readers and a writer at once; kept in the file
+    connection.execute("PRAGMA journal_size_limit = 33554432")  # the WAL shrinks back to 32 MiB after checkpoints
 
 
 def _sqlite_begin(db: Connection) -> None:
