@@ -154,6 +154,17 @@ def test_corrupt_and_mismatched_bundles_exit_2(bundles, tmp_path, data_folder):
     result = _generate(mismatched)
     assert result.exit_code == 2 and "do not fit genome" in result.output
 
+    # A manifest from someone else: a field missing, or hashes that would read outside the folder.
+    for name, change in (("no-genome-id", lambda g: g.pop("genome_id")),
+                         ("outside", lambda g: g.update(sha256={"../../secret": "0" * 64}))):
+        broken = _broken_copy(bundles, tmp_path, name)
+        config = json.loads((broken / "config.json").read_text())
+        change(config["genesis"])
+        (broken / "config.json").write_text(json.dumps(config))
+        result = _generate(broken)
+        assert result.exit_code == 2 and ("lacks a valid 'genome_id'" in result.output
+                                          or "lacks the SHA-256 of model.safetensors" in result.output)
+
     result = _generate(tmp_path)
     assert result.exit_code == 2 and "not an agent bundle" in result.output
 

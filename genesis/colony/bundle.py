@@ -31,6 +31,7 @@ import torch
 from tokenizers import Tokenizer
 
 from genesis.colony import adapters as lora
+from genesis.colony.database import MAX_BLOCK_SIZE
 from genesis.colony.settings import MAX_RANK
 from genesis.core.genome import Genome
 from genesis.core.recipe import Recipe, load_recipe
@@ -42,6 +43,7 @@ from genesis.train.model import GPT, GPTConfig, check_size, load_weights
 BUNDLE_FORMAT = 2
 CONFIG = "config.json"
 ADAPTER, ADAPTER_CONFIG = "adapter_model.safetensors", "adapter_config.json"
+HASHED = ("model.safetensors", "tokenizer.json", ADAPTER, ADAPTER_CONFIG)  # the first two in every bundle
 FORMAT_1 = ("bundle.json", ("genome.json", "model.safetensors", "tokenizer.json"))  # (manifest, hashed files)
 
 
@@ -219,7 +221,49 @@ def load_agent(path: str | Path) -> Bundle:
             (corrupt or truncated), or weights that do not fit the genome or tokenizer.
     """
     path = Path(path)
-    manifest_file, hashed = (CONFIG, None) if (path / CONFIG).is_file() else FORMAT_1
+    manifest_file, manifest, hashed = _manifest(path)
+    for name in hashed:
+        if not (path / name).is_file():
+            raise GenesisError(f"{path} lacks {name}")
+        if sha256_file(path / name) != manifest["sha256"][name]:
+            raise GenesisError(f"{path / name} is corrupt: its SHA-256 does not match {manifest_file}")
+    try:
+        genome = (Genome.from_dict(manifest["genome"]) if manifest_file == CONFIG
+                  else Genome.from_json((path / "genome.json").read_text()))
+        if genome.id != manifest["genome_id"]:
+            raise GenesisError(f"{path}: the genome is {genome.id}, the manifest says {manifest['genome_id']}")
+        vocab_size, block_size = int(manifest["vocab_size"]), int(manifest["block_size"])
+    except (KeyError, TypeError, ValueError) as error:
+        raise GenesisError(f"{path / manifest_file} lacks a valid {error}") from None
+    tokenizer = Tokenizer.from_file(str(path / "tokenizer.json"))
+    if tokenizer.get_vocab_size() != vocab_size:
+        raise GenesisError(f"{path}: the tokenizer has {tokenizer.get_vocab_size()} tokens, the "
+                           f"weights were trained with {vocab_size}")
+    if not 1 <= block_size <= MAX_BLOCK_SIZE:
+        raise GenesisError(f"{path}: its block size {block_size} is not in 1..{MAX_BLOCK_SIZE}")
+    check_size(genome, vocab_size, block_size, str(path))
+    model = GPT(GPTConfig.from_genome(genome, vocab_size, block_size))
+    try:
+        load_weights(model, path / "model.safetensors")
+    except Exception as error:  # safetensors and torch raise several types for bad files
+        first = str(error).strip().splitlines()
+        raise GenesisError(f"{path}: the weights do not fit genome {genome.describe()} "
+                           f"({first[1].strip() if len(first) > 1 else first[0]})") from None
+    model.eval()
+    if ADAPTER not in hashed:
+        return Bundle(path, genome, model, tokenizer, manifest)
+    wrappers = lora.attach(model)
+    try:
+        adapter = lora.load_adapter((path / ADAPTER).read_bytes(), wrappers, MAX_RANK)
+    except ValueError as error:
+        raise GenesisError(f"{path}: {error}") from None
+    return Bundle(path, genome, lora.AdaptedModel(model, wrappers, adapter).eval(), tokenizer, manifest, adapter)
+
+
+def _manifest(path: Path) -> tuple[str, dict[str, Any], tuple[str, ...]]:
+    """The bundle's manifest file, the manifest, and the files it hashes (a fixed set: a
+    bundle may come from someone else, so no name in it leads outside the folder)."""
+    manifest_file, hashed = (CONFIG, HASHED) if (path / CONFIG).is_file() else FORMAT_1
     try:
         manifest = json.loads((path / manifest_file).read_text())
     except FileNotFoundError:
@@ -230,40 +274,14 @@ def load_agent(path: str | Path) -> Bundle:
         manifest = manifest.get("genesis") if isinstance(manifest, dict) else None
         if not isinstance(manifest, dict) or manifest.get("format") != BUNDLE_FORMAT:
             raise GenesisError(f"{path / CONFIG} is not a genesis bundle of format {BUNDLE_FORMAT}")
-        hashed = tuple(manifest.get("sha256", {}))
-    elif manifest.get("format") != 1:
-        raise GenesisError(f"{path} is a bundle of format {manifest.get('format')}; "
-                           f"this genesis reads formats 1 and {BUNDLE_FORMAT}")
-    for name in hashed:
-        if not (path / name).is_file():
-            raise GenesisError(f"{path} lacks {name}")
-        if sha256_file(path / name) != manifest["sha256"].get(name):
-            raise GenesisError(f"{path / name} is corrupt: its SHA-256 does not match {manifest_file}")
-    genome = (Genome.from_dict(manifest["genome"]) if manifest_file == CONFIG
-              else Genome.from_json((path / "genome.json").read_text()))
-    if genome.id != manifest["genome_id"]:
-        raise GenesisError(f"{path}: the genome is {genome.id}, the manifest says {manifest['genome_id']}")
-    tokenizer = Tokenizer.from_file(str(path / "tokenizer.json"))
-    if tokenizer.get_vocab_size() != manifest["vocab_size"]:
-        raise GenesisError(f"{path}: the tokenizer has {tokenizer.get_vocab_size()} tokens, the "
-                           f"weights were trained with {manifest['vocab_size']}")
-    check_size(genome, manifest["vocab_size"], manifest["block_size"], str(path))
-    model = GPT(GPTConfig.from_genome(genome, manifest["vocab_size"], manifest["block_size"]))
-    try:
-        load_weights(model, path / "model.safetensors")
-    except Exception as error:  # safetensors and torch raise several types for bad files
-        first = str(error).strip().splitlines()
-        raise GenesisError(f"{path}: the weights do not fit genome {genome.describe()} "
-                           f"({first[1].strip() if len(first) > 1 else first[0]})") from None
-    model.eval()
-    if not (path / ADAPTER).is_file() or ADAPTER not in hashed:
-        return Bundle(path, genome, model, tokenizer, manifest)
-    wrappers = lora.attach(model)
-    try:
-        adapter = lora.load_adapter((path / ADAPTER).read_bytes(), wrappers, MAX_RANK)
-    except ValueError as error:
-        raise GenesisError(f"{path}: {error}") from None
-    return Bundle(path, genome, lora.AdaptedModel(model, wrappers, adapter).eval(), tokenizer, manifest, adapter)
+    elif not isinstance(manifest, dict) or manifest.get("format") != 1:
+        raise GenesisError(f"{path} is a bundle of format {manifest.get('format') if isinstance(manifest, dict) else '?'}"
+                           f"; this genesis reads formats 1 and {BUNDLE_FORMAT}")
+    digests = manifest.get("sha256")
+    digests = digests if isinstance(digests, dict) else {}
+    if any(name not in digests for name in hashed[:2]):
+        raise GenesisError(f"{path / manifest_file} lacks the SHA-256 of {', '.join(hashed[:2])}")
+    return manifest_file, manifest, tuple(name for name in hashed if name in digests)
 
 
 load_bundle = load_agent  # the name before bundles took the Hugging Face layout
