@@ -18,7 +18,9 @@ Means with 95% t-intervals over the replays.
 
     python benchmarks/colony.py --data /path/to/wikitext-2
 
-Writes benchmarks/results/colony.json and the table in benchmarks/README.md.
+Writes benchmarks/results/colony.json and the table in benchmarks/README.md. With
+`--adapter-learning-rates 1e-4 1e-3 1e-2` it runs the two adapter colonies at each
+learning rate instead (results/colony_adapter_lr.json, its own table).
 """
 
 from __future__ import annotations
@@ -34,6 +36,15 @@ CONFIGS = {  # name -> (bundles used, copies per bundle, agent weights)
     "1 champion x6, adapters": (1, 6, "adapter"),
     "3 champions, full weights": (3, 2, "full"),
 }
+
+
+def configs(adapter_learning_rates: list[float] | None) -> dict[str, tuple[int, int, str, float | None]]:
+    """The colonies to replay: name -> (bundles, copies, agent weights, learning rate or
+    None for the default); the adapter ones at each given learning rate, if any."""
+    if not adapter_learning_rates:
+        return {name: (*config, None) for name, config in CONFIGS.items()}
+    return {f"{name}, lr {lr:g}": (*config, lr) for lr in adapter_learning_rates
+            for name, config in CONFIGS.items() if config[2] == "adapter"}
 
 
 def interval(values: list[float]) -> tuple[float, float, float]:
@@ -52,12 +63,16 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--chunks", type=int, default=120)
     parser.add_argument("--bundles", nargs="*", help="three agent bundles to use instead of training them")
+    parser.add_argument("--adapter-learning-rates", nargs="*", type=float,
+                        help="replay the adapter colonies at each of these learning rates instead")
     args = parser.parse_args()
-    if rendered_only(parser, args, "colony", render):
+    name_of_results = "colony_adapter_lr" if args.adapter_learning_rates else "colony"
+    if rendered_only(parser, args, name_of_results, render):
         return
     import genesis
 
-    replays: dict[str, list[dict]] = {name: [] for name in CONFIGS}
+    chosen = configs(args.adapter_learning_rates)
+    replays: dict[str, list[dict]] = {name: [] for name in chosen}
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
         if args.bundles:
@@ -67,10 +82,10 @@ def main() -> None:
                                  noise_probes=0, confirm=0)
             bundles = genesis.export_champions(run.path, top=3, out=scratch / "bundles")
         for seed in range(args.seeds):
-            for name, (count, copies, kind) in CONFIGS.items():
-                colony = genesis.Colony.seed(scratch / f"{seed}-{len(replays[name])}-{kind}-{count}", bundles[:count],
-                                             genesis.ColonySettings(agent_weights=kind, population_cap=6),
-                                             copies=copies)
+            for number, (name, (count, copies, kind, lr)) in enumerate(chosen.items()):
+                settings = genesis.ColonySettings(agent_weights=kind, population_cap=6,
+                                                  **({"learning_rate": lr} if lr is not None else {}))
+                colony = genesis.Colony.seed(scratch / f"{seed}-{number}", bundles[:count], settings, copies=copies)
                 summary = genesis.simulate(colony, args.data, chunks=args.chunks, start=seed * args.chunks)
                 summary.pop("series")
                 replays[name].append(summary)
@@ -78,8 +93,8 @@ def main() -> None:
         genomes = [genesis.load_bundle(b).genome.describe() for b in bundles]
     results = {"machine": machine(), "chunks": args.chunks, "seeds": args.seeds, "champions": genomes,
                "replays": replays}
-    path = write_results("colony", results)
-    update_readme("colony", render(results))
+    path = write_results(name_of_results, results)
+    update_readme(name_of_results, render(results))
     print(f"wrote {path}")
 
 

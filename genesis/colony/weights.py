@@ -43,8 +43,9 @@ class FullWeights:
         self.vocab_size = vocab_size
         self._models: dict[str, tuple[int, torch.nn.Module]] = {}  # agent id -> (version, model)
 
-    def build(self, agent: Agent, base: str | None, data: bytes, db: Connection | None = None) -> torch.nn.Module:
-        """A fresh model of the agent from its stored weights `data`."""
+    def build(self, agent: Agent, data: bytes, db: Connection | None = None) -> torch.nn.Module:
+        """A fresh model of the agent from its stored weights `data` (`db`: the
+        connection to read anything else through, inside a transaction)."""
         model = GPT(GPTConfig.from_genome(agent.genome, self.vocab_size, agent.block_size))
         try:
             load_weights_bytes(model, data)
@@ -66,10 +67,10 @@ class FullWeights:
 
     def load(self, agent: Agent, db: Connection | None = None) -> tuple[int, torch.nn.Module]:
         """The agent's current version and a fresh model of it (not cached, free to change)."""
-        found = self._rows([agent.id], (weights_table.c.version, weights_table.c.base, weights_table.c.data), db).get(agent.id)
+        found = self._rows([agent.id], (weights_table.c.version, weights_table.c.data), db).get(agent.id)
         if found is None:
             raise GenesisError(f"{self.store.name}: agent {agent.id} has no weights")
-        return found[0], self.build(agent, found[1], found[2], db)
+        return found[0], self.build(agent, found[1], db)
 
     def models(self, agents: Sequence[Agent]) -> list[torch.nn.Module]:
         """The agents' current models: one query for their versions, loading only the
@@ -215,7 +216,7 @@ class AdapterWeights(FullWeights):
             self._bases[base_id] = (model.eval(), lora.attach(model))
         return self._bases[base_id]
 
-    def build(self, agent: Agent, base: str | None, data: bytes, db: Connection | None = None) -> torch.nn.Module:
+    def build(self, agent: Agent, data: bytes, db: Connection | None = None) -> torch.nn.Module:
         base_model, wrappers = self.base(agent, db)
         try:
             adapter = lora.load_adapter(data, wrappers, self.rank)
