@@ -113,6 +113,21 @@ def test_aging_evolution_removes_the_oldest_not_the_worst():
     assert len(history) == 6 + 7 * 2
 
 
+def test_aging_tournaments_compare_the_objective_the_run_minimizes():
+    def size_and_loss(candidates):  # params is the objective here; the validation loss disagrees with it
+        return [c.to_record(Outcome("ok", val_loss=1 / c.genome.d_model, non_embedding_params=c.genome.d_model))
+                for c in candidates]
+
+    config = EvolutionConfig(population_size=6, generations=2, seed=4, strategy="aging", aging_batch=2,
+                             objectives=("params",))
+    loop = Evolution(load_search_space(), config, size_and_loss)
+    loop.step()
+    compared, select = [], loop.toolbox.select
+    loop.toolbox.select = lambda individuals, k: compared.extend(individuals) or select(individuals, k)
+    loop.step()
+    assert compared and all(i.fitness.values == i.record.outcome.rank("params") for i in compared)
+
+
 @pytest.mark.parametrize("strategy", ["tpe", "nsga2-optuna"])
 def test_optuna_samplers_propose_valid_new_genomes_and_learn(strategy):
     space = load_search_space()

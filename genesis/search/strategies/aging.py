@@ -3,7 +3,6 @@ children, and the oldest genomes, not the worst, leave the population."""
 
 from __future__ import annotations
 
-from genesis.search.fitness import Individual
 from genesis.search.population import MAX_REDRAWS, Candidate, isolated_random
 from genesis.search.strategies.base import Strategy
 
@@ -16,8 +15,7 @@ class Aging(Strategy):
         config = loop.config
         wanted = config.aging_batch or max(1, config.population_size // 2)
         with isolated_random(loop.rng):
-            # by validation loss whatever the objective (selection as first written; pinned)
-            chosen = loop.toolbox.select([Individual(r) for r in loop.population], wanted)
+            chosen = loop.toolbox.select([loop.individual(r) for r in loop.population], wanted)
         seen = {r.genome for r in loop.population}
         candidates = []
         for index, winner in enumerate(chosen):
