@@ -65,8 +65,9 @@ def main() -> None:
     parser.add_argument("--bundles", nargs="*", help="three agent bundles to use instead of training them")
     parser.add_argument("--adapter-learning-rates", nargs="*", type=float,
                         help="replay the adapter colonies at each of these learning rates instead")
+    parser.add_argument("--name", help="results name (default: colony, or colony_adapter_lr with learning rates)")
     args = parser.parse_args()
-    name_of_results = "colony_adapter_lr" if args.adapter_learning_rates else "colony"
+    name_of_results = args.name or ("colony_adapter_lr" if args.adapter_learning_rates else "colony")
     if rendered_only(parser, args, name_of_results, render):
         return
     import genesis
