@@ -119,8 +119,12 @@ class AdaptedModel(nn.Module):
                                          for name, t in adapter.items()})
 
     def tensors(self) -> Adapter:
-        """The adapter's current values (detached)."""
-        return {name.replace("__", "."): p.detach().clone() for name, p in self.adapter.items()}
+        """The adapter's current values (detached copies)."""
+        return {name: t.clone() for name, t in self.view().items()}
+
+    def view(self) -> Adapter:
+        """The adapter's current values, detached but not copied: read, don't change."""
+        return {name.replace("__", "."): p.detach() for name, p in self.adapter.items()}
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
         base, wrappers = self._shared
@@ -141,6 +145,7 @@ class BatchedDecoder:
         self.agents = next(iter(stacked.values()))[0].shape[0]
         self.seen: list[int] = []
         self.cache: list[dict[str, torch.Tensor]] = []
+        base.eval()
 
     @torch.no_grad()
     def __call__(self, tokens: Sequence[int]) -> torch.Tensor:
@@ -154,7 +159,6 @@ class BatchedDecoder:
             new = tokens
         self.seen = tokens
         idx = torch.tensor([new]).expand(self.agents, -1)
-        self.base.eval()
         with applied(self.wrappers, self.stacked):
             logits, _ = self.base(idx, cache=self.cache, last_only=True)
         return torch.softmax(logits[:, -1].float() / self.temperature, dim=-1)

@@ -309,7 +309,7 @@ class AdapterWeights(FullWeights):
         groups: dict[str, list[int]] = {}
         for index, agent in enumerate(agents):
             groups.setdefault(self.base_of(agent), []).append(index)
-        batches = [(self.base(agents[rows[0]]), rows, lora.stack([models[i].tensors() for i in rows]))
+        batches = [(self.base(agents[rows[0]]), rows, lora.stack([models[i].view() for i in rows]))
                    for rows in groups.values()]
 
         def compute(run) -> torch.Tensor:

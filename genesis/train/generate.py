@@ -26,14 +26,15 @@ def next_token_probs(model: GPT, tokens: Sequence[int], temperature: float = 1.0
     return torch.softmax(logits[0, -1].float() / max(temperature, 1e-6), dim=-1)
 
 
-def mixture(distributions: Sequence[torch.Tensor], weights: Sequence[float]) -> torch.Tensor:
-    """Σ wᵢ·pᵢ: the consensus distribution; weights are normalized to sum to one."""
+def mixture(distributions: Sequence[torch.Tensor] | torch.Tensor, weights: Sequence[float]) -> torch.Tensor:
+    """Σ wᵢ·pᵢ: the consensus distribution of a sequence of distributions, or of the rows
+    of a (members, vocab) tensor; weights are normalized to sum to one."""
     w = torch.tensor(list(weights), dtype=torch.float64)
     if len(distributions) != len(w) or len(w) == 0 or (w < 0).any() or w.sum() <= 0:
         raise ValueError("need one non-negative weight per distribution, not all zero")
     w = w / w.sum()
-    stacked = torch.stack([d.double() for d in distributions])  # (agents, vocab)
-    return (w[:, None] * stacked).sum(dim=0).float()
+    stacked = distributions if isinstance(distributions, torch.Tensor) else torch.stack(list(distributions))
+    return (w[:, None] * stacked.double()).sum(dim=0).float()
 
 
 def sample(probs: torch.Tensor, top_k: int, generator: torch.Generator) -> int:
@@ -80,7 +81,7 @@ def generate_with(
     tokens = tokenizer.encode(prompt).ids
     generated: list[int] = []
     for _ in range(max_tokens):
-        probs = mixture(list(predict(tokens + generated)), weights)
+        probs = mixture(predict(tokens + generated), weights)
         generated.append(sample(probs, top_k, generator))
     return tokenizer.decode(generated)
 
