@@ -116,7 +116,7 @@ def test_killed_workers_do_not_stop_a_run(tmp_path, data_folder):
     assert len(survived) >= 5 and all(r.outcome.val_loss == expected[r.genome_id] for r in survived)
 
 
-def test_the_genome_of_a_worker_killed_mid_training_is_recorded_as_failed(tokens):
+def test_the_genome_of_a_worker_killed_mid_training_is_recorded_as_lost(tokens):
     recipe = Recipe(name="slow", steps=60, batch_size=8, seq_len=32, warmup_steps=2,
                     eval_batches=2, eval_batch_size=4)
     setup = TrainingSetup(recipe, tokens.key, os.environ["GENESIS_CACHE"], "cpu", 1)
@@ -134,7 +134,7 @@ def test_the_genome_of_a_worker_killed_mid_training_is_recorded_as_failed(tokens
             results[job.genome] = outcome
     finally:
         backend.close()
-    assert results[slow].status == "error"
+    assert results[slow].status == "lost"
     assert results[slow].reason == "worker process died (exit code -9)"
     assert all(results[g].status == "ok" for g in [quick, *extra])
     assert all(not w.process.is_alive() for w in backend.workers)

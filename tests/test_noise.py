@@ -73,6 +73,30 @@ def test_sigma_only_children_reuse_their_parents_outcome(tmp_path):
     assert second[0].genome_id != first[0].genome_id
 
 
+class _LosingBackend(_CountingBackend):
+    """Loses its first training (as a killed worker does), then trains as usual."""
+
+    def run(self, jobs):
+        for job, outcome in super().run(jobs):
+            yield job, (Outcome("lost", reason="worker process died (exit code -9)") if len(self.jobs) == 1
+                        else outcome)
+
+
+def test_a_lost_training_is_not_reused_but_trained_again(tmp_path):
+    backend = _LosingBackend()
+    evaluate = _evaluator(tmp_path, backend)
+    parent = Genome(1, 1, 32, "relu", 0.01)
+    assert evaluate([Candidate(0, 0, parent)])[0].outcome.status == "lost"
+    child = evaluate([Candidate(1, 0, dataclasses.replace(parent, sigma=0.05))])[0]
+    assert len(backend.jobs) == 2 and child.outcome.status == "ok" and not child.cached
+    # a resumed run rebuilds what is known from the records: a lost one teaches it nothing
+    from genesis.runs.evaluator import CachingEvaluator
+
+    lost = [r for r in evaluate.store.records() if r.outcome.status == "lost"]
+    resumed = CachingEvaluator(evaluate.store, evaluate.recorder, _CountingBackend(), 7, (), lost, [1], 100)
+    assert len(lost) == 1 and resumed.known == {}
+
+
 def test_replicates_train_with_their_own_seeds_and_fitness_is_their_mean(tmp_path):
     backend = _CountingBackend()
     evaluate = _evaluator(tmp_path, backend, replicates=3)

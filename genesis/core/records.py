@@ -31,7 +31,10 @@ class Outcome:
 
     Attributes:
         status: "ok", or why the genome has no fitness: "diverged" (NaN/inf loss),
-            "oom" (out of memory) or "error" (any other exception).
+            "oom" (out of memory), "error" (any other exception) or "lost" (the
+            machine lost the training: a worker process died, a remote task failed;
+            nothing is known about the genome, so a later genome that shares its
+            training trains again).
         val_loss: mean cross-entropy on the recipe's fixed validation batches.
         val_ppl: exp(val_loss).
         train_loss: mean training loss over the last tenth of the steps.

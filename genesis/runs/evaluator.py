@@ -42,7 +42,8 @@ class CachingEvaluator:
         self.full_tokens, self.early_stop = full_tokens, early_stop
         self.replicates = replicates
         self.recorded = {(r.generation, r.index): r for r in previous}
-        self.known: dict[str, Outcome] = {r.genome.training_id: r.outcome for r in previous}
+        self.known: dict[str, Outcome] = {r.genome.training_id: r.outcome for r in previous
+                                          if r.outcome.status != "lost"}
         self.curves: list[tuple[int, list[float]]] = []  # (generation, curve) of full trainings
         for record in previous:
             self._remember_curve(record)
@@ -102,8 +103,10 @@ class CachingEvaluator:
     def _settle(self, training_id: str, outcome: Outcome, compute_tokens: int,
                 waiting: dict[str, list[Candidate]], done: dict[int, Record], level: int) -> None:
         """Record a model's final outcome for every candidate that waited for it; the
-        first one carries the compute its training cost, the others were free."""
-        self.known[training_id] = outcome
+        first one carries the compute its training cost, the others were free. A lost
+        training (the machine's fault, not the genome's) is not remembered."""
+        if outcome.status != "lost":
+            self.known[training_id] = outcome
         best = sorted(self.known, key=lambda g: self.known[g].rank())[:KEPT_WEIGHTS]
         self.store.settle_weights(training_id, set(best))
         for position, candidate in enumerate(waiting[training_id]):

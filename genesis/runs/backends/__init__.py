@@ -4,7 +4,7 @@ All backends take the same `Job`s and yield `(job, outcome)` pairs as trainings 
 
 - `InProcessBackend`: one training after another in this process.
 - `ProcessPoolBackend`: N worker processes (spawn start method) of T threads each; a
-  worker that dies is replaced and its genome recorded as failed.
+  worker that dies is replaced and its training recorded as lost (retrained if needed again).
 - `RayBackend`: Ray tasks on a local or remote cluster (`pip install genesis[ray]`).
 
 A training's result depends only on its genome, seed, recipe and the number of threads

@@ -59,7 +59,7 @@ class ProcessPoolBackend:
     """`workers` processes of `setup.threads` threads, fed one job at a time.
 
     Sending one job at a time means that when a worker dies (killed, crashed, out of
-    memory) we know exactly which genome it held: that one is recorded as failed, a
+    memory) we know exactly which genome it held: that training is recorded as lost, a
     fresh worker takes its place, and the other jobs go on. A job the worker had not yet
     acknowledged (it died idle, before reading it) goes back to the queue instead.
     """
@@ -105,7 +105,7 @@ class ProcessPoolBackend:
                         continue
                     log.warning("worker %s died (exit code %s) training %s", worker.process.pid,
                                 code, job.genome.id)
-                    yield job, Outcome(status="error", reason=f"worker process died (exit code {code})")
+                    yield job, Outcome(status="lost", reason=f"worker process died (exit code {code})")
 
     @staticmethod
     def _receive(worker: _Worker) -> Outcome | None:

@@ -76,7 +76,7 @@ class RayBackend:
                 result, weights = self.ray.get(done[0])
                 outcome = Outcome.from_dict(result)
             except Exception as error:  # a worker that died surfaces here as a Ray error
-                outcome, weights = Outcome(status="error", reason=f"ray task failed: {type(error).__name__}"), None
+                outcome, weights = Outcome(status="lost", reason=f"ray task failed: {type(error).__name__}"), None
             if weights is not None and job.weights_path:
                 _write_atomic(Path(job.weights_path), weights)
             yield job, outcome
