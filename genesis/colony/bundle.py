@@ -183,14 +183,15 @@ def _hf_config(config: GPTConfig) -> dict[str, Any]:
 def _card(genome: Genome, manifest: dict[str, Any]) -> str:
     metrics, lineage = manifest["metrics"], manifest.get("lineage", {})
     recipe = manifest.get("recipe")
-    name = f"genesis µLM {manifest['genome_id']}"
-    result = ([f"      - type: perplexity\n        value: {metrics['val_ppl']:.3f}\n        name: validation perplexity"]
-              if "val_ppl" in metrics else [])
+    agent = lineage.get("agent")
+    name = f"genesis agent {agent}" if agent else f"genesis µLM {manifest['genome_id']}"
     lines = ["---", "library_name: genesis", "pipeline_tag: text-generation", "license: mit",
-             "tags: [genesis, neuroevolution, tiny-language-model]", "datasets: [wikitext]",
-             "model-index:", f"  - name: {name}", "    results:", "      - task: {type: text-generation}",
-             "        dataset: {name: WikiText-2, type: wikitext}", "        metrics:", *result, "---", "",
-             f"# {name}", "", f"**Genome:** {genome.describe()}  "]
+             "tags: [genesis, neuroevolution, tiny-language-model]", "datasets: [wikitext]"]
+    if "val_ppl" in metrics:  # the Hub's evaluation results: the validation perplexity it was selected on
+        lines += ["model-index:", f"  - name: {name}", "    results:", "      - task: {type: text-generation}",
+                  "        dataset: {name: WikiText-2, type: wikitext}", "        metrics:",
+                  f"          - {{type: perplexity, value: {metrics['val_ppl']:.3f}, name: validation perplexity}}"]
+    lines += ["---", "", f"# {name}", "", f"**Genome:** {genome.describe()}  "]
     if "val_ppl" in metrics:
         lines += [f"**Validation perplexity:** {metrics['val_ppl']:.2f} (loss {metrics['val_loss']:.4f})  ",
                   f"**Parameters:** {metrics['params']:,} ({metrics['non_embedding_params']:,} non-embedding)"]
