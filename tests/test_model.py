@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from genesis.core.genome import ACTIVATIONS, Genome
+from genesis.core.genome import ACTIVATIONS, NORMS, POSITIONS, PRECISIONS, Genome
 from genesis.train.model import GPT, GPTConfig, count_parameters
 
 
@@ -153,3 +155,32 @@ def test_incremental_decoding_with_a_cache_equals_reading_the_whole_context(posi
             step, _ = model(tokens[:, t:t + 1], cache=cache, last_only=True)
             whole, _ = model(tokens[:, :t + 1])
             assert torch.allclose(step[:, -1], whole[:, -1], atol=1e-5)
+
+
+@settings(max_examples=12, deadline=None)
+@given(activation=st.sampled_from(ACTIVATIONS), norm=st.sampled_from(NORMS), position=st.sampled_from(POSITIONS),
+       precision=st.sampled_from(PRECISIONS), n_layer=st.integers(1, 2), seed=st.integers(0, 2**31))
+def test_weights_round_trip_through_bytes_and_load_with_safetensors_own_loader(
+        tmp_path_factory, activation, norm, position, precision, n_layer, seed):
+    import safetensors.torch
+
+    from genesis.train.model import load_weights_bytes, weights_bytes
+
+    torch.manual_seed(seed)
+    genome = Genome(n_layer, 2, 32, activation, 0.01, norm=norm, position=position, weight_precision=precision)
+    config = GPTConfig.from_genome(genome, vocab_size=50, block_size=16)
+    model, again, theirs = GPT(config), GPT(config), GPT(config)
+    data = weights_bytes(model, {"version": "3"})
+    load_weights_bytes(again, data)
+    path = tmp_path_factory.mktemp("weights") / "model.safetensors"
+    path.write_bytes(data)
+    safetensors.torch.load_model(theirs, str(path))  # the library's own loader reads what we write
+    with safetensors.safe_open(str(path), framework="pt") as handle:
+        assert handle.metadata()["version"] == "3"
+    for loaded in (again, theirs):
+        assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), loaded.state_dict().values()))
+        assert loaded.head.weight is loaded.tok_emb.weight  # still tied
+    with pytest.raises(RuntimeError, match="missing tensors"):
+        load_weights_bytes(GPT(GPTConfig.from_genome(Genome(n_layer + 1, 2, 32, activation, 0.01, norm=norm,
+                                                               position=position, weight_precision=precision),
+                                                        vocab_size=50, block_size=16)), data)
