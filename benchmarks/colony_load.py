@@ -18,20 +18,18 @@ import json
 import random
 import statistics
 import subprocess
-import sys
 import tempfile
 import threading
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 from colony_scaling import champion_bundle
 from common import (
     benchmark_parser,
-    free_port,
+    http_json,
     machine,
     rendered_only,
+    start_server,
     table,
     throwaway_postgres,
     update_readme,
@@ -43,37 +41,10 @@ NEW_TOKENS = 8
 COPIES = 3  # agents seeded from the bundle
 
 
-def call(url: str, body: dict | None = None) -> tuple[int, dict]:
-    """(status, JSON) of a GET, or of a POST of `body`."""
-    request = urllib.request.Request(url, data=None if body is None else json.dumps(body).encode(),
-                                     headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=300) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read())
-
-
 def start_servers(location: str, count: int) -> tuple[list[subprocess.Popen], list[str]]:
     """`count` server processes on one colony; returns them and their base URLs once up."""
-    ports = [free_port() for _ in range(count)]
-    processes = [subprocess.Popen([sys.executable, "-m", "genesis", "colony", "serve", location, "--port", str(p)],
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for p in ports]
-    urls = [f"http://127.0.0.1:{p}" for p in ports]
-    deadline = time.monotonic() + 180
-    for url, process in zip(urls, processes):
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"the server for {location} exited with {process.returncode}")
-            try:
-                if call(f"{url}/api/health")[0] == 200:
-                    break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("a server did not start")
-            time.sleep(0.2)
-    return processes, urls
+    started = [start_server(location) for _ in range(count)]
+    return [process for process, _ in started], [url for _, url in started]
 
 
 def drive(urls: list[str], clients: int, requests: int, seconds: float, seed: int) -> dict:
@@ -95,7 +66,7 @@ def drive(urls: list[str], clients: int, requests: int, seconds: float, seed: in
             kind = draw.choices(list(MIX), weights=list(MIX.values()))[0] if answered else "ask"
             started = time.perf_counter()
             if kind == "ask":
-                status, body = call(f"{url}/api/ask", {"prompt": f"The history of the city {number}",
+                status, body = http_json(f"{url}/api/ask", {"prompt": f"The history of the city {number}",
                                                        "max_tokens": NEW_TOKENS, "seed": number})
                 memory = body.get("memory_id")
                 if status == 200:
@@ -103,7 +74,7 @@ def drive(urls: list[str], clients: int, requests: int, seconds: float, seed: in
             else:
                 memory = draw.choice(answered)
                 feedback = {"continuation": " is long and old"} if kind == "teach" else {"score": draw.random()}
-                status, _ = call(f"{url}/api/feedback", {"memory_id": memory, **feedback})
+                status, _ = http_json(f"{url}/api/feedback", {"memory_id": memory, **feedback})
             with lock:
                 done.append({"kind": kind, "status": status, "memory": memory, "first": first,
                              "seconds": time.perf_counter() - started})

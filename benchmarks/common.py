@@ -11,8 +11,11 @@ import re
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Iterator
@@ -101,6 +104,39 @@ def table(header: list[str], rows: list[list[str]]) -> str:
     """A Markdown table."""
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
+
+
+def http_json(url: str, body: dict | None = None, timeout: float = 300) -> tuple[int, dict]:
+    """(status, JSON) of a GET, or of a POST of `body` as JSON; an HTTP error status is
+    returned, not raised."""
+    request = urllib.request.Request(url, data=None if body is None else json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def start_server(location: str, wait_s: float = 180) -> tuple[subprocess.Popen, str]:
+    """`genesis colony serve` on the colony at `location`, on a free loopback port, once it
+    answers /api/health; returns the process (its output piped) and its base URL.
+
+    Raises:
+        RuntimeError: the server exited, or did not answer within `wait_s`.
+    """
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "genesis", "colony", "serve", location, "--port", str(port)],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url, deadline = f"http://127.0.0.1:{port}", time.monotonic() + wait_s
+    while process.poll() is None and time.monotonic() < deadline:
+        try:
+            if http_json(f"{url}/api/health", timeout=10)[0] == 200:
+                return process, url
+        except OSError:
+            time.sleep(0.2)
+    process.kill()
+    raise RuntimeError(f"the server for {location} did not start: {process.communicate()[0][-2000:]}")
 
 
 def free_port() -> int:

@@ -9,3 +9,8 @@ class GenesisError(Exception):
     The CLI prints the message as one line and exits with code 2; library callers can
     catch it to tell input problems apart from bugs.
     """
+
+
+class NotFound(GenesisError):
+    """Something asked for by name or id does not exist (a memory, an agent); a server
+    answers it with 404."""

@@ -8,6 +8,7 @@ skipped when neither exists.
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ from genesis.core.recipe import Recipe
 
 REPO = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
+sys.path.insert(0, str(FIXTURES.parent.parent))  # the checkout: tests share helpers of `benchmarks.common`
 
 
 def _data_folder() -> Path | None:
@@ -116,12 +118,10 @@ def postgres():
     """A throwaway PostgreSQL server on loopback (`benchmarks.common.throwaway_postgres`);
     returns a function that creates a fresh database and gives its URL."""
     import shutil
-    import sys
 
     if not (shutil.which("initdb") and shutil.which("pg_ctl")):
         missing("PostgreSQL's initdb and pg_ctl are not installed")
     pytest.importorskip("psycopg")
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     from benchmarks.common import throwaway_postgres
 
     with throwaway_postgres() as new_database:

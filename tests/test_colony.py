@@ -231,12 +231,12 @@ def test_consensus_of_one_agent_is_that_agent_and_weights_sum_to_one(tmp_path, b
     agent = solo.agents()[0]
     assert solo.consensus_weights([agent]) == [1.0]
     probs = next_token_probs(solo.model(agent), [1, 2, 3])
-    assert torch.allclose(mixture([probs], [1.0]), probs)
+    assert torch.allclose(mixture(probs[None], [1.0]), probs)
     pair = _colony(tmp_path, bundles)
     assert sum(pair.consensus_weights(pair.agents())) == pytest.approx(1.0)
     top = Colony.seed(tmp_path / "top", bundles, ColonySettings(consensus="top_k", consensus_top_k=1))
     assert top.consensus_weights(top.agents()) == [1.0, 0.0]  # fittest first
-    mixed = mixture([probs, torch.roll(probs, 1)], [3.0, 1.0])
+    mixed = mixture(torch.stack([probs, torch.roll(probs, 1)]), [3.0, 1.0])
     assert mixed.sum().item() == pytest.approx(1.0, abs=1e-5)
 
 

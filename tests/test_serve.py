@@ -5,17 +5,12 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
-import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from conftest import missing
 
+from benchmarks.common import http_json, start_server
 from genesis.colony.colony import Colony
 from genesis.colony.settings import ColonySettings
 
@@ -24,40 +19,10 @@ pytest.importorskip("uvicorn")
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def call(url: str, body: dict | None = None) -> tuple[int, dict]:
-    """(status, JSON) of a GET, or of a POST of `body`."""
-    request = urllib.request.Request(url, data=None if body is None else json.dumps(body).encode(),
-                                     headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=120) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read())
-
-
 def _serve(tmp_path, bundles, settings: ColonySettings):
     """Seed a colony and start `genesis colony serve` on it; returns (process, base URL)."""
     Colony.seed(tmp_path / "colony", bundles, settings)
-    port = _free_port()
-    process = subprocess.Popen([sys.executable, "-m", "genesis", "colony", "serve", str(tmp_path / "colony"),
-                                "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while True:
-        assert process.poll() is None, process.communicate()[0]
-        try:
-            if call(f"{base}/api/health")[0] == 200:
-                return process, base
-        except OSError:
-            pass
-        assert time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.2)
+    return start_server(str(tmp_path / "colony"), wait_s=120)
 
 
 @pytest.fixture
@@ -90,16 +55,16 @@ def busy_server(served):
 
 def test_concurrent_clients_lose_no_answer_feedback_or_update(quiet_server):
     def client(index: int) -> list[int]:
-        status, answer = call(f"{quiet_server}/api/ask", {"prompt": f"Prompt {index}", "max_tokens": 3, "seed": index})
-        taught, _ = call(f"{quiet_server}/api/feedback", {"memory_id": answer["memory_id"], "continuation": " city"})
-        rated, _ = call(f"{quiet_server}/api/feedback", {"memory_id": answer["memory_id"], "score": 0.8})
+        status, answer = http_json(f"{quiet_server}/api/ask", {"prompt": f"Prompt {index}", "max_tokens": 3, "seed": index})
+        taught, _ = http_json(f"{quiet_server}/api/feedback", {"memory_id": answer["memory_id"], "continuation": " city"})
+        rated, _ = http_json(f"{quiet_server}/api/feedback", {"memory_id": answer["memory_id"], "score": 0.8})
         return [status, taught, rated, answer["memory_id"]]
 
     with ThreadPoolExecutor(8) as pool:
         results = list(pool.map(client, range(8)))
     assert all(r[:3] == [200, 200, 200] for r in results)
     assert sorted(r[3] for r in results) == list(range(1, 9))  # one memory per answer, none shared
-    status = call(f"{quiet_server}/api/status?events=100")[1]
+    status = http_json(f"{quiet_server}/api/status?events=100")[1]
     assert status["memories"] == 8
     for agent in status["agents"]:  # every answer counted, every teaching learned, by every agent
         assert agent["total_interactions"] == 8 and agent["version"] == 8
@@ -107,12 +72,12 @@ def test_concurrent_clients_lose_no_answer_feedback_or_update(quiet_server):
 
 def test_bad_requests_get_one_clear_error_and_change_nothing(quiet_server):
     for body in ({"prompt": "x" * 5000}, {"prompt": "The", "max_tokens": 10_000}, {"prompt": ""}, {}):
-        assert call(f"{quiet_server}/api/ask", body)[0] == 422
-    status, error = call(f"{quiet_server}/api/feedback", {"memory_id": 42, "score": 0.5})
+        assert http_json(f"{quiet_server}/api/ask", body)[0] == 422
+    status, error = http_json(f"{quiet_server}/api/feedback", {"memory_id": 42, "score": 0.5})
     assert status == 404 and error["detail"] == "no memory 42"
-    status, error = call(f"{quiet_server}/api/feedback", {"memory_id": 1, "score": 0.5, "continuation": " a"})
+    status, error = http_json(f"{quiet_server}/api/feedback", {"memory_id": 1, "score": 0.5, "continuation": " a"})
     assert status == 422 and "either the true continuation or a score" in json.dumps(error)
-    assert call(f"{quiet_server}/api/status")[1]["memories"] == 0
+    assert http_json(f"{quiet_server}/api/status")[1]["memories"] == 0
 
 
 def test_the_page_asks_rates_and_shows_agents_divide_and_retire_in_a_real_browser(busy_server, tmp_path):
@@ -145,5 +110,5 @@ def test_the_page_asks_rates_and_shows_agents_divide_and_retire_in_a_real_browse
         assert learned and all(v == "1" for v in learned)  # every living agent learned once
         page.screenshot(path=str(tmp_path / "page.png"), full_page=True)
         browser.close()
-    status = call(f"{busy_server}/api/status")[1]
+    status = http_json(f"{busy_server}/api/status")[1]
     assert status["memories"] == 1 and sum(a["status"] == "alive" for a in status["agents"]) == 3

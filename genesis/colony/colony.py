@@ -56,15 +56,14 @@ from genesis.colony.database import (
     event,
     events_table,
     insert_agent,
-    memories_table,
     new_identity,
     now,
     read_settings,
     settings_table,
 )
 from genesis.colony.settings import ColonySettings
-from genesis.colony.weights import AdapterWeights, FullWeights
-from genesis.errors import GenesisError
+from genesis.colony.weights import make_weights
+from genesis.errors import GenesisError, NotFound
 from genesis.train.generate import generate_with
 
 
@@ -85,8 +84,8 @@ class Colony:
     """A colony; open with `Colony.seed(...)` or `Colony.open(location)`, where a location
     is a folder (SQLite in it) or a database URL."""
 
-    def __init__(self, location: str | Path):
-        self.store = Store(location)
+    def __init__(self, location: str | Path | Store):
+        self.store = location if isinstance(location, Store) else Store(location)
         self.folder, self.location = self.store.folder, self.store.name
         if not self.store.exists():
             raise GenesisError(f"{self.location} is not a colony")
@@ -107,8 +106,7 @@ class Colony:
         self.settings.validate()
         vocab = self.tokenizer.get_vocab_size()
         self._embedding: np.ndarray | None = None  # token embeddings for memory vectors, loaded on use
-        self.weights = (AdapterWeights(self.store, vocab, self.settings.adapter_rank)
-                        if self.settings.agent_weights == "adapter" else FullWeights(self.store, vocab))
+        self.weights = make_weights(self.store, vocab, self.settings)
         self.agents(alive_only=False)  # every row is checked before anything is built from it
 
     @classmethod
@@ -141,23 +139,23 @@ class Colony:
             raise GenesisError("the bundles were trained with different tokenizers; "
                                "a colony mixes distributions over one vocabulary")
         tokenizer = loaded[0].tokenizer
-        kind = (AdapterWeights(store, tokenizer.get_vocab_size(), settings.adapter_rank)
-                if settings.agent_weights == "adapter" else FullWeights(store, tokenizer.get_vocab_size()))
+        kind = make_weights(store, tokenizer.get_vocab_size(), settings)
         with store.create() as db:
             db.execute(settings_table.insert(), [
                 {"key": "format", "value": str(FORMAT)}, {"key": "tokenizer", "value": tokenizer.to_str()},
                 {"key": "settings", "value": json.dumps(dataclasses.asdict(settings))}])
             for bundle in loaded:
-                base_id = "b" + bundle.manifest["sha256"]["model.safetensors"][:8]
+                base = ("b" + bundle.manifest["sha256"]["model.safetensors"][:8],
+                        (bundle.path / "model.safetensors").read_bytes())
                 metrics, block_size = bundle.manifest["metrics"], bundle.manifest["block_size"]
                 # minus the validation loss, or the fitness an exported agent had in its colony
                 fitness = -metrics["val_loss"] if "val_loss" in metrics else metrics["colony_fitness"]
                 for _ in range(copies):
                     agent_id, identity = new_identity()
-                    kind.born(db, agent_id, bundle, base_id, identity)
+                    kind.born(db, agent_id, bundle, base, identity)
                     insert_agent(db, agent_id, None, bundle.genome, block_size, fitness, identity)
                     event(db, "birth", agent_id, {"bundle": str(bundle.path), "fitness": fitness})
-        return cls(location)
+        return cls(store)
 
     def agents(self, alive_only: bool = True) -> list[Agent]:
         """The agents, fittest first."""
@@ -239,9 +237,7 @@ class Colony:
         vector = self._vector(prompt + continuation)
         with self.store.write() as db:
             if memory_id is not None:
-                memory.row(db, memory_id)
-                db.execute(memories_table.update().where(memories_table.c.id == memory_id)
-                           .values(continuation=continuation))
+                memory.update(db, memory_id, continuation=continuation)
             else:
                 memory_id = memory.add(db, prompt, sorted(received), continuation=continuation)
             memory.store_vector(db, memory_id, vector)
@@ -270,7 +266,7 @@ class Colony:
                                       .where(agents_table.c.status == "alive")).all())
             received = {agent_id: fitness[agent_id] + math.log(2 * score)
                         for agent_id in answered if agent_id in fitness}
-            db.execute(memories_table.update().where(memories_table.c.id == memory_id).values(score=score))
+            memory.update(db, memory_id, score=score)
             self._move_fitness(db, received)
         return received
 
@@ -299,7 +295,7 @@ class Colony:
         """The prompt of a stored interaction.
 
         Raises:
-            GenesisError: no memory with that id.
+            NotFound: no memory with that id.
         """
         with self.store.read() as db:
             return memory.row(db, memory_id)[0]
@@ -363,7 +359,7 @@ class Colony:
     def _divide(self, db: Connection, parent_id: str) -> str:
         row = db.execute(sa.select(*AGENT_COLUMNS).where(agents_table.c.id == parent_id)).first()
         if row is None:
-            raise GenesisError(f"{self.location} has no agent {parent_id}")
+            raise NotFound(f"{self.location} has no agent {parent_id}")
         agent = self._agent(row)
         genome, block_size = agent.genome, agent.block_size
         child_id, identity = new_identity()

@@ -152,6 +152,15 @@ class Store:
             yield db
 
     @contextlib.contextmanager
+    def reading(self, db: Connection | None) -> Iterator[Connection]:
+        """`db`, a transaction already open, or without one a connection for reading."""
+        if db is not None:
+            yield db
+        else:
+            with self.read() as reader:
+                yield reader
+
+    @contextlib.contextmanager
     def write(self) -> Iterator[Connection]:
         """One transaction under the colony's write lock: committed at the end of the
         `with` block, rolled back if it raises."""

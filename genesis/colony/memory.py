@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from genesis.colony.database import memories_table, now, vectors_table
-from genesis.errors import GenesisError
+from genesis.errors import NotFound
 
 
 def add(db: Connection, prompt: str, agents: Sequence[str], response: str | None = None,
@@ -33,12 +33,22 @@ def row(db: Connection, memory_id: int) -> tuple[str, list[str]]:
     """A memory's prompt and the agents that answered it.
 
     Raises:
-        GenesisError: no memory with that id.
+        NotFound: no memory with that id.
     """
     found = db.execute(sa.select(memories_table.c.prompt, memories_table.c.agents).where(memories_table.c.id == memory_id)).first()
     if found is None:
-        raise GenesisError(f"no memory {memory_id}")
+        raise NotFound(f"no memory {memory_id}")
     return found[0], json.loads(found[1])
+
+
+def update(db: Connection, memory_id: int, **values) -> None:
+    """Set columns of a memory (its `continuation`, its `score`).
+
+    Raises:
+        NotFound: no memory with that id.
+    """
+    if not db.execute(memories_table.update().where(memories_table.c.id == memory_id).values(**values)).rowcount:
+        raise NotFound(f"no memory {memory_id}")
 
 
 def count(db: Connection) -> int:

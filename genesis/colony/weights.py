@@ -26,6 +26,7 @@ from genesis.colony import adapters as lora
 from genesis.colony.bundle import Bundle
 from genesis.colony.database import Agent, Store, bases_table, weights_table
 from genesis.colony.learning import adapt_model, mutate_weights, training_batch
+from genesis.colony.settings import ColonySettings
 from genesis.errors import GenesisError
 from genesis.train.generate import continuation_token_probs, next_token_probs
 from genesis.train.model import GPT, GPTConfig, load_weights_bytes, weights_bytes
@@ -60,27 +61,28 @@ class FullWeights:
 
     def _rows(self, agent_ids: Sequence[str], columns, db: Connection | None = None) -> dict[str, tuple]:
         query = sa.select(weights_table.c.agent, *columns).where(weights_table.c.agent.in_(list(agent_ids)))
-        if db is not None:
-            return {row[0]: tuple(row[1:]) for row in db.execute(query)}
-        with self.store.read() as reader:
+        with self.store.reading(db) as reader:
             return {row[0]: tuple(row[1:]) for row in reader.execute(query)}
+
+    def load_many(self, agents: Sequence[Agent], db: Connection | None = None) -> dict[str, tuple[int, torch.nn.Module]]:
+        """Each agent's current version and a fresh model of it (not cached, free to
+        change), read in one query."""
+        found = self._rows([a.id for a in agents], (weights_table.c.version, weights_table.c.data), db)
+        for agent in agents:
+            if agent.id not in found:
+                raise GenesisError(f"{self.store.name}: agent {agent.id} has no weights")
+        return {a.id: (found[a.id][0], self.build(a, found[a.id][1], db)) for a in agents}
 
     def load(self, agent: Agent, db: Connection | None = None) -> tuple[int, torch.nn.Module]:
         """The agent's current version and a fresh model of it (not cached, free to change)."""
-        found = self._rows([agent.id], (weights_table.c.version, weights_table.c.data), db).get(agent.id)
-        if found is None:
-            raise GenesisError(f"{self.store.name}: agent {agent.id} has no weights")
-        return found[0], self.build(agent, found[1], db)
+        return self.load_many([agent], db)[agent.id]
 
     def models(self, agents: Sequence[Agent]) -> list[torch.nn.Module]:
-        """The agents' current models: one query for their versions, loading only the
-        ones that changed since they were cached."""
-        versions = self._rows([a.id for a in agents], (weights_table.c.version,))
-        for agent in agents:
-            if agent.id not in versions:
-                raise GenesisError(f"{self.store.name}: agent {agent.id} has no weights")
-            if self._models.get(agent.id, (None,))[0] != versions[agent.id][0]:
-                self._models[agent.id] = self.load(agent)
+        """The agents' current models: one query for their versions and one for the
+        weights of those that changed since they were cached."""
+        versions = self.versions(agents)
+        self._models.update(self.load_many([a for a in agents if self._models.get(a.id, (None,))[0]
+                                            != versions.get(a.id)]))
         return [self._models[a.id][1] for a in agents]
 
     def model(self, agent: Agent) -> torch.nn.Module:
@@ -89,7 +91,8 @@ class FullWeights:
 
     def versions(self, agents: Sequence[Agent]) -> dict[str, int]:
         """How many learning updates each agent's current weights carry (0 at birth)."""
-        return {agent_id: row[0] for agent_id, row in self._rows([a.id for a in agents], (weights_table.c.version,)).items()}
+        return {agent_id: version for agent_id, (version,) in self._rows([a.id for a in agents],
+                                                                         (weights_table.c.version,)).items()}
 
     def version(self, agent: Agent) -> int:
         """How many learning updates the agent's current weights carry (0 at birth)."""
@@ -103,15 +106,21 @@ class FullWeights:
         """Store a newborn agent's weights (version 0), in the transaction that adds its row."""
         db.execute(weights_table.insert().values(agent=agent_id, base=base, version=0, data=data))
 
-    def born(self, db: Connection, agent_id: str, bundle: Bundle, base_id: str, identity_seed: int) -> None:
-        """Store a first-generation agent: a copy of its bundle's weights.
+    def born(self, db: Connection, agent_id: str, bundle: Bundle, base: tuple[str, bytes], identity_seed: int) -> None:
+        """Store a first-generation agent: a copy of its bundle's weights (`base`: their
+        id and bytes, read once per bundle).
 
         Raises:
             GenesisError: the bundle is an agent with an adapter (it seeds adapter colonies).
         """
         if bundle.adapter is not None:
             raise GenesisError(f"{bundle.path} is an agent with an adapter: it seeds colonies of adapter agents")
-        self.create(db, agent_id, None, (bundle.path / "model.safetensors").read_bytes())
+        self.create(db, agent_id, None, base[1])
+
+    def exported(self, agent: Agent) -> tuple[bytes, lora.Adapter | None]:
+        """What an agent leaves its colony with: the bytes of model.safetensors and, for
+        an adapter agent, its adapter."""
+        return self._rows([agent.id], (weights_table.c.data,))[agent.id][0], None
 
     def divide(self, db: Connection, parent: Agent, child_id: str, identity_seed: int) -> None:
         """Store the child's weights: the parent's plus N(0, σ²), drawn from the child's seed."""
@@ -148,11 +157,13 @@ class FullWeights:
     def _save(self, learned: Sequence[tuple[Agent, int, torch.nn.Module]]) -> list[Agent]:
         """Store each model as version+1 where the agent is still at `version`; returns
         the agents saved (the others were updated by someone else meanwhile)."""
+        blobs = [self.serialize(model) for _, _, model in learned]  # before taking the write lock
         saved = []
         with self.store.write() as db:
-            for agent, version, model in learned:
-                changed = db.execute(weights_table.update().where(weights_table.c.agent == agent.id, weights_table.c.version == version)
-                                     .values(version=version + 1, data=self.serialize(model))).rowcount
+            for (agent, version, model), data in zip(learned, blobs):
+                changed = db.execute(weights_table.update().where(weights_table.c.agent == agent.id,
+                                                                  weights_table.c.version == version)
+                                     .values(version=version + 1, data=data)).rowcount
                 if changed:
                     saved.append(agent)
                     self._models[agent.id] = (version + 1, model)
@@ -185,12 +196,22 @@ class AdapterWeights(FullWeights):
         Raises:
             GenesisError: the stored base id is not a base id.
         """
-        if agent.id not in self._base_ids:
-            base_id = self._rows([agent.id], (weights_table.c.base,), db).get(agent.id, (None,))[0]
+        return self.bases_of([agent], db)[agent.id]
+
+    def bases_of(self, agents: Sequence[Agent], db: Connection | None = None) -> dict[str, str]:
+        """`base_of` for several agents, the ones not yet known read in one query."""
+        unknown = [a.id for a in agents if a.id not in self._base_ids]
+        found = self._rows(unknown, (weights_table.c.base,), db) if unknown else {}
+        for agent_id in unknown:
+            base_id = found.get(agent_id, (None,))[0]
             if not isinstance(base_id, str) or not BASE_ID.fullmatch(base_id):
-                raise GenesisError(f"{self.store.name}: agent {agent.id}: {base_id!r} is not a base id")
-            self._base_ids[agent.id] = base_id
-        return self._base_ids[agent.id]
+                raise GenesisError(f"{self.store.name}: agent {agent_id}: {base_id!r} is not a base id")
+            self._base_ids[agent_id] = base_id
+        return {a.id: self._base_ids[a.id] for a in agents}
+
+    def load_many(self, agents: Sequence[Agent], db: Connection | None = None) -> dict[str, tuple[int, torch.nn.Module]]:
+        self.bases_of(agents, db)  # one query for the base ids the models are built on
+        return super().load_many(agents, db)
 
     def base(self, agent: Agent, db: Connection | None = None) -> tuple[GPT, dict[str, lora.LoRALinear]]:
         """The agent's base model (frozen, with its adapter wrappers), loaded once."""
@@ -200,17 +221,9 @@ class AdapterWeights(FullWeights):
                   db: Connection | None = None) -> tuple[GPT, dict[str, lora.LoRALinear]]:
         """Base `base_id` built for `genome` (its weights must fit it), loaded once."""
         if base_id not in self._bases:
-            query = sa.select(bases_table.c.data).where(bases_table.c.id == base_id)
-            if db is not None:
-                data = db.execute(query).scalar()
-            else:
-                with self.store.read() as reader:
-                    data = reader.execute(query).scalar()
-            if data is None:
-                raise GenesisError(f"{self.store.name}: no base {base_id}")
             model = GPT(GPTConfig.from_genome(genome, self.vocab_size, block_size))
             try:
-                load_weights_bytes(model, data)
+                load_weights_bytes(model, self._base_bytes(base_id, db))
             except RuntimeError as error:
                 raise GenesisError(f"{self.store.name}: base {base_id} does not fit its agents: {error}") from None
             self._bases[base_id] = (model.eval(), lora.attach(model))
@@ -231,20 +244,31 @@ class AdapterWeights(FullWeights):
         """The agent's current adapter, checked against its base."""
         return self.model(agent).tensors()
 
+    def exported(self, agent: Agent) -> tuple[bytes, lora.Adapter | None]:
+        return self._base_bytes(self.base_of(agent)), self.adapter(agent)
+
+    def _base_bytes(self, base_id: str, db: Connection | None = None) -> bytes:
+        with self.store.reading(db) as reader:
+            data = reader.execute(sa.select(bases_table.c.data).where(bases_table.c.id == base_id)).scalar()
+        if data is None:
+            raise GenesisError(f"{self.store.name}: no base {base_id}")
+        return data
+
     def embedding(self, agent: Agent) -> np.ndarray:
         return self.base(agent)[0].tok_emb.weight.detach().numpy().copy()
 
-    def born(self, db: Connection, agent_id: str, bundle: Bundle, base_id: str, identity_seed: int) -> None:
-        """Store a first-generation agent over its bundle's weights (stored once, as base
-        `base_id`): an adapter drawn from its identity seed or, for a bundle exported with
-        an adapter, that adapter plus N(0, σ²) from the seed.
+    def born(self, db: Connection, agent_id: str, bundle: Bundle, base: tuple[str, bytes], identity_seed: int) -> None:
+        """Store a first-generation agent over its bundle's weights (`base`: their id and
+        bytes, stored once): an adapter drawn from its identity seed or, for a bundle
+        exported with an adapter, that adapter plus N(0, σ²) from the seed.
 
         Raises:
             GenesisError: the bundle's adapter has another rank than the colony's.
         """
-        genome = bundle.genome
-        if db.execute(sa.select(bases_table.c.id).where(bases_table.c.id == base_id)).first() is None:
-            db.execute(bases_table.insert().values(id=base_id, data=(bundle.path / "model.safetensors").read_bytes()))
+        genome, (base_id, data) = bundle.genome, base
+        if base_id not in self._bases and db.execute(
+                sa.select(bases_table.c.id).where(bases_table.c.id == base_id)).first() is None:
+            db.execute(bases_table.insert().values(id=base_id, data=data))
         _, wrappers = self.load_base(base_id, genome, bundle.manifest["block_size"], db)
         if bundle.adapter is None:
             adapter = lora.new_adapter(wrappers, self.rank, genome.sigma, identity_seed)
@@ -264,8 +288,9 @@ class AdapterWeights(FullWeights):
         """As `FullWeights._learn`, but `LEARN_TOGETHER` agents of a base at a time in one
         batched pass (the same updates as one by one)."""
         groups: dict[str, list[Agent]] = {}
+        bases = self.bases_of(agents)
         for agent in agents:
-            groups.setdefault(self.base_of(agent), []).append(agent)
+            groups.setdefault(bases[agent.id], []).append(agent)
         lost = []
         for group in groups.values():
             base, wrappers = self.base(group[0])
@@ -274,7 +299,7 @@ class AdapterWeights(FullWeights):
                 continue
             for start in range(0, len(group), LEARN_TOGETHER):
                 chunk = group[start:start + LEARN_TOGETHER]
-                loaded = [self.load(agent) for agent in chunk]
+                loaded = list(self.load_many(chunk).values())
                 learned = lora.learn_together(base, wrappers, [model.tensors() for _, model in loaded], batch,
                                               steps, learning_rate)
                 saved = {a.id for a in self._save([(agent, version, lora.AdaptedModel(base, wrappers, adapter).eval())
@@ -305,10 +330,10 @@ class AdapterWeights(FullWeights):
         """Group the agents by base and stack their adapters; returns a function that runs
         `compute(base, wrappers, stacked)` once per base and puts the rows back in the
         agents' order."""
-        models = self.models(agents)
+        models, bases = self.models(agents), self.bases_of(agents)
         groups: dict[str, list[int]] = {}
         for index, agent in enumerate(agents):
-            groups.setdefault(self.base_of(agent), []).append(index)
+            groups.setdefault(bases[agent.id], []).append(index)
         batches = [(self.base(agents[rows[0]]), rows, lora.stack([models[i].view() for i in rows]))
                    for rows in groups.values()]
 
@@ -319,3 +344,10 @@ class AdapterWeights(FullWeights):
                     out[index] = row
             return torch.stack(out)
         return compute
+
+
+def make_weights(store: Store, vocab_size: int, settings: ColonySettings) -> FullWeights:
+    """The agents' weights of the kind `settings.agent_weights` names."""
+    if settings.agent_weights == "adapter":
+        return AdapterWeights(store, vocab_size, settings.adapter_rank)
+    return FullWeights(store, vocab_size)

@@ -25,7 +25,7 @@ from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, Field, model_validator
 
 from genesis.colony.colony import Colony
-from genesis.errors import GenesisError
+from genesis.errors import GenesisError, NotFound
 
 MAX_PROMPT = 2000  # characters of a prompt or continuation
 MAX_TOKENS = 200  # tokens one answer may generate
@@ -95,12 +95,11 @@ def create_app(colony: Colony) -> FastAPI:
 
 
 def _answer(call):
-    """Run `call`; a `GenesisError` becomes a 404 (no such memory) or a 400, one line."""
+    """Run `call`; a `GenesisError` becomes a 404 (`NotFound`: no such memory) or a 400, one line."""
     try:
         return call()
     except GenesisError as error:
-        message = str(error)
-        raise HTTPException(status_code=404 if message.startswith("no memory") else 400, detail=message) from None
+        raise HTTPException(status_code=404 if isinstance(error, NotFound) else 400, detail=str(error)) from None
 
 
 def serve(colony: Colony, host: str = "127.0.0.1", port: int = 8765) -> None:

@@ -26,15 +26,14 @@ def next_token_probs(model: GPT, tokens: Sequence[int], temperature: float = 1.0
     return torch.softmax(logits[0, -1].float() / max(temperature, 1e-6), dim=-1)
 
 
-def mixture(distributions: Sequence[torch.Tensor] | torch.Tensor, weights: Sequence[float]) -> torch.Tensor:
-    """Σ wᵢ·pᵢ: the consensus distribution of a sequence of distributions, or of the rows
-    of a (members, vocab) tensor; weights are normalized to sum to one."""
+def mixture(distributions: torch.Tensor, weights: Sequence[float]) -> torch.Tensor:
+    """Σ wᵢ·pᵢ over the rows of `distributions`, shape (members, vocab): the consensus
+    distribution; weights are normalized to sum to one."""
     w = torch.tensor(list(weights), dtype=torch.float64)
     if len(distributions) != len(w) or len(w) == 0 or (w < 0).any() or w.sum() <= 0:
         raise ValueError("need one non-negative weight per distribution, not all zero")
     w = w / w.sum()
-    stacked = distributions if isinstance(distributions, torch.Tensor) else torch.stack(list(distributions))
-    return (w[:, None] * stacked.double()).sum(dim=0).float()
+    return (w[:, None] * distributions.double()).sum(dim=0).float()
 
 
 def sample(probs: torch.Tensor, top_k: int, generator: torch.Generator) -> int:

@@ -280,14 +280,18 @@ class GPT(nn.Module):
 def weights_bytes(model: nn.Module, metadata: dict[str, str] | None = None) -> bytes:
     """A model's weights as safetensors bytes, with optional string `metadata` in the
     header. Tied tensors are stored once (safetensors refuses shared storage)."""
-    kept: dict[str, torch.Tensor] = {}
-    seen: set[tuple[int, tuple[int, ...]]] = set()
-    for name, tensor in model.state_dict().items():
-        key = (tensor.data_ptr(), tuple(tensor.shape))
-        if key not in seen:
-            seen.add(key)
-            kept[name] = tensor.contiguous()
+    state = model.state_dict()
+    kept = {group[0]: state[group[0]].contiguous() for group in _tied_groups(state)}
     return safetensors.torch.save(kept, metadata=metadata)
+
+
+def _tied_groups(state: dict[str, torch.Tensor]) -> list[list[str]]:
+    """A state's names grouped by the storage they share (the tied head and token
+    embedding are one group), in state order."""
+    groups: dict[tuple[int, tuple[int, ...]], list[str]] = {}
+    for name, tensor in state.items():
+        groups.setdefault((tensor.data_ptr(), tuple(tensor.shape)), []).append(name)
+    return list(groups.values())
 
 
 def load_weights_bytes(model: nn.Module, data: bytes) -> None:
@@ -301,12 +305,8 @@ def load_weights_bytes(model: nn.Module, data: bytes) -> None:
         state = safetensors.torch.load(data)
     except Exception as error:  # safetensors raises its own error type for a bad header
         raise RuntimeError(f"not a safetensors file: {error}") from None
-    groups: dict[int, set[str]] = {}
-    for name, tensor in model.state_dict().items():
-        groups.setdefault(tensor.data_ptr(), set()).add(name)
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    absent = [name for name in missing if not any(name in group and group & state.keys()
-                                                  for group in groups.values())]
+    _, unexpected = model.load_state_dict(state, strict=False)
+    absent = [name for group in _tied_groups(model.state_dict()) if not state.keys() & set(group) for name in group]
     if absent or unexpected:
         raise RuntimeError(f"missing tensors {sorted(absent)}, unexpected tensors {sorted(unexpected)}")
 
