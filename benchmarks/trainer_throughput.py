@@ -39,7 +39,8 @@ from genesis.core.genome import Genome
 from genesis.core.recipe import Recipe, load_recipe
 from genesis.train.data import load_data
 from genesis.train.model import GPT, GPTConfig
-from genesis.train.trainer import _random_batch, learning_rate, train, uses_bf16
+from genesis.train.trainer import _random_batch, train, uses_bf16
+from genesis.train.optim import scheduled_lr
 
 GENOMES = [  # small to large within the default space, and one wider for the MFU target
     Genome(1, 1, 64, "relu", 0.01),
@@ -101,7 +102,7 @@ def run_gpt2(genome: Genome, recipe: Recipe, tokens) -> dict:
     model.train()
     for step in range(recipe.steps):
         for group in optimizer.param_groups:
-            group["lr"] = learning_rate(step, recipe)
+            group["lr"] = scheduled_lr(step, recipe)
         x, _ = _random_batch(data, recipe.batch_size, recipe.seq_len, generator)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             loss = model(input_ids=x, labels=x).loss  # GPT-2 shifts the labels itself

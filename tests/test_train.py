@@ -7,7 +7,8 @@ import math
 
 from genesis.core.genome import Genome
 from genesis.core.recipe import Recipe
-from genesis.train.trainer import learning_rate, train
+from genesis.train.trainer import train
+from genesis.train.optim import scheduled_lr
 
 GENOME = Genome(n_layer=1, n_head=2, d_model=64, activation="gelu", sigma=0.01)
 
@@ -50,9 +51,9 @@ def test_a_failing_genome_is_recorded_as_error(tokens, tiny_recipe):
 
 def test_learning_rate_warms_up_then_decays_to_the_floor():
     recipe = Recipe(steps=100, warmup_steps=10, lr=1e-3, min_lr=1e-4)
-    assert learning_rate(0, recipe) == 1e-4
-    assert learning_rate(9, recipe) == 1e-3
-    rates = [learning_rate(s, recipe) for s in range(10, recipe.steps)]  # the steps that run
+    assert scheduled_lr(0, recipe) == 1e-4
+    assert scheduled_lr(9, recipe) == 1e-3
+    rates = [scheduled_lr(s, recipe) for s in range(10, recipe.steps)]  # the steps that run
     assert rates == sorted(rates, reverse=True) and rates[0] == 1e-3
     # the last step that runs is within 0.1% of the floor's distance, above it
     assert 0 < rates[-1] - 1e-4 < 1e-3 * (1e-3 - 1e-4)

@@ -17,6 +17,7 @@ from genesis.errors import GenesisError
 MAX_VOCAB_SIZE = 65536  # ids 0..65535: what the uint16 token arrays hold
 DEFAULT_RECIPE = "quick"
 PRECISIONS = ("fp32", "bf16", "auto")
+OPTIMIZERS = ("adamw", "muon")  # for the blocks' matrices; embeddings and vectors always use AdamW
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,9 @@ class Recipe:
     precision: str = "auto"  # fp32, bf16 (autocast), or auto (bf16 on CUDA and AMX CPUs)
     fused_optimizer: bool = True  # one fused AdamW kernel instead of a loop over tensors
     compile: bool = False  # torch.compile the model (pays off only on long budgets)
+    optimizer: str = "adamw"  # for the blocks' matrices: adamw, or muon (see genesis/train/optim.py)
+    muon_lr: float = 0.01  # Muon's peak rate, on AdamW's scale (match_rms_adamw)
+    lr_base_width: int = 0  # 0: one rate; else AdamW matrices take lr * lr_base_width / d_model (µP)
 
     @property
     def tokens(self) -> int:
@@ -83,6 +87,8 @@ def load_recipe(name_or_path: str | Path = DEFAULT_RECIPE) -> Recipe:
             raise GenesisError(f"{path}: {key} must be at least 1")
     if recipe.precision not in PRECISIONS:
         raise GenesisError(f"{path}: precision must be one of {', '.join(PRECISIONS)}")
+    if recipe.optimizer not in OPTIMIZERS:
+        raise GenesisError(f"{path}: optimizer must be one of {', '.join(OPTIMIZERS)}")
     if recipe.vocab_size < 256 + 2:
         raise GenesisError(f"{path}: vocab_size must exceed the 256 byte tokens")
     if recipe.vocab_size > MAX_VOCAB_SIZE:

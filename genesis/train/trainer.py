@@ -22,6 +22,7 @@ from genesis.core.recipe import Recipe
 from genesis.core.records import CURVE_POINTS, Outcome
 from genesis.train.data import TokenData
 from genesis.train.model import GPT, GPTConfig, save_weights
+from genesis.train.optim import make_optimizers, set_learning_rates
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +107,7 @@ def _train(genome, recipe, data, seed, device, on_step, started, weights_path, g
     torch.manual_seed(seed)
     config = GPTConfig.from_genome(genome, data.vocab_size, recipe.seq_len)
     model = GPT(config).to(device)
-    optimizer = _make_optimizer(model, recipe)
+    optimizers = make_optimizers(model, recipe, config.d_model)
     autocast = torch.autocast(device.split(":")[0], dtype=torch.bfloat16,
                               enabled=uses_bf16(recipe, device))
     step_model = torch.compile(model) if recipe.compile else model
@@ -123,17 +124,18 @@ def _train(genome, recipe, data, seed, device, on_step, started, weights_path, g
     train_started = time.perf_counter()
     model.train()
     for step in range(recipe.steps):
-        for group in optimizer.param_groups:
-            group["lr"] = learning_rate(step, recipe)
+        set_learning_rates(optimizers, step, recipe)
         x, y = _random_batch(train_tokens, recipe.batch_size, recipe.seq_len, generator)
         with autocast:
             _, loss = step_model(x, y)
-        optimizer.zero_grad(set_to_none=True)
+        for optimizer in optimizers:
+            optimizer.zero_grad(set_to_none=True)
         loss.backward()
         norm = torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip or math.inf)
         if step == 0:
             init_grad_norm = norm.detach()
-        optimizer.step()
+        for optimizer in optimizers:
+            optimizer.step()
         losses[step] = loss.detach()
         if on_step is not None and ((step + 1) % REPORT_EVERY == 0 or step + 1 == recipe.steps):
             on_step(step + 1, losses[step].item())
@@ -190,16 +192,6 @@ def _train(genome, recipe, data, seed, device, on_step, started, weights_path, g
     )
 
 
-def learning_rate(step: int, recipe: Recipe) -> float:
-    """Linear warm-up to `recipe.lr`, then cosine decay toward `recipe.min_lr`, which the
-    schedule reaches one step after the last (the last step runs just above it)."""
-    if step < recipe.warmup_steps:
-        return recipe.lr * (step + 1) / recipe.warmup_steps
-    span = max(1, recipe.steps - recipe.warmup_steps)
-    progress = (step - recipe.warmup_steps) / span
-    return recipe.min_lr + 0.5 * (recipe.lr - recipe.min_lr) * (1 + math.cos(math.pi * progress))
-
-
 @torch.no_grad()
 def held_out_loss(model: GPT, tokens: np.ndarray, recipe: Recipe, device: str = "cpu") -> float:
     """Mean loss over the recipe's fixed validation windows.
@@ -241,16 +233,3 @@ def _random_batch(tokens: torch.Tensor, batch_size: int, seq_len: int, generator
     starts = torch.randint(0, len(tokens) - seq_len - 1, (batch_size,), generator=generator)
     window = tokens[starts.to(tokens.device)[:, None] + torch.arange(seq_len + 1, device=tokens.device)]
     return window[:, :-1], window[:, 1:]  # (B, T) inputs and next-token targets
-
-
-def _make_optimizer(model: GPT, recipe: Recipe) -> torch.optim.AdamW:
-    # Weight decay on matrices only; biases, norms and the (tied) embedding stay undecayed.
-    decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and "emb" not in n]
-    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2 or "emb" in n]
-    return torch.optim.AdamW(
-        [{"params": decay, "weight_decay": recipe.weight_decay},
-         {"params": no_decay, "weight_decay": 0.0}],
-        lr=recipe.lr,
-        betas=(recipe.beta1, recipe.beta2),
-        fused=recipe.fused_optimizer or None,
-    )
