@@ -15,6 +15,11 @@ import pytest
 
 from genesis.core.recipe import Recipe
 
+# Every Ray node and driver the tests start takes the loopback address as its own: Ray
+# otherwise resolves 127.0.0.1 to the machine's network address and announces itself
+# there. Read by Ray when it is first imported, so it is set before any test imports it.
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+
 REPO = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 sys.path.insert(0, str(FIXTURES.parent.parent))  # the checkout: tests share helpers of `benchmarks.common`

@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import shutil
 import signal
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -16,6 +18,7 @@ from genesis.core.genome import Genome
 from genesis.core.recipe import Recipe
 from genesis.core.records import TIMING_FIELDS
 from genesis.runs.backends import Job, ProcessPoolBackend, TrainingSetup
+from genesis.runs.backends.ray_cluster import LOOPBACK
 
 
 def _evolve(tmp_path, data_folder, name, **kwargs):
@@ -42,19 +45,32 @@ def test_in_process_and_process_pool_give_identical_records(tmp_path, data_folde
                                           "early_stop": 0.0, "replicates": 1}
 
 
-def test_ray_on_a_two_node_cluster_gives_identical_records_and_ships_the_weights(tmp_path, data_folder):
-    """Two Ray nodes with their own temp folders (Ray's simulated multi-node cluster): the
-    tokens travel through the object store, kept weights come back with the results."""
-    ray = pytest.importorskip("ray")
-    import tempfile
+@pytest.fixture
+def ray_folder(monkeypatch):
+    """A fresh, short folder for everything Ray writes (its sockets need short paths), so a
+    test needs no /tmp/ray from an earlier run and leaves none behind."""
+    pytest.importorskip("ray")
+    folder = Path(tempfile.mkdtemp(prefix="r", dir="/tmp"))
+    (folder / "ray").mkdir()  # Ray writes its address file here, whatever temp_dir says
+    monkeypatch.setenv("RAY_TMPDIR", str(folder))
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
 
+
+def test_ray_on_a_two_node_cluster_gives_identical_records_and_ships_the_weights(tmp_path, data_folder,
+                                                                                  ray_folder):
+    """Two Ray nodes on loopback with their own temp folders (Ray's simulated multi-node
+    cluster): the tokens travel through the object store, kept weights come back with the
+    results."""
+    import ray
     from ray.cluster_utils import Cluster
 
     in_process = _evolve(tmp_path, data_folder, "inprocess", noise_probes=0, confirm=0)
-    short = Path(tempfile.mkdtemp(prefix="r", dir="/tmp"))  # Ray's sockets need short paths
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "temp_dir": str(short / "h")})
-    cluster.add_node(num_cpus=1, temp_dir=str(short / "n"))
+    node = {"num_cpus": 1, "node_ip_address": LOOPBACK}
+    cluster = Cluster(initialize_head=True, head_node_args={**node, "temp_dir": str(ray_folder / "h")})
     try:
+        cluster.add_node(**node, temp_dir=str(ray_folder / "n"))
+        assert cluster.address.startswith(f"{LOOPBACK}:")
         on_ray = _evolve(tmp_path, data_folder, "ray", backend="ray", ray_address=cluster.address,
                          noise_probes=0, confirm=0)
         assert not ray.is_initialized()  # genesis disconnects what it connected
@@ -67,8 +83,20 @@ def test_ray_on_a_two_node_cluster_gives_identical_records_and_ships_the_weights
         assert (on_ray.path / "weights" / name).read_bytes() == (in_process.path / "weights" / name).read_bytes()
 
 
-def test_a_bad_ray_address_exits_2_before_a_run_folder_exists(tmp_path):
-    pytest.importorskip("ray")
+def test_a_local_ray_instance_binds_to_loopback_and_is_shut_down(ray_folder):
+    import ray
+
+    from genesis.runs.backends.ray_cluster import start_ray, stop_ray
+
+    start_ray(workers=1)
+    try:
+        assert {node["NodeManagerAddress"] for node in ray.nodes()} == {LOOPBACK}
+    finally:
+        stop_ray()
+    assert not ray.is_initialized()
+
+
+def test_a_bad_ray_address_exits_2_before_a_run_folder_exists(tmp_path, ray_folder):
     from typer.testing import CliRunner
 
     from genesis.cli import app

@@ -11,8 +11,10 @@ from typing import Sequence
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from genesis.core.records import Record
 from genesis.errors import GenesisError
@@ -31,7 +33,8 @@ DATA_HELP = (
 
 def fail(message: str) -> None:
     """Print one error line and exit with code 2."""
-    errors.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    # the message is plain text: brackets in it (pip extras, paths) are not markup
+    errors.print(Text.assemble(("error:", "bold red"), " ", message), highlight=False, soft_wrap=True)
     raise typer.Exit(2)
 
 
@@ -217,7 +220,7 @@ class EvolveProgress(Observer):
     def on_evaluation(self, record: Record) -> None:
         outcome = record.outcome
         result = (f"ppl {outcome.val_ppl:8.1f}" if outcome.status == "ok"
-                  else f"[red]{outcome.status}[/] {outcome.reason}")
+                  else f"[red]{outcome.status}[/] {escape(outcome.reason or '')}")
         if outcome.stopped_at is not None:
             result += f" [yellow](given up at step {outcome.stopped_at})[/]"
         size = f"{outcome.params / 1e6:5.2f}M" if outcome.params else "     -"

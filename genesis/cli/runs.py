@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from genesis.cli.render import (
@@ -42,7 +43,7 @@ def list_runs(
         try:
             run = Run.load(store.path)
         except GenesisError as error:
-            table.add_row(store.id, "-", "-", "-", "-", "-", f"[red]unreadable[/]: {error}")
+            table.add_row(store.id, "-", "-", "-", "-", "-", f"[red]unreadable[/]: {escape(str(error))}")
             continue
         best = run.best(1)
         confirmed = run.summary()["confirmed"]
@@ -131,24 +132,24 @@ def export(
     try:
         with console.status("exporting champions..."):
             paths = export_champions(run_path, top=top, out=out, recipe=recipe, data=data)
+            bundles = [load_bundle(path) for path in paths]  # also checks what was just written
     except GenesisError as error:
         fail(str(error))
     if as_json:
-        typer.echo(json.dumps([{"bundle": str(p), **{k: load_bundle(p).manifest.get(k) for k in
-                                ("genome_id", "metrics", "recipe", "weights", "lineage")}} for p in paths],
+        typer.echo(json.dumps([{"bundle": str(b.path), **{k: b.manifest.get(k) for k in
+                                ("genome_id", "metrics", "recipe", "weights", "lineage")}} for b in bundles],
                               indent=2))
         return
     table = Table(title="Exported agent bundles")
     for column in ("bundle", "traits", "val ppl", "recipe", "weights"):
         table.add_column(column, no_wrap=True)
-    for path in paths:
-        bundle = load_bundle(path)  # also checks what was just written
+    for bundle in bundles:
         weights = bundle.manifest.get("weights", "kept by the run")
-        table.add_row(str(path), bundle.genome.describe(), f"{bundle.manifest['metrics']['val_ppl']:.1f}",
+        table.add_row(str(bundle.path), bundle.genome.describe(), f"{bundle.manifest['metrics']['val_ppl']:.1f}",
                       bundle.manifest["recipe"]["name"],
                       f"[yellow]{weights}[/]" if weights == "retrained" else weights)
     console.print(table)
-    retrained = [p for p in paths if load_bundle(p).manifest.get("weights") == "retrained"]
+    retrained = [b for b in bundles if b.manifest.get("weights") == "retrained"]
     if retrained and recipe is None:
         console.print(f"[yellow]{len(retrained)} champion(s) had no kept weights and were retrained with "
                       "the run's recipe and seed[/]")

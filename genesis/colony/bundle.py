@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -109,6 +110,8 @@ def export_champions(
     for rank, record in enumerate(r for r in champions if r.outcome.status == "ok"):
         identity = training_identity(config, record.genome)
         kept, seed = run.store.weights_path(identity), training_seed(config["seed"], identity)
+        if kept.is_symlink() or (kept.exists() and not _within(kept, run.path)):
+            raise GenesisError(f"{kept} is a link; a run's kept weights must be files in its own folder")
         retrained = new_recipe is not None or not kept.exists()
         used = new_recipe or run_recipe
         manifest = {"genome_id": record.genome_id, "block_size": used.seq_len,
@@ -121,6 +124,11 @@ def export_champions(
         written.append(write_bundle(out / f"{rank + 1}-{record.genome_id}", record.genome, tokens.tokenizer,
                                     manifest, place))
     return written
+
+
+def _within(path: Path, folder: Path) -> bool:
+    """Whether `path`, every link resolved, lies inside `folder`."""
+    return path.resolve().is_relative_to(folder.resolve())
 
 
 def _copy_kept(kept: Path, metrics: dict[str, Any], staging: Path) -> dict[str, Any]:
@@ -142,6 +150,7 @@ def write_bundle(folder: Path, genome: Genome, tokenizer: Tokenizer, manifest: d
     """Write a bundle atomically (a staging folder renamed into place): `weights(staging)`
     puts model.safetensors there and returns more manifest fields (the metrics);
     `adapter`, if given, is stored beside it. Returns `folder`."""
+    _check_replaceable(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
     try:
@@ -161,13 +170,28 @@ def write_bundle(folder: Path, genome: Genome, tokenizer: Tokenizer, manifest: d
         (staging / CONFIG).write_text(json.dumps({**_hf_config(config), "genesis": manifest}, indent=2,
                                                  sort_keys=True) + "\n")
         (staging / "README.md").write_text(_card(genome, manifest))
-        if folder.exists():
-            shutil.rmtree(folder)
         staging.chmod(0o755)
+        # an old bundle steps aside before the new one takes its name, and goes only once
+        # it has: a crash in between leaves it beside, never neither
+        replaced = folder.with_name(f".{folder.name}-replaced-{staging.name}") if folder.exists() else None
+        if replaced is not None:
+            folder.rename(replaced)
         staging.rename(folder)
+        if replaced is not None:
+            shutil.rmtree(replaced)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return folder
+
+
+def _check_replaceable(folder: Path) -> None:
+    """Raise `GenesisError` unless `folder` is free to (re)write: absent, an empty folder,
+    or an agent bundle (a user's folder of other files is never replaced)."""
+    if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
+        raise GenesisError(f"{folder} exists and is not a folder; choose another --out")
+    if folder.is_dir() and any(folder.iterdir()) and not any(
+            (folder / name).is_file() for name in (CONFIG, FORMAT_1[0])):
+        raise GenesisError(f"{folder} holds files and is not an agent bundle; choose another --out")
 
 
 def _hf_config(config: GPTConfig) -> dict[str, Any]:
@@ -233,10 +257,19 @@ def load_agent(path: str | Path) -> Bundle:
                   else Genome.from_json((path / "genome.json").read_text()))
         if genome.id != manifest["genome_id"]:
             raise GenesisError(f"{path}: the genome is {genome.id}, the manifest says {manifest['genome_id']}")
-        vocab_size, block_size = int(manifest["vocab_size"]), int(manifest["block_size"])
-    except (KeyError, TypeError, ValueError) as error:
-        raise GenesisError(f"{path / manifest_file} lacks a valid {error}") from None
-    tokenizer = Tokenizer.from_file(str(path / "tokenizer.json"))
+        vocab_size, block_size = manifest["vocab_size"], manifest["block_size"]
+    except KeyError as error:
+        raise GenesisError(f"{path / manifest_file} lacks {error}") from None
+    except GenesisError as error:
+        raise GenesisError(f"{path / manifest_file}: {error}") from None
+    for name, value in (("vocab_size", vocab_size), ("block_size", block_size)):
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise GenesisError(f"{path / manifest_file}: {name} must be an integer, got {value!r}")
+    check_metrics(manifest.get("metrics"), str(path / manifest_file))
+    try:
+        tokenizer = Tokenizer.from_file(str(path / "tokenizer.json"))
+    except Exception as error:  # tokenizers raises its own exception types for a bad file
+        raise GenesisError(f"{path / 'tokenizer.json'} is not a tokenizer: {error}".splitlines()[0]) from None
     if tokenizer.get_vocab_size() != vocab_size:
         raise GenesisError(f"{path}: the tokenizer has {tokenizer.get_vocab_size()} tokens, the "
                            f"weights were trained with {vocab_size}")
@@ -259,6 +292,21 @@ def load_agent(path: str | Path) -> Bundle:
     except ValueError as error:
         raise GenesisError(f"{path}: {error}") from None
     return Bundle(path, genome, lora.AdaptedModel(model, wrappers, adapter).eval(), tokenizer, manifest, adapter)
+
+
+def check_metrics(metrics: Any, where: str) -> None:
+    """Raise `GenesisError` unless a bundle's metrics are an object whose fitness (the
+    validation loss of a trained champion, or the colony fitness of an exported agent) and
+    every other number in it are finite: a bundle may come from someone else, and one
+    infinite fitness would take over every consensus."""
+    if not isinstance(metrics, dict):
+        raise GenesisError(f"{where}: metrics must be an object")
+    if not ("val_loss" in metrics or "colony_fitness" in metrics):
+        raise GenesisError(f"{where}: metrics lack val_loss (or colony_fitness)")
+    for name, value in metrics.items():
+        if name in ("val_loss", "colony_fitness") or isinstance(value, float):
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+                raise GenesisError(f"{where}: metric {name} must be a finite number, got {value!r}")
 
 
 def _manifest(path: Path) -> tuple[str, dict[str, Any], tuple[str, ...]]:

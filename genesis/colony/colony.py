@@ -103,7 +103,6 @@ class Colony:
         except Exception as error:  # a foreign database: tokenizer or settings unreadable
             raise GenesisError(f"{self.location} is not a readable colony: {type(error).__name__}: "
                                f"{error}".splitlines()[0]) from None
-        self.settings.validate()
         vocab = self.tokenizer.get_vocab_size()
         self._embedding: np.ndarray | None = None  # token embeddings for memory vectors, loaded on use
         self.weights = make_weights(self.store, vocab, self.settings)

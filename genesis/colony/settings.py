@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from dataclasses import dataclass
 
 from genesis.errors import GenesisError
@@ -51,24 +53,47 @@ class ColonySettings:
 
     @classmethod
     def from_stored(cls, stored: dict) -> ColonySettings:
-        """The settings a colony's database holds. Colonies seeded before adapters and
-        retrieval existed lack those fields: they hold whole models and learn from the
-        most recent memories, so those are their defaults, not this class's."""
-        return cls(**{"agent_weights": "full", "learn_from": "recent", **stored})
+        """The settings a colony's database holds, checked (`validate`): a colony may come
+        from someone else. Colonies seeded before adapters and retrieval existed lack
+        those fields: they hold whole models and learn from the most recent memories, so
+        those are their defaults, not this class's.
+
+        Raises:
+            GenesisError: an unknown setting, or a value out of its range.
+        """
+        if not isinstance(stored, dict):
+            raise GenesisError("the colony's settings are not an object")
+        unknown = sorted(set(stored) - {field.name for field in dataclasses.fields(cls)})
+        if unknown:
+            raise GenesisError(f"the colony's settings hold an unknown setting '{unknown[0]}'")
+        settings = cls(**{"agent_weights": "full", "learn_from": "recent", **stored})
+        settings.validate()
+        return settings
 
     def validate(self) -> None:
-        """Raise `GenesisError` for settings a colony cannot run with."""
-        if self.consensus not in ("softmax", "top_k"):
-            raise GenesisError(f"consensus must be softmax or top_k, not {self.consensus!r}")
-        if self.division_threshold < 1 or self.population_cap < 1 or self.consensus_top_k < 1:
-            raise GenesisError("division threshold, population cap and top-k must be at least 1")
-        if self.agent_weights not in ("adapter", "full"):
-            raise GenesisError(f"agent weights must be adapter or full, not {self.agent_weights!r}")
-        if self.learn_from not in ("similar", "recent"):
-            raise GenesisError(f"learn_from must be similar or recent, not {self.learn_from!r}")
-        if self.recall < 0 or self.memory_limit < 1:
-            raise GenesisError("recall must be at least 0 and the memory limit at least 1")
-        if not 1 <= self.adapter_rank <= MAX_RANK:
-            raise GenesisError(f"the adapter rank must be in 1..{MAX_RANK}")
-        if self.consensus_temperature <= 0 or not 0 < self.fitness_smoothing <= 1:
-            raise GenesisError("consensus temperature must be > 0 and smoothing in (0, 1]")
+        """Raise `GenesisError` for settings a colony cannot run with: a value of another
+        type, a non-finite number, or one outside its range (`RANGES`)."""
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if field.name in CHOICES:
+                if value not in CHOICES[field.name]:
+                    raise GenesisError(f"{field.name} must be one of {', '.join(CHOICES[field.name])}, "
+                                       f"not {value!r}")
+                continue
+            low, high = RANGES[field.name]
+            number = (float, int) if field.type == "float" else (int,)
+            if (not isinstance(value, number) or isinstance(value, bool) or not math.isfinite(value)
+                    or not low <= value <= high or (field.name in POSITIVE and value == 0)):
+                bound = f"({low}, {high}]" if field.name in POSITIVE else f"[{low}, {high}]"
+                raise GenesisError(f"{field.name} must be a finite {field.type} in {bound}, not {value!r}")
+
+
+CHOICES = {"consensus": ("softmax", "top_k"), "agent_weights": ("adapter", "full"),
+           "learn_from": ("similar", "recent")}
+# The range of every numeric setting; bounded so that no stored colony makes a process
+# loop, learn or allocate without limit.
+RANGES = {"division_threshold": (1, 1_000_000), "population_cap": (1, 100_000), "consensus_top_k": (1, 100_000),
+          "consensus_temperature": (0.0, 1e6), "fitness_smoothing": (0.0, 1.0), "learning_rate": (0.0, 1.0),
+          "adapt_steps": (0, 1000), "memory_window": (1, 1000), "adapter_rank": (1, MAX_RANK),
+          "recall": (0, 64), "memory_limit": (1, 10_000_000)}
+POSITIVE = ("consensus_temperature", "fitness_smoothing")  # zero excluded

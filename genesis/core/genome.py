@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +23,12 @@ PRECISIONS = ("fp32", "ternary")
 CORE_TRAITS = ("n_layer", "n_head", "d_model", "activation", "sigma")
 # Traits that never touch training (colony-only genes): left out of the training identity.
 TRAINING_NEUTRAL = ("sigma",)
+# What a genome from anywhere (a bundle, a colony, a run folder, a table) may say: wide
+# enough for every search space, narrow enough that nothing is built from nonsense. The
+# parameter limit (`genesis.train.model.check_size`) then bounds the model's size.
+INT_RANGES = {"n_layer": (1, 256), "n_head": (1, 1024), "d_model": (1, 65536), "ffn_mult": (1, 64)}
+FLOAT_RANGES = {"sigma": (0.0, 1.0), "dropout": (0.0, 0.99)}
+CHOICES = {"activation": ACTIVATIONS, "norm": NORMS, "position": POSITIONS, "weight_precision": PRECISIONS}
 
 
 @dataclass(frozen=True)
@@ -91,8 +98,11 @@ class Genome:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Genome:
-        """Build a genome from a dict, rejecting unknown or missing core traits and bad types;
-        a missing optional trait takes its default."""
+        """Build a genome from a dict, rejecting unknown or missing core traits, bad types
+        and values no model can be built from (see `check_traits`); a missing optional
+        trait takes its default."""
+        if not isinstance(data, dict):
+            raise GenesisError("a genome must be an object of traits")
         names = trait_names()
         unknown = sorted(set(data) - set(names))
         if unknown:
@@ -111,7 +121,9 @@ class Genome:
                     f"trait '{field.name}' must be {field.type}, got {value!r}"
                 )
             values[field.name] = value
-        return cls(**values)
+        genome = cls(**values)
+        check_traits(genome)
+        return genome
 
     @classmethod
     def from_json(cls, text: str) -> Genome:
@@ -132,6 +144,27 @@ class Genome:
             f"{self.n_layer}L {self.n_head}H {self.d_model}d {self.activation} "
             f"σ={self.sigma:.3g}{extra}"
         )
+
+
+def check_traits(genome: Genome) -> None:
+    """Raise `GenesisError` unless every trait has a value a model can be built from:
+    integers and floats within `INT_RANGES` and `FLOAT_RANGES` (finite), a known choice,
+    heads that split `d_model` evenly (and into an even head size for rotary positions)."""
+    for name, (low, high) in INT_RANGES.items():
+        value = getattr(genome, name)
+        if not low <= value <= high:
+            raise GenesisError(f"trait '{name}' must be in {low}..{high}, got {value}")
+    for name, (low, high) in FLOAT_RANGES.items():
+        value = getattr(genome, name)
+        if not (math.isfinite(value) and low <= value <= high):
+            raise GenesisError(f"trait '{name}' must be a finite number in [{low}, {high}], got {value}")
+    for name, choices in CHOICES.items():
+        if getattr(genome, name) not in choices:
+            raise GenesisError(f"trait '{name}' must be one of {', '.join(choices)}, got {getattr(genome, name)!r}")
+    if genome.d_model % genome.n_head:
+        raise GenesisError(f"n_head={genome.n_head} does not divide d_model={genome.d_model}")
+    if genome.position == "rotary" and genome.head_dim % 2:
+        raise GenesisError(f"rotary positions need an even head size, not {genome.head_dim}")
 
 
 def _content_hash(traits: dict[str, Any]) -> str:

@@ -33,16 +33,7 @@ from pathlib import Path
 from typing import Any, Union
 
 from genesis.core.config import check_keys, read_toml, resolve_data_file
-from genesis.core.genome import (
-    ACTIVATIONS,
-    CORE_TRAITS,
-    NORMS,
-    OPTIONAL_DEFAULTS,
-    POSITIONS,
-    PRECISIONS,
-    Genome,
-    trait_names,
-)
+from genesis.core.genome import CHOICES, CORE_TRAITS, FLOAT_RANGES, INT_RANGES, OPTIONAL_DEFAULTS, Genome, trait_names
 from genesis.errors import GenesisError
 
 DEFAULT_SEARCH_SPACE = "default"
@@ -264,7 +255,6 @@ def parse_search_space(data: dict[str, Any], source: str = "<dict>") -> SearchSp
 _EXPECTED_TYPE = {"n_layer": "int", "n_head": "int", "d_model": "int",
                   "activation": "choice", "sigma": "log_float", "norm": "choice", "ffn_mult": "int",
                   "position": "choice", "dropout": "float", "weight_precision": "choice"}
-_CHOICES = {"activation": ACTIVATIONS, "norm": NORMS, "position": POSITIONS, "weight_precision": PRECISIONS}
 
 
 def _parse_domain(name: str, table: Any, where: str) -> Domain:
@@ -282,18 +272,19 @@ def _parse_domain(name: str, table: Any, where: str) -> Domain:
             if not all(isinstance(v, int) for v in (low, high, step)) or step < 1:
                 raise GenesisError(f"{where}: needs integer low, high (and step >= 1) or values")
             values = list(range(low, high + 1, step))
-        if not values or not all(isinstance(v, int) and v >= 1 for v in values):
-            raise GenesisError(f"{where}: empty domain or a value below 1")
+        low, high = INT_RANGES[name]
+        if not values or not all(isinstance(v, int) and low <= v <= high for v in values):
+            raise GenesisError(f"{where}: empty domain or a value outside {low}..{high}")
         return IntDomain(tuple(sorted(set(values))))
     if kind == "choice":
         check_keys(table, {"type", "values"}, where)
         values = table.get("values") or []
         if not values:
             raise GenesisError(f"{where}: empty domain")
-        bad = [v for v in values if v not in _CHOICES[name]]
+        bad = [v for v in values if v not in CHOICES[name]]
         if bad:
             raise GenesisError(
-                f"{where}: unknown {name} {bad[0]!r} (known: {', '.join(_CHOICES[name])})"
+                f"{where}: unknown {name} {bad[0]!r} (known: {', '.join(CHOICES[name])})"
             )
         return ChoiceDomain(tuple(dict.fromkeys(values)))
     if kind == "float":
@@ -301,13 +292,14 @@ def _parse_domain(name: str, table: Any, where: str) -> Domain:
         low, high, scale = table.get("low"), table.get("high"), table.get("scale", 0.2)
         if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (low, high, scale)):
             raise GenesisError(f"{where}: needs numeric low and high")
-        if not low <= high:
-            raise GenesisError(f"{where}: empty domain: need low <= high, got {low}..{high}")
+        if not FLOAT_RANGES[name][0] <= low <= high <= FLOAT_RANGES[name][1]:
+            raise GenesisError(f"{where}: need {FLOAT_RANGES[name][0]} <= low <= high <= "
+                               f"{FLOAT_RANGES[name][1]}, got {low}..{high}")
         return FloatDomain(float(low), float(high), float(scale))
     check_keys(table, {"type", "low", "high", "tau"}, where)
     low, high, tau = table.get("low"), table.get("high"), table.get("tau", 0.5)
     if not all(isinstance(v, (int, float)) for v in (low, high, tau)):
         raise GenesisError(f"{where}: needs numeric low and high")
-    if not 0 < low <= high:
-        raise GenesisError(f"{where}: empty domain: need 0 < low <= high, got {low}..{high}")
+    if not 0 < low <= high <= FLOAT_RANGES[name][1]:
+        raise GenesisError(f"{where}: need 0 < low <= high <= {FLOAT_RANGES[name][1]}, got {low}..{high}")
     return LogFloatDomain(float(low), float(high), float(tau))

@@ -65,7 +65,7 @@ def architectures(space: SearchSpace) -> list[Genome]:
                                "integer and choice traits only")
     seen: dict[str, Genome] = {}
     for combination in itertools.product(*values):
-        genome = Genome.from_dict(dict(zip(names, combination)))
+        genome = Genome(**dict(zip(names, combination)))  # values of a checked space; heads may not fit
         if space.is_valid(genome):
             seen.setdefault(genome.training_id, genome)
     return list(seen.values())

@@ -14,6 +14,7 @@ from genesis.errors import GenesisError
 from genesis.runs.backends.base import Job, TrainingSetup, run_job
 
 RAY_PROBE_SECONDS = 3
+LOOPBACK = "127.0.0.1"
 _RAY_STARTED: list[bool] = []  # a Ray instance or connection this process started, to shut down
 
 
@@ -39,9 +40,11 @@ def start_ray(address: str | None = None, workers: int | None = None) -> None:
             socket.create_connection((host or "127.0.0.1", int(port)), timeout=RAY_PROBE_SECONDS).close()
         except (OSError, ValueError):
             raise GenesisError(f"cannot start or join Ray at {address}: nothing answers there") from None
+    # a local instance listens on loopback only; joining a cluster keeps the cluster's addresses
+    local = {} if address else {"num_cpus": workers or os.cpu_count(), "_node_ip_address": LOOPBACK}
     try:
-        ray.init(address=address, num_cpus=None if address else (workers or os.cpu_count()),
-                 include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
+        ray.init(address=address, include_dashboard=False, log_to_driver=False,
+                 logging_level=logging.WARNING, **local)
     except Exception as error:  # Ray raises many types for an unreachable or bad address
         raise GenesisError(f"cannot start or join Ray{f' at {address}' if address else ''}: "
                            f"{type(error).__name__}: {error}".splitlines()[0]) from None
@@ -83,9 +86,16 @@ class RayBackend:
 
     def close(self) -> None:
         """Shut down a Ray instance (or connection) genesis started; leave any other."""
-        if _RAY_STARTED:
-            self.ray.shutdown()
-            _RAY_STARTED.clear()
+        stop_ray()
+
+
+def stop_ray() -> None:
+    """Shut down the Ray instance (or connection) `start_ray` started, if any."""
+    if _RAY_STARTED:
+        import ray
+
+        ray.shutdown()
+        _RAY_STARTED.clear()
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
