@@ -80,6 +80,40 @@ def test_bad_requests_get_one_clear_error_and_change_nothing(quiet_server):
     assert http_json(f"{quiet_server}/api/status")[1]["memories"] == 0
 
 
+def _raw(base: str, path: str, body: bytes | None = None, host: str | None = None, chunked: bool = False):
+    """(status, body text) of a request sent as given: any bytes, any Host header."""
+    import http.client
+    from urllib.parse import urlparse
+
+    address = urlparse(base)
+    connection = http.client.HTTPConnection(address.hostname, address.port, timeout=60)
+    headers = {"Content-Type": "application/json", **({"Host": host} if host else {})}
+    if chunked:
+        connection.request("POST", path, body=iter([body[i:i + 8192] for i in range(0, len(body), 8192)]),
+                           headers=headers, encode_chunked=True)
+    else:
+        connection.request("POST" if body is not None else "GET", path, body=body, headers=headers)
+    response = connection.getresponse()
+    text = response.read().decode()
+    connection.close()
+    return response.status, text
+
+
+def test_the_server_bounds_bodies_never_echoes_input_and_answers_allowed_hosts_only(quiet_server):
+    huge = json.dumps({"prompt": "y" * 300_000}).encode()
+    assert _raw(quiet_server, "/api/ask", huge)[0] == 413
+    assert _raw(quiet_server, "/api/ask", huge, chunked=True)[0] == 413  # no Content-Length to trust
+    status, text = _raw(quiet_server, "/api/ask", json.dumps({"prompt": "z" * 5000}).encode())
+    assert status == 422 and "zzzz" not in text  # where and why, never the input
+    for body in (b'{"prompt": "The", "temperature": NaN}', b'{"prompt": "The", "temperature": Infinity}',
+                 b'{"memory_id": 1, "score": NaN}', b'{"memory_id": 100000000000000000000000, "score": 0.5}'):
+        assert _raw(quiet_server, "/api/" + ("ask" if b"prompt" in body else "feedback"), body)[0] == 422
+    assert _raw(quiet_server, "/api/health", host="attacker.example")[0] == 400  # DNS rebinding
+    assert _raw(quiet_server, "/api/health", host="localhost:8765")[0] == 200
+    assert http_json(f"{quiet_server}/api/status?events=5000")[0] == 422
+    assert http_json(f"{quiet_server}/api/status")[1]["memories"] == 0
+
+
 def test_the_page_asks_rates_and_shows_agents_divide_and_retire_in_a_real_browser(busy_server, tmp_path):
     if CHROMIUM is None:
         missing("Debian's chromium is not installed (.ci/run installs it)")

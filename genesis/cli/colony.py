@@ -191,6 +191,9 @@ def colony_serve(
     location: str = typer.Argument(..., help=LOCATION_HELP),
     host: str = typer.Option("127.0.0.1", help="Address to listen on (0.0.0.0: every interface)."),
     port: int = typer.Option(8765, help="Port to listen on."),
+    allowed_host: list[str] = typer.Option(
+        [], "--allowed-host", help="Another name clients reach the server by (Host header); loopback and "
+                                   "--host are always allowed. Repeat for several."),
 ) -> None:
     """Serve the colony: an HTTP API (ask, feedback, status) and a web page, until Ctrl-C."""
     try:
@@ -204,7 +207,7 @@ def colony_serve(
     except GenesisError as error:
         fail(str(error))
     console.print(f"serving colony {colony.location} at http://{host}:{port}/ (Ctrl-C stops)")
-    serve(colony, host, port)
+    serve(colony, host, port, allowed_hosts=allowed_host)
 
 
 @colony_app.command("export")

@@ -60,6 +60,7 @@ from genesis.colony.database import (
     now,
     read_settings,
     settings_table,
+    weights_table,
 )
 from genesis.colony.settings import ColonySettings
 from genesis.colony.weights import make_weights
@@ -78,6 +79,7 @@ class Answer:
 
 
 MAX_COPIES = 100_000  # agents per seed bundle
+MIN_SCORE = 0.01  # a lower rating moves fitness as far as this one: log(0.02), about -3.9
 
 
 class Colony:
@@ -139,7 +141,7 @@ class Colony:
                                "a colony mixes distributions over one vocabulary")
         tokenizer = loaded[0].tokenizer
         kind = make_weights(store, tokenizer.get_vocab_size(), settings)
-        with store.create() as db:
+        with store.create_or_discard() as db:
             db.execute(settings_table.insert(), [
                 {"key": "format", "value": str(FORMAT)}, {"key": "tokenizer", "value": tokenizer.to_str()},
                 {"key": "settings", "value": json.dumps(dataclasses.asdict(settings))}])
@@ -150,7 +152,7 @@ class Colony:
                 # minus the validation loss, or the fitness an exported agent had in its colony
                 fitness = -metrics["val_loss"] if "val_loss" in metrics else metrics["colony_fitness"]
                 for _ in range(copies):
-                    agent_id, identity = new_identity()
+                    agent_id, identity = new_identity(db)
                     kind.born(db, agent_id, bundle, base, identity)
                     insert_agent(db, agent_id, None, bundle.genome, block_size, fitness, identity)
                     event(db, "birth", agent_id, {"bundle": str(bundle.path), "fitness": fitness})
@@ -204,7 +206,7 @@ class Colony:
                              top_k, seed if seed is not None else secrets.randbits(63))
         ids = tuple(a.id for a, _ in members)
         with self.store.write() as db:
-            memory_id = memory.add(db, prompt, ids, response=text)
+            memory_id = memory.add(db, prompt, ids, self.settings.memory_limit, response=text)
             self._count_interactions(db, ids)
         return Answer(text, memory_id, ids, tuple(w for _, w in members))
 
@@ -238,9 +240,9 @@ class Colony:
             if memory_id is not None:
                 memory.update(db, memory_id, continuation=continuation)
             else:
-                memory_id = memory.add(db, prompt, sorted(received), continuation=continuation)
+                memory_id = memory.add(db, prompt, sorted(received), self.settings.memory_limit,
+                                       continuation=continuation)
             memory.store_vector(db, memory_id, vector)
-            memory.forget_beyond(db, self.settings.memory_limit)
             self._move_fitness(db, received)
         if self.settings.adapt_steps > 0:
             self.adapt(vector)
@@ -251,8 +253,9 @@ class Colony:
         gave it and are still alive move toward their fitness + log(2·score).
 
         On the fitness scale (a mean log-likelihood, about -5.6) 0.5 is neutral, a score
-        above it raises fitness and any lower score lowers it more. Retired agents keep
-        their last fitness.
+        above it raises fitness and any lower score lowers it more, down to the move of
+        `MIN_SCORE` (one rating of 1e-320 would otherwise move a fitness by -736). Retired
+        agents keep their last fitness.
 
         Returns:
             The value each updated agent's fitness moved toward.
@@ -263,7 +266,7 @@ class Colony:
             _, answered = memory.row(db, memory_id)
             fitness = dict(db.execute(sa.select(agents_table.c.id, agents_table.c.fitness)
                                       .where(agents_table.c.status == "alive")).all())
-            received = {agent_id: fitness[agent_id] + math.log(2 * score)
+            received = {agent_id: fitness[agent_id] + math.log(2 * max(score, MIN_SCORE))
                         for agent_id in answered if agent_id in fitness}
             memory.update(db, memory_id, score=score)
             self._move_fitness(db, received)
@@ -361,7 +364,7 @@ class Colony:
             raise NotFound(f"{self.location} has no agent {parent_id}")
         agent = self._agent(row)
         genome, block_size = agent.genome, agent.block_size
-        child_id, identity = new_identity()
+        child_id, identity = new_identity(db)
         self.weights.divide(db, agent, child_id, identity)
         insert_agent(db, child_id, parent_id, genome, block_size, agent.fitness, identity)
         db.execute(agents_table.update().where(agents_table.c.id == parent_id).values(interactions=0))
@@ -377,10 +380,26 @@ class Colony:
             db.execute(agents_table.update().where(agents_table.c.id == agent_id)
                        .values(status="retired", retired=now()))
             event(db, "retirement", agent_id, {"fitness": fitness})
+        # the weights of the most recently retired stay (to export or inspect); older ones go
+        kept = db.execute(sa.select(agents_table.c.id).where(agents_table.c.status == "retired")
+                          .order_by(agents_table.c.retired.desc(), agents_table.c.id.desc())
+                          .limit(self.settings.population_cap)).scalars().all()
+        db.execute(weights_table.delete().where(
+            weights_table.c.agent.in_(sa.select(agents_table.c.id).where(agents_table.c.status == "retired")),
+            weights_table.c.agent.not_in(kept)))
 
-    def status(self, events: int = 10) -> dict[str, Any]:
-        """Agents (all, with lineage and learning version), memory size and the most recent events."""
-        everyone = self.agents(False)
+    def status(self, events: int = 10, retired: int = 50) -> dict[str, Any]:
+        """The living agents and the `retired` most recently retired (with lineage and
+        learning version), how many retired in all, memory size and the most recent
+        `events`: bounded, however long the colony has lived."""
+        with self.store.read() as db:
+            retired_ids = db.execute(sa.select(agents_table.c.id).where(agents_table.c.status == "retired")
+                                     .order_by(agents_table.c.retired.desc(), agents_table.c.id.desc())
+                                     .limit(retired)).scalars().all()
+            retired_total = db.execute(sa.select(sa.func.count()).select_from(agents_table)
+                                       .where(agents_table.c.status == "retired")).scalar_one()
+        shown = set(retired_ids)
+        everyone = [a for a in self.agents(False) if a.status == "alive" or a.id in shown]
         versions = self.weights.versions(everyone)
         with self.store.read() as db:
             memories = memory.count(db)
@@ -389,6 +408,7 @@ class Colony:
         return {
             "agents": [dataclasses.asdict(a) | {"genome": a.genome.describe(), "version": versions.get(a.id, 0)}
                        for a in everyone],
+            "retired_total": retired_total,
             "memories": memories,
             "events": [{"kind": k, "agent": a, "detail": json.loads(d), "created": c} for k, a, d, c in recent],
             "settings": dataclasses.asdict(self.settings),

@@ -15,6 +15,7 @@ import contextlib
 import json
 import os
 import re
+import shutil
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -29,7 +30,8 @@ from genesis.train.model import check_size
 
 DATABASE = "colony.db"  # the SQLite file of a folder colony
 FORMAT = 2  # 1: weights in files beside the database (see `genesis.colony.upgrade`)
-AGENT_ID = re.compile(r"a[0-9a-f]{8}")  # what `new_identity` makes
+MAX_ID_DRAWS = 16
+AGENT_ID = re.compile(r"a[0-9a-f]{8}(?:[0-9a-f]{8})?")  # what `new_identity` makes (8 digits before 63-bit ids)
 MAX_BLOCK_SIZE = 4096
 WRITE_LOCK = 0x67656E65  # PostgreSQL advisory lock key of a colony's writers ("gene")
 
@@ -169,14 +171,28 @@ class Store:
                 db.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": WRITE_LOCK})
             yield db
 
-    def create(self) -> contextlib.AbstractContextManager[Connection]:
-        """The tables (a folder is made first), then a write transaction to fill them in:
-        a failure inside it leaves no half-seeded colony behind."""
-        if self.folder is not None:
-            self.folder.mkdir(parents=True, exist_ok=True)
-        with self._errors():
-            schema.create_all(self.engine)
-        return self.write()
+    @contextlib.contextmanager
+    def create_or_discard(self) -> Iterator[Connection]:
+        """The tables (a folder is made first), then a write transaction to fill them in.
+        A failure inside it leaves nothing behind: the transaction rolls back, and a
+        database file (and folder) this call made is removed again."""
+        made = [] if self.folder is None else [p for p in (self.folder, self.folder / DATABASE) if not p.exists()]
+        try:
+            if self.folder is not None:
+                self.folder.mkdir(parents=True, exist_ok=True)
+            with self._errors():
+                schema.create_all(self.engine)
+            with self.write() as db:
+                yield db
+        except BaseException:
+            self.engine.dispose()
+            for path in reversed(made):
+                if path.is_dir():
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    for leftover in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+                        leftover.unlink(missing_ok=True)
+            raise
 
     @contextlib.contextmanager
     def _errors(self) -> Iterator[None]:
@@ -214,11 +230,17 @@ def insert_agent(db: Connection, agent_id: str, parent: str | None, genome: Geno
                                       fitness=fitness, identity_seed=str(identity_seed), born=now()))
 
 
-def new_identity() -> tuple[str, int]:
-    # The identity seed comes from the OS entropy pool; it is recorded with the agent, so
-    # the noise of a division can be replayed from the database.
-    identity = int.from_bytes(os.urandom(8), "big") >> 1
-    return f"a{identity:016x}"[:9], identity
+def new_identity(db: Connection) -> tuple[str, int]:
+    """A new agent's id and identity seed: 63 bits from the OS entropy pool, recorded with
+    the agent so the noise of a division can be replayed from the database. The id is all
+    of them (16 hex digits), drawn again on the (astronomically rare) clash with an
+    agent of the colony."""
+    for _ in range(MAX_ID_DRAWS):
+        identity = int.from_bytes(os.urandom(8), "big") >> 1
+        agent_id = f"a{identity:016x}"
+        if db.execute(sa.select(agents_table.c.id).where(agents_table.c.id == agent_id)).first() is None:
+            return agent_id, identity
+    raise GenesisError(f"no free agent id after {MAX_ID_DRAWS} draws")
 
 
 def event(db: Connection, kind: str, agent: str, detail: dict[str, Any]) -> None:

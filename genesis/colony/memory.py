@@ -21,12 +21,15 @@ from genesis.colony.database import memories_table, now, vectors_table
 from genesis.errors import NotFound
 
 
-def add(db: Connection, prompt: str, agents: Sequence[str], response: str | None = None,
+def add(db: Connection, prompt: str, agents: Sequence[str], limit: int, response: str | None = None,
         continuation: str | None = None) -> int:
-    """Store a memory; returns its id."""
-    return db.execute(memories_table.insert().values(prompt=prompt, response=response, continuation=continuation,
-                                               agents=json.dumps(list(agents)), created=now())
-                      .returning(memories_table.c.id)).scalar_one()
+    """Store a memory and forget the oldest beyond `limit` (every write path goes through
+    here, so the memory never outgrows its limit); returns its id."""
+    memory_id = db.execute(memories_table.insert().values(prompt=prompt, response=response, continuation=continuation,
+                                                    agents=json.dumps(list(agents)), created=now())
+                           .returning(memories_table.c.id)).scalar_one()
+    forget_beyond(db, limit)
+    return memory_id
 
 
 def row(db: Connection, memory_id: int) -> tuple[str, list[str]]:

@@ -1,0 +1,224 @@
+"""Input from someone else: genomes, bundles, colonies and run folders that would make
+genesis build nonsense, write outside a folder or lose a user's files are refused with
+one line (the second review's items; each test failed before its fix)."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from typer.testing import CliRunner
+
+from genesis.cli import app
+from genesis.colony.bundle import load_agent
+from genesis.colony.settings import ColonySettings
+from genesis.core.genome import Genome
+from genesis.errors import GenesisError
+
+GOOD = {"n_layer": 1, "n_head": 2, "d_model": 64, "activation": "gelu", "sigma": 0.01}
+
+
+@pytest.mark.parametrize("change", [
+    {"n_layer": -1, "d_model": 100000},  # a negative depth made the parameter count negative
+    {"n_layer": 0}, {"n_head": 0}, {"d_model": 0}, {"d_model": 10**9},
+    {"activation": "bogus"}, {"norm": "batchnorm"}, {"position": "alibi"}, {"weight_precision": "int4"},
+    {"n_head": 3},  # does not divide 64
+    {"sigma": math.nan}, {"sigma": math.inf}, {"sigma": -0.1}, {"dropout": 1.5}, {"ffn_mult": 0},
+    {"position": "rotary", "n_head": 64},  # a head size of 1: rotary needs even heads
+])
+def test_a_genome_that_no_model_can_be_built_from_is_refused(change):
+    with pytest.raises(GenesisError):
+        Genome.from_dict({**GOOD, **change})
+
+
+@given(st.integers(-10, 10**6), st.integers(-10, 2000), st.integers(-10, 10**6))
+def test_every_genome_from_dict_accepts_is_buildable(n_layer, n_head, d_model):
+    try:
+        genome = Genome.from_dict({**GOOD, "n_layer": n_layer, "n_head": n_head, "d_model": d_model})
+    except GenesisError:
+        return
+    assert genome.n_layer >= 1 and genome.n_head >= 1 and genome.d_model % genome.n_head == 0
+
+
+def _copy(bundle, tmp_path):
+    copy = tmp_path / "bundle"
+    shutil.copytree(bundle, copy)
+    return copy
+
+
+def _edit_manifest(folder, edit):
+    config = json.loads((folder / "config.json").read_text())
+    edit(config["genesis"])
+    (folder / "config.json").write_text(json.dumps(config))
+
+
+@pytest.mark.parametrize("edit", [
+    lambda m: m["genome"].update(n_layer=-1, d_model=100000),
+    lambda m: m["genome"].update(activation="bogus"),
+    lambda m: m["genome"].update(n_head=0),
+    lambda m: m["genome"].update(sigma="NaN"),
+    lambda m: m["metrics"].update(val_loss=-math.inf),
+    lambda m: m["metrics"].update(val_loss=math.nan),
+    lambda m: m["metrics"].update(val_loss="abc"),
+    lambda m: m.pop("metrics"),
+    lambda m: m.update(metrics={"params": 3}),
+    lambda m: m.update(block_size=64.5),
+    lambda m: m.update(vocab_size="4096"),
+])
+def test_an_edited_bundle_is_one_line_and_never_seeds_a_colony(bundles, tmp_path, edit):
+    from genesis.colony.colony import Colony
+
+    bundle = _copy(bundles[0], tmp_path)
+    _edit_manifest(bundle, edit)
+    with pytest.raises(GenesisError):
+        load_agent(bundle)
+    with pytest.raises(GenesisError):
+        Colony.seed(tmp_path / "colony", [bundle])
+    assert not (tmp_path / "colony" / "colony.db").exists()
+
+
+def test_a_garbled_tokenizer_with_a_matching_hash_is_one_line(bundles, tmp_path):
+    from genesis.colony.bundle import sha256_file
+
+    bundle = _copy(bundles[0], tmp_path)
+    (bundle / "tokenizer.json").write_text('{"not": "a tokenizer"}')
+    _edit_manifest(bundle, lambda m: m["sha256"].update({"tokenizer.json": sha256_file(bundle / "tokenizer.json")}))
+    with pytest.raises(GenesisError, match="is not a tokenizer"):
+        load_agent(bundle)
+
+
+@pytest.mark.parametrize("stored", [
+    {"consensus_temperature": math.nan}, {"consensus_temperature": math.inf}, {"adapt_steps": 10**9},
+    {"memory_window": 10**9}, {"population_cap": 10**9}, {"learning_rate": math.nan},
+    {"division_threshold": 2.5}, {"recall": -1}, {"unknown_setting": 1}, {"consensus": "vote"},
+])
+def test_colony_settings_from_a_database_must_be_finite_and_in_range(stored):
+    with pytest.raises(GenesisError):
+        ColonySettings.from_stored({"agent_weights": "adapter", **stored})
+
+
+def test_a_colony_whose_stored_settings_were_edited_does_not_open(bundles, tmp_path):
+    import sqlalchemy as sa
+
+    from genesis.colony.colony import Colony
+
+    Colony.seed(tmp_path / "colony", [bundles[0]])
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'colony' / 'colony.db'}")
+    with engine.begin() as db:
+        stored = json.loads(db.execute(sa.text("select value from settings where key = 'settings'")).scalar())
+        db.execute(sa.text("update settings set value = :v where key = 'settings'"),
+                   {"v": json.dumps({**stored, "consensus_temperature": "NaN", "adapt_steps": 10**9})})
+    engine.dispose()
+    with pytest.raises(GenesisError):
+        Colony(tmp_path / "colony")
+
+
+def test_colony_export_never_replaces_a_folder_of_someone_elses_files(bundles, tmp_path):
+    from genesis.colony.colony import Colony
+
+    Colony.seed(tmp_path / "colony", [bundles[0]])
+    agent = Colony(tmp_path / "colony").agents()[0].id
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "thesis.tex").write_text("years of work")
+    result = CliRunner().invoke(app, ["colony", "export", str(tmp_path / "colony"), agent, "--out", str(mine)])
+    assert result.exit_code == 2 and "is not an agent bundle" in result.output
+    assert (mine / "thesis.tex").read_text() == "years of work" and sorted(p.name for p in mine.iterdir()) == ["thesis.tex"]
+    # an earlier bundle is replaced, and nothing of it or of the staging is left beside
+    out = tmp_path / "agent"
+    for _ in range(2):
+        assert CliRunner().invoke(app, ["colony", "export", str(tmp_path / "colony"), agent,
+                                        "--out", str(out)]).exit_code == 0
+    load_agent(out)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["agent", "colony", "mine"]
+
+
+def test_export_refuses_kept_weights_that_are_links(run, tmp_path):
+    from genesis.runs.reader import Run
+
+    copy = tmp_path / "run"
+    shutil.copytree(run.path, copy)
+    secret = tmp_path / "secret.txt"
+    secret.write_text("password")
+    for kept in (copy / "weights").glob("*.safetensors"):
+        kept.unlink()
+        kept.symlink_to(secret)
+    assert Run.load(copy).champions(1)
+    result = CliRunner().invoke(app, ["export", str(copy), "--top", "1", "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2 and "is a link" in result.output
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").rglob("model.safetensors"))
+
+
+def test_error_lines_are_plain_text_brackets_and_all(tmp_path):
+    result = CliRunner().invoke(app, ["report", str(tmp_path / "runs[1]" / "[nothing]")])
+    assert result.exit_code == 2 and "[nothing]" in result.output
+
+
+def test_the_colony_stays_bounded_memories_retired_weights_and_status(bundles, tmp_path):
+    import sqlalchemy as sa
+
+    from genesis.colony.colony import Colony
+    from genesis.colony.database import weights_table
+    from genesis.colony.settings import ColonySettings
+
+    colony = Colony.seed(tmp_path / "colony", bundles, ColonySettings(memory_limit=2, division_threshold=1,
+                                                                      population_cap=2, adapt_steps=0))
+    answers = [colony.ask(f"Prompt {i}", max_tokens=2, seed=i) for i in range(6)]
+    colony.rate(answers[-1].memory_id, 0.7)
+    status = colony.status(events=3, retired=2)
+    assert status["memories"] == 2  # asks forget too, not only teachings
+    assert len(status["events"]) == 3
+    alive = [a for a in status["agents"] if a["status"] == "alive"]
+    assert len(alive) == 2 and len(status["agents"]) == 4 and status["retired_total"] >= 6
+    with colony.store.read() as db:
+        rows = db.execute(sa.select(sa.func.count()).select_from(weights_table)).scalar_one()
+    assert rows <= 2 + 2  # the living, and as many of the most recently retired
+
+
+def test_agent_ids_carry_63_bits_and_a_clash_draws_again(bundles, tmp_path, monkeypatch):
+    import os as os_module
+
+    from genesis.colony import database
+    from genesis.colony.colony import Colony
+
+    colony = Colony.seed(tmp_path / "colony", [bundles[0]], copies=3)
+    ids = [a.id for a in colony.agents()]
+    assert all(len(i) == 17 and database.AGENT_ID.fullmatch(i) for i in ids) and len(set(ids)) == 3
+    taken = int(ids[0][1:], 16).to_bytes(8, "big")
+    draws = iter([bytes([taken[0] | 0x80]) + taken[1:], os_module.urandom(8)])  # >> 1 undoes the top bit
+    monkeypatch.setattr(database.os, "urandom", lambda n: next(draws))
+    with colony.store.write() as db:
+        agent_id, _ = database.new_identity(db)
+    assert agent_id not in ids
+
+
+def test_one_tiny_rating_moves_fitness_a_bounded_step(bundles, tmp_path):
+    from genesis.colony.colony import Colony
+    from genesis.colony.settings import ColonySettings
+
+    colony = Colony.seed(tmp_path / "colony", [bundles[0]], ColonySettings(adapt_steps=0, division_threshold=1000))
+    answer = colony.ask("The", max_tokens=2, seed=1)
+    before = colony.agents()[0].fitness
+    moved = colony.rate(answer.memory_id, 1e-320)
+    assert all(value >= before + math.log(0.02) - 1e-9 for value in moved.values())
+
+
+def test_a_failed_seeding_leaves_no_database_file(bundles, tmp_path, monkeypatch):
+    from genesis.colony import colony as colony_module
+    from genesis.colony.colony import Colony
+
+    def broken(*args, **kwargs):
+        raise GenesisError("disk on fire")
+
+    monkeypatch.setattr(colony_module, "insert_agent", broken)
+    with pytest.raises(GenesisError, match="disk on fire"):
+        Colony.seed(tmp_path / "colony", [bundles[0]])
+    assert not (tmp_path / "colony").exists()
+    (tmp_path / "mine").mkdir()
+    with pytest.raises(GenesisError):
+        Colony.seed(tmp_path / "mine", [bundles[0]])
+    assert (tmp_path / "mine").is_dir() and not any((tmp_path / "mine").iterdir())
