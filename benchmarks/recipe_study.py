@@ -54,6 +54,10 @@ CANDIDATES = {
     "muon-1e-2-b8x200": {"optimizer": "muon", "muon_lr": 1e-2, "batch_size": 8, "steps": 200,
                          "warmup_steps": 20},
     "muon-1e-2-125": {"optimizer": "muon", "muon_lr": 1e-2, "steps": 125, "warmup_steps": 12},
+    "muon-1e-2-b8x250": {"optimizer": "muon", "muon_lr": 1e-2, "batch_size": 8, "steps": 250,
+                         "warmup_steps": 25},
+    "muon-1e-2-b8x250-lr6e-3": {"optimizer": "muon", "muon_lr": 1e-2, "batch_size": 8, "steps": 250,
+                                "warmup_steps": 25, "lr": 6e-3, "min_lr": 6e-4},
 }
 
 

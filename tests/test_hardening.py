@@ -222,3 +222,36 @@ def test_a_failed_seeding_leaves_no_database_file(bundles, tmp_path, monkeypatch
     with pytest.raises(GenesisError):
         Colony.seed(tmp_path / "mine", [bundles[0]])
     assert (tmp_path / "mine").is_dir() and not any((tmp_path / "mine").iterdir())
+
+
+def test_report_never_writes_through_a_link_in_the_run_folder(run, tmp_path):
+    copy = tmp_path / "run"
+    shutil.copytree(run.path, copy)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    shutil.rmtree(copy / "report", ignore_errors=True)
+    (copy / "report").symlink_to(elsewhere)
+    result = CliRunner().invoke(app, ["report", str(copy)])
+    assert result.exit_code == 2 and "symbolic link" in result.output
+    assert not any(elsewhere.iterdir())
+    # a link planted at a file's name is replaced, not written through
+    (copy / "report").unlink()
+    (copy / "report").mkdir()
+    target = tmp_path / "victim.txt"
+    target.write_text("untouched")
+    (copy / "report" / "report.md").symlink_to(target)
+    assert CliRunner().invoke(app, ["report", str(copy)]).exit_code == 0
+    assert target.read_text() == "untouched" and not (copy / "report" / "report.md").is_symlink()
+
+
+def test_simulate_never_writes_through_a_link(bundles, tmp_path, data_folder):
+    from genesis.colony.colony import Colony
+    from genesis.colony.simulate import simulate
+
+    colony = Colony.seed(tmp_path / "colony", [bundles[0]])
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (tmp_path / "out").symlink_to(elsewhere)
+    with pytest.raises(GenesisError, match="symbolic link"):
+        simulate(colony, data_folder, chunks=1, out=tmp_path / "out")
+    assert not any(elsewhere.iterdir())

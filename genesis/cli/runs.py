@@ -97,9 +97,9 @@ def report(
     for path in runs:
         try:
             built = build_report(path, top=top)
+            written = write_report(built, Path(path) / "report")
         except GenesisError as error:
             fail(str(error))
-        written = write_report(built, Path(path) / "report")
         reports.append(built)
         if output_format == "text":
             print_report(built)
@@ -108,7 +108,10 @@ def report(
     comparison = None
     if len(reports) > 1:
         comparison = compare(reports)
-        written = write_comparison(comparison, out or Path(runs[0]).parent / "comparison")
+        try:
+            written = write_comparison(comparison, out or Path(runs[0]).parent / "comparison")
+        except GenesisError as error:
+            fail(str(error))
         if output_format == "text":
             console.print(comparison_table(comparison))
             console.print(f"comparison written: {written['md']}")

@@ -30,6 +30,7 @@ import torch
 from genesis.colony.adapters import merged_average
 from genesis.colony.colony import Colony
 from genesis.colony.learning import adapt_model
+from genesis.core.files import output_folder, replace_file, replace_text
 from genesis.errors import GenesisError
 from genesis.train.data import load_data
 from genesis.train.generate import continuation_token_probs
@@ -69,6 +70,7 @@ def simulate(
     out = Path(out) if out is not None else colony.folder
     if out is None:
         raise GenesisError(f"{colony.location} lives in a database: give a folder for the summary")
+    out = output_folder(out)  # a colony folder may come from someone else: no writing through links
     vocab = colony.tokenizer.get_vocab_size()
     tokens = load_data(data, vocab, cache_dir)
     width = prompt_tokens + continuation_tokens
@@ -122,8 +124,7 @@ def simulate(
         "agents_before_ppl": before, "agents_after_ppl": _held_out_ppl(colony, colony.agents(), validation),
         "learning_best_before_ppl": learner_before, "learning_best_after_ppl": _held_out_ppl_of(learner, validation)}
     summary["start_chunk"] = start
-    out.mkdir(parents=True, exist_ok=True)
-    (out / SIMULATION_FILE).write_text(json.dumps(summary, indent=2))
+    replace_text(out / SIMULATION_FILE, json.dumps(summary, indent=2))
     _plot(series, out / SIMULATION_PLOT)
     return summary
 
@@ -225,5 +226,5 @@ def _plot(series, path: Path) -> None:
     for axis in (left, middle, right):
         axis.grid(alpha=0.3)
     figure.tight_layout()
-    figure.savefig(path, dpi=110)
+    replace_file(path, lambda temporary: figure.savefig(temporary, dpi=110, format="png"))
     plt.close(figure)

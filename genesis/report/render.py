@@ -19,6 +19,7 @@ matplotlib.use("Agg")  # files only: no display is needed or wanted
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
+from genesis.core.files import output_folder, replace_file, replace_text  # noqa: E402
 from genesis.report.sections import rendered as registered_sections  # noqa: E402
 
 FRONT_LABELS = {"val_loss": "perplexity", "params": "non-embedding parameters",
@@ -32,20 +33,16 @@ def write_report(report: dict[str, Any], folder: str | Path) -> dict[str, Path]:
 
     Returns the paths written, by name.
     """
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = {"json": folder / "report.json"}
-    paths["json"].write_text(json.dumps(report, indent=2, sort_keys=True))
+    folder = output_folder(folder)  # a run folder may come from someone else: no writing through links
+    paths = {"json": replace_text(folder / "report.json", json.dumps(report, indent=2, sort_keys=True))}
     plotters = {"convergence": _plot_convergence, "diversity": _plot_diversity,
                 "traits": _plot_traits, "operators_sigma": _plot_sigma, "pareto": _plot_pareto}
     for name, plot in plotters.items():
         paths[name] = folder / f"{name}.png"
         _save(plot(report), paths[name])
     sections = report_sections(report)
-    paths["md"] = folder / "report.md"
-    paths["md"].write_text(_markdown(report, sections))
-    paths["html"] = folder / "report.html"
-    paths["html"].write_text(_html(report, sections, paths))
+    paths["md"] = replace_text(folder / "report.md", _markdown(report, sections))
+    paths["html"] = replace_text(folder / "report.html", _html(report, sections, paths))
     return paths
 
 
@@ -53,7 +50,7 @@ def _save(figure, path: Path) -> None:
     for axis in figure.axes:
         if axis.get_xlabel() == "generation":
             axis.xaxis.set_major_locator(MaxNLocator(integer=True))
-    figure.savefig(path, dpi=110, bbox_inches="tight")
+    replace_file(path, lambda temporary: figure.savefig(temporary, dpi=110, bbox_inches="tight", format="png"))
     plt.close(figure)
 
 
@@ -73,11 +70,10 @@ def compare(reports: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
 def write_comparison(comparison: dict[str, Any], folder: str | Path) -> dict[str, Path]:
     """Write comparison.json, one convergence plot of all runs, and comparison.md."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = output_folder(folder)
     paths = {"json": folder / "comparison.json", "convergence": folder / "convergence.png",
              "md": folder / "comparison.md"}
-    paths["json"].write_text(json.dumps(comparison, indent=2, sort_keys=True))
+    replace_text(paths["json"], json.dumps(comparison, indent=2, sort_keys=True))
     figure, (by_generation, by_compute) = plt.subplots(1, 2, figsize=(12, 4))
     for run_id, series in comparison["convergence"].items():
         points = [(g, p, c) for g, p, c in series if p is not None]
@@ -103,7 +99,7 @@ def write_comparison(comparison: dict[str, Any], folder: str | Path) -> dict[str
     lines.append("| strategy | " + " | ".join(comparison["strategies"][r] for r in runs) + " |")
     lines.append("| compute (training tokens) | " + " | ".join(_fmt(comparison["compute_tokens"][r]) for r in runs)
                  + " |")
-    paths["md"].write_text("\n".join(lines) + "\n")
+    replace_text(paths["md"], "\n".join(lines) + "\n")
     return paths
 
 
