@@ -255,3 +255,48 @@ def test_simulate_never_writes_through_a_link(bundles, tmp_path, data_folder):
     with pytest.raises(GenesisError, match="symbolic link"):
         simulate(colony, data_folder, chunks=1, out=tmp_path / "out")
     assert not any(elsewhere.iterdir())
+
+
+def test_a_last_record_without_its_newline_is_dropped_even_when_it_parses(run, tmp_path):
+    from genesis.runs.store import RECORDS_FILE, RunStore
+
+    copy = tmp_path / "run"
+    shutil.copytree(run.path, copy)
+    log = copy / RECORDS_FILE
+    lines = log.read_text().splitlines()
+    log.write_text("\n".join(lines))  # the crash came between the JSON and its newline
+    store = RunStore(copy)
+    assert len(store.records()) == len(lines) - 1
+    store.drop_partial_record()
+    assert log.read_text().endswith("\n") and len(log.read_text().splitlines()) == len(lines) - 1
+
+
+@pytest.mark.parametrize("edit", [
+    lambda r: r["metrics"].update(val_loss="abc"), lambda r: r["metrics"].update(tokens=1.5),
+    lambda r: r.update(generation="0"), lambda r: r.update(parents="abc"),
+    lambda r: r["metrics"].update(curve=["x"]), lambda r: r["metrics"].update(surprise=1),
+])
+def test_a_record_of_the_wrong_type_is_one_line(run, tmp_path, edit):
+    from genesis.runs.store import RECORDS_FILE
+
+    copy = tmp_path / "run"
+    shutil.copytree(run.path, copy)
+    log = copy / RECORDS_FILE
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    edit(records[0])
+    log.write_text("".join(json.dumps(r) + "\n" for r in records))
+    listed = CliRunner().invoke(app, ["runs", str(tmp_path)])
+    assert listed.exit_code == 0 and "unreadable" in listed.output  # the other runs still list
+    reported = CliRunner().invoke(app, ["report", str(copy)])
+    assert reported.exit_code == 2 and "line 1 is corrupt" in reported.output
+
+
+def test_a_model_whose_first_training_was_lost_still_counts_among_the_best():
+    from genesis.core.records import Outcome, Record, best_records
+
+    genome = Genome.from_dict(GOOD)
+    lost = Record(0, 0, genome, (), "random", Outcome(status="lost", reason="worker died"))
+    trained = Record(1, 0, genome, (), "elite", Outcome(status="ok", val_loss=5.0, val_ppl=math.exp(5.0), tokens=10))
+    other = Record(1, 1, Genome.from_dict({**GOOD, "d_model": 128}), (), "random",
+                   Outcome(status="ok", val_loss=6.0, val_ppl=math.exp(6.0), tokens=10))
+    assert best_records([lost, trained, other], 2) == [trained, other]

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 from genesis.core.genome import Genome
+from genesis.errors import GenesisError
 
 WORST_FITNESS = math.inf  # validation loss given to a genome that failed to train
 CURVE_POINTS = 8  # points of a learning curve; early stopping checks at each but the last
@@ -105,6 +106,20 @@ class Outcome:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Outcome:
+        """Inverse of `to_dict`, checking every field's type (a record may come from
+        someone else's run folder or table).
+
+        Raises:
+            GenesisError: an unknown field, or a value of another type.
+        """
+        if not isinstance(data, dict):
+            raise GenesisError("metrics must be an object")
+        fields = {f.name: f.type for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - set(fields))
+        if unknown:
+            raise GenesisError(f"unknown metric '{unknown[0]}'")
+        for name, value in data.items():
+            check_type(name, value, fields[name])
         return cls(**data)
 
 
@@ -163,7 +178,17 @@ class Record:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Record:
-        """Inverse of `to_dict`."""
+        """Inverse of `to_dict`, checking every field's type.
+
+        Raises:
+            GenesisError: a field of another type (KeyError for a missing one).
+        """
+        for name, kind in (("generation", "int"), ("index", "int"), ("operator", "str"), ("cached", "bool"),
+                           ("compute_tokens", "int"), ("rung", "int | None")):
+            if name in data:
+                check_type(name, data[name], kind)
+        if not isinstance(data["parents"], list) or not all(isinstance(p, str) for p in data["parents"]):
+            raise GenesisError("parents must be a list of genome ids")
         return cls(
             generation=data["generation"],
             index=data["index"],
@@ -177,6 +202,33 @@ class Record:
                                     0 if data.get("cached") else data["metrics"].get("tokens", 0)),
             rung=data.get("rung"),
         )
+
+
+_TYPES = {"int": (int,), "float": (float, int), "str": (str,), "bool": (bool,)}
+
+
+def check_type(name: str, value: Any, kind: str) -> None:
+    """Raise `GenesisError` unless `value` fits the annotation `kind` ("int", "float |
+    None", "list[float]", ...); a float must be finite or None, never a bool."""
+    options = [part.strip() for part in kind.split("|")]
+    if value is None and "None" in options:
+        return
+    for option in options:
+        if option.startswith("list[") and isinstance(value, list):
+            inner = option[5:-1]
+            if inner.startswith("dict") or all(_fits(v, inner) for v in value):
+                return
+        elif option in _TYPES and _fits(value, option):
+            return
+    raise GenesisError(f"{name} must be {kind}, got {value!r}"[:200])
+
+
+def _fits(value: Any, kind: str) -> bool:
+    if kind == "bool":
+        return isinstance(value, bool)
+    if isinstance(value, bool) or not isinstance(value, _TYPES[kind]):
+        return False
+    return kind != "float" or math.isfinite(value)
 
 
 def full_fidelity(records: Iterable[Record]) -> int:
@@ -241,9 +293,12 @@ def combine_replicates(outcomes: list[Outcome]) -> Outcome:
 
 def best_records(records: Iterable[Record], k: int) -> list[Record]:
     """The `k` best distinct models among `records` (first record of each training
-    identity: genomes that differ only in σ are one model), at the highest fidelity first."""
+    identity that was not lost: genomes that differ only in σ are one model), at the
+    highest fidelity first."""
     first: dict[str, Record] = {}
-    for record in records:
-        first.setdefault(record.genome.training_id, record)
+    for record in records:  # a lost training says nothing: a later one of the model stands for it
+        known = first.get(record.genome.training_id)
+        if known is None or (known.outcome.status == "lost" and record.outcome.status != "lost"):
+            first[record.genome.training_id] = record
     ranked = sorted(first.values(), key=lambda r: (r.outcome.rank(), r.generation, r.index))
     return ranked[:k]

@@ -164,7 +164,9 @@ class RunStore:
         path = self.path / RECORDS_FILE
         if not path.exists():
             return []
-        lines = path.read_text().split("\n")
+        # what follows the last newline is a write a crash cut short, even when it parses:
+        # a resume would append onto it otherwise
+        lines = path.read_text().split("\n")[:-1]
         records = []
         for number, line in enumerate(lines, start=1):
             if not line:
@@ -172,10 +174,8 @@ class RunStore:
             try:
                 records.append(Record.from_dict(json.loads(line)))
             except (json.JSONDecodeError, KeyError, TypeError, GenesisError) as error:
-                if number == len(lines):  # no newline after it: the write a crash cut short
-                    break
-                raise GenesisError(f"{path}: line {number} is corrupt ({type(error).__name__}); "
-                                   "only a last line cut short by a crash is dropped") from None
+                raise GenesisError(f"{path}: line {number} is corrupt ({type(error).__name__}: {error}); "
+                                   "only a last line cut short by a crash is dropped".splitlines()[0]) from None
         return sorted(records, key=lambda r: (r.generation, r.index))
 
     def drop_partial_record(self) -> list[Record]:
