@@ -300,3 +300,30 @@ def test_a_model_whose_first_training_was_lost_still_counts_among_the_best():
     other = Record(1, 1, Genome.from_dict({**GOOD, "d_model": 128}), (), "random",
                    Outcome(status="ok", val_loss=6.0, val_ppl=math.exp(6.0), tokens=10))
     assert best_records([lost, trained, other], 2) == [trained, other]
+
+
+def _interrupted_copy(run, tmp_path, edit):
+    """A copy of a finished run, made to look interrupted, with its config.json edited."""
+    copy = tmp_path / "run"
+    shutil.copytree(run.path, copy)
+    (copy / "summary.json").unlink(missing_ok=True)
+    config = json.loads((copy / "config.json").read_text())
+    edit(config)
+    (copy / "config.json").write_text(json.dumps(config))
+    return copy
+
+
+@pytest.mark.parametrize("edit", [
+    lambda c: c.update(storage="sqlite:////tmp/elsewhere-genesis-test/x.db"),
+    lambda c: c.update(storage="postgresql://someone@db.example:5432/trials"),
+    lambda c: c["recipe"].update(steps=-5), lambda c: c["recipe"].update(lr=float("nan")),
+    lambda c: c["recipe"].update(surprise=1), lambda c: c["evaluator"].update(workers=0),
+    lambda c: c["evaluator"].update(backend="nonsense"),
+])
+def test_resuming_someone_elses_run_trusts_none_of_its_settings(run, tmp_path, edit):
+    import genesis
+
+    copy = _interrupted_copy(run, tmp_path, edit)
+    with pytest.raises(GenesisError):
+        genesis.resume(copy)
+    assert not __import__("pathlib").Path("/tmp/elsewhere-genesis-test").exists()

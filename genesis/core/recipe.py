@@ -7,6 +7,7 @@ Recipes are TOML files; the built-in ones ship in `genesis/trainers/`, and
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -70,17 +71,30 @@ def load_recipe(name_or_path: str | Path = DEFAULT_RECIPE) -> Recipe:
     """
     path = resolve_data_file(name_or_path, "trainers")
     data = read_toml(path)
-    fields = {field.name: field for field in dataclasses.fields(Recipe)}
-    check_keys(data, set(fields), str(path))
     data.setdefault("name", Path(path).stem)
+    return parse_recipe(data, str(path))
+
+
+def parse_recipe(data: dict[str, Any], path: str) -> Recipe:
+    """A `Recipe` from its fields (a TOML file's tables, a run's config.json), checked as
+    `load_recipe` describes; `path` names the source in errors.
+
+    Raises:
+        GenesisError: an unknown key or a bad value.
+    """
+    if not isinstance(data, dict):
+        raise GenesisError(f"{path}: a recipe must be a table of settings")
+    data = dict(data)
+    fields = {field.name: field for field in dataclasses.fields(Recipe)}
+    check_keys(data, set(fields), path)
     for key, value in data.items():
         expected = {"int": int, "float": float, "str": str, "bool": bool}[fields[key].type]
         if expected is float and isinstance(value, int) and not isinstance(value, bool):
             value = data[key] = float(value)
         if not isinstance(value, expected) or (expected is not bool and isinstance(value, bool)):
             raise GenesisError(f"{path}: {key} must be {fields[key].type}, got {value!r}")
-        if expected in (int, float) and value < 0:
-            raise GenesisError(f"{path}: {key} must not be negative, got {value}")
+        if expected in (int, float) and not (math.isfinite(value) and value >= 0):
+            raise GenesisError(f"{path}: {key} must be a finite number, not negative, got {value}")
     recipe = Recipe(**data)
     for key in ("steps", "batch_size", "seq_len", "eval_batches", "eval_batch_size"):
         if getattr(recipe, key) < 1:

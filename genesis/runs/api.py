@@ -19,7 +19,7 @@ import random
 from pathlib import Path
 from typing import Any, Sequence
 
-from genesis.core.recipe import DEFAULT_RECIPE, Recipe, load_recipe
+from genesis.core.recipe import DEFAULT_RECIPE, Recipe, load_recipe, parse_recipe
 from genesis.core.records import SEEDING
 from genesis.core.space import (
     DEFAULT_SEARCH_SPACE,
@@ -128,6 +128,10 @@ def evolve(
     except ValueError as error:
         raise GenesisError(str(error)) from None
     from genesis.train.model import check_size, largest_genome  # torch: imported when a run starts
+    from genesis.train.optim import check_available
+
+    if (missing := check_available(recipe)) is not None:
+        raise GenesisError(missing)
 
     check_size(largest_genome(space.domains), recipe.vocab_size, recipe.seq_len,
                f"the search space {space.source or ''}".strip())
@@ -208,8 +212,14 @@ def resume(
         if given != space:
             raise GenesisError(f"the search space {given.source} differs from the one "
                                f"{store.path} was started with; resume it without --search-space")
-    recipe = Recipe(**config["recipe"])
-    evolution = EvolutionConfig(**config["evolution"])
+    # a run folder may come from someone else: its settings pass the checks a new run's do
+    recipe = parse_recipe(config["recipe"], f"{store.path / 'config.json'} [recipe]")
+    try:
+        evolution = EvolutionConfig(**config["evolution"])
+        evolution.validate()
+        EvaluatorSettings(**{**config["evaluator"], "rungs": tuple(config["evaluator"]["rungs"])}).resolved()
+    except (TypeError, ValueError) as error:
+        raise GenesisError(f"{store.path / 'config.json'}: {error}".splitlines()[0]) from None
     if config["evaluator"]["backend"].startswith("table:"):
         tokens = None
     else:

@@ -45,16 +45,19 @@ def redact(url: str | None) -> str | None:
 
 
 def storage_for_resume(stored: str | None, given: str | None) -> str | None:
-    """The storage URL a resumed run uses: the stored one, or, when a password was
-    redacted from it, the full URL given again (which must match the stored one).
+    """The storage URL a resumed run uses. A run folder may come from someone else, so
+    its config.json alone never sends trials anywhere but the run's own study file (or
+    memory): another stored storage must be given again, in full, with `--storage`
+    (which must match the stored one).
 
     Raises:
-        GenesisError: the password is needed and missing, or the URL given is another one.
+        GenesisError: the stored storage is not the run's own and was not given again,
+            or the URL given is another one.
     """
     if given is None:
-        if stored is not None and f":{REDACTED}@" in stored:
-            raise GenesisError(f"the run's study is in {stored}; its password is not kept in the "
-                               "run folder: pass the full URL again with --storage")
+        if stored is not None and stored != MEMORY:
+            raise GenesisError(f"the run's study is in {stored}, outside its folder; resume it there only "
+                               "by giving the full URL again with --storage")
         return stored
     if redact(given) != stored:
         raise GenesisError(f"--storage {redact(given)} is not the run's storage {stored}")
