@@ -327,3 +327,76 @@ def test_resuming_someone_elses_run_trusts_none_of_its_settings(run, tmp_path, e
     with pytest.raises(GenesisError):
         genesis.resume(copy)
     assert not __import__("pathlib").Path("/tmp/elsewhere-genesis-test").exists()
+
+
+def _edited_table(table, tmp_path, edit):
+    import csv
+
+    copy = tmp_path / "table"
+    shutil.copytree(table, copy)
+    path = copy / "table.csv"
+    rows = list(csv.DictReader(path.open()))
+    fields = list(rows[0])
+    rows, fields = edit(rows, fields)
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=fields, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    return copy
+
+
+@pytest.mark.parametrize("edit", [
+    lambda rows, f: ([{**rows[0], "val_loss": "nan"}, *rows[1:]], f),
+    lambda rows, f: ([{**rows[0], "val_loss": "-1e308"}, *rows[1:]], f),
+    lambda rows, f: ([{**rows[0], "params": "many"}, *rows[1:]], f),
+    lambda rows, f: ([{**rows[0], "params": "inf"}, *rows[1:]], f),
+    lambda rows, f: ([{**rows[0], "curve": "1 2 nan"}, *rows[1:]], f),
+    lambda rows, f: ([{**rows[0], "status": "great"}, *rows[1:]], f),
+    lambda rows, f: (rows, [c for c in f if c != "test_loss"]),
+])
+def test_a_garbled_table_is_refused_when_opened_and_leaves_no_run(table, tmp_path, edit):
+    import genesis
+    from conftest import SMALL_SPACE, TINY
+
+    garbled = _edited_table(table, tmp_path, edit)
+    with pytest.raises(GenesisError):
+        genesis.evolve(population=2, generations=1, search_space=SMALL_SPACE, recipe=TINY,
+                       backend=f"table:{garbled}", output=tmp_path / "runs", storage="memory")
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_fresh_seeds_on_a_table_are_fresh_or_refused(table, tmp_path):
+    import genesis
+    from conftest import SMALL_SPACE, TINY
+
+    one_seed = _edited_table(table, tmp_path, lambda rows, f: ([r for r in rows if r["seed"] == "0"], f))
+    with pytest.raises(GenesisError, match="fresh"):  # probes and confirmation would redraw the one seed
+        genesis.evolve(population=2, generations=1, search_space=SMALL_SPACE, recipe=TINY,
+                       backend=f"table:{one_seed}", output=tmp_path / "runs", storage="memory")
+    with pytest.raises(GenesisError, match="fresh"):  # 1 selecting + 4 confirming > 4 seeds
+        genesis.evolve(population=2, generations=1, search_space=SMALL_SPACE, recipe=TINY, confirm_seeds=4,
+                       backend=f"table:{table}", output=tmp_path / "runs", storage="memory")
+    run = genesis.evolve(population=3, generations=2, search_space=SMALL_SPACE, recipe=TINY, confirm=2,
+                         confirm_seeds=3, backend=f"table:{table}", output=tmp_path / "runs", storage="memory")
+    for record in run.records:
+        fresh = [r for r in run.retrainings if r.genome.training_id == record.genome.training_id
+                 and r.outcome.status == "ok"]
+        assert record.outcome.val_loss not in [r.outcome.val_loss for r in fresh]
+        assert len({r.outcome.val_loss for r in fresh}) == len(fresh)
+
+
+def test_the_summary_counts_every_replicate_as_a_training():
+    from genesis.core.records import Outcome, Record
+    from genesis.core.summary import summarize
+
+    replicates = [{"status": "ok", "val_loss": 5.0}, {"status": "ok", "val_loss": 5.2}]
+    records = [Record(0, i, Genome.from_dict({**GOOD, "d_model": 64 * (i + 1)}), (), "random",
+                      Outcome(status="ok", val_loss=5.1, val_ppl=math.exp(5.1), tokens=10, replicates=replicates))
+               for i in range(3)]
+    summary = summarize(records)
+    assert summary["trained"] == 3 and summary["trainings"] == 6
+
+
+def test_a_table_records_its_search_space_by_name_never_by_path(table):
+    meta = json.loads((table / "table.json").read_text())
+    assert meta["search_space"]["source"] == "small_space" and "/" not in json.dumps(meta["search_space"])

@@ -74,7 +74,8 @@ def run_with_progress(generations: int, as_json: bool, start) -> None:
     console.print(
         f"best validation perplexity at selection: generation 0 [bold]{ppl(bests[0])}[/], "
         f"last generation [bold]{ppl(bests[-1])}[/]; "
-        f"{summary['trained']} trainings, {summary['cache_hits']} saved by the fitness cache, "
+        f"{summary['trainings']} trainings ({summary['trained']} models), "
+        f"{summary['cache_hits']} saved by the fitness cache, "
         f"{summary['given_up']} given up early; {compute['search_tokens'] / 1e6:.2f}M training "
         f"tokens for the search, {(compute['noise_probe_tokens'] + compute['confirmation_tokens']) / 1e6:.2f}M "
         f"for {compute['retrainings']} fresh-seed retrainings"

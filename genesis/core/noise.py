@@ -122,7 +122,8 @@ def best_full(records: Sequence[Record], k: int) -> list[Record]:
     """The best `k` distinct models that trained fully at the run's highest fidelity."""
     full = full_fidelity(records)
     return [r for r in best_records(records, k)
-            if r.outcome.status == "ok" and r.outcome.tokens == full and r.outcome.stopped_at is None]
+            if r.outcome.status == "ok" and math.isfinite(r.outcome.fitness) and r.outcome.tokens == full
+            and r.outcome.stopped_at is None]
 
 
 def confirmed_champions(records: Sequence[Record], retrainings: Sequence[Retraining], count: int,

@@ -18,6 +18,7 @@ from genesis.errors import GenesisError
 WORST_FITNESS = math.inf  # validation loss given to a genome that failed to train
 CURVE_POINTS = 8  # points of a learning curve; early stopping checks at each but the last
 TIMING_FIELDS = ("tokens_per_s", "wall_s", "latency_ms")  # the only fields that vary between equal runs
+STATUSES = ("ok", "diverged", "oom", "error", "lost")  # see `Outcome.status`
 OBJECTIVES = {  # name -> what it minimizes, read from an Outcome
     "val_loss": "validation loss",
     "params": "non-embedding parameter count",

@@ -20,7 +20,8 @@ def summarize(records: Sequence[Record], retrainings: Sequence[Retraining] = (),
         "generations": list(logbook),
         "best": [r.to_dict() for r in best_records(records, 5)],
         "evaluations": len(records),
-        "trained": sum(1 for r in records if not r.cached),
+        "trained": sum(1 for r in records if not r.cached),  # models trained (evaluations not cached)
+        "trainings": sum(max(1, len(r.outcome.replicates)) for r in records if not r.cached),  # every seed
         "cache_hits": sum(1 for r in records if r.cached),
         "given_up": sum(1 for r in records if not r.cached and r.outcome.stopped_at is not None),
         "compute_tokens": search_tokens + probe_tokens + confirm_tokens,

@@ -135,7 +135,8 @@ def evolve(
 
     check_size(largest_genome(space.domains), recipe.vocab_size, recipe.seq_len,
                f"the search space {space.source or ''}".strip())
-    table = open_table_backend(backend, space, recipe)
+    noise = NoiseSettings(noise_probes, confirm, confirm_seeds).checked()
+    table = open_table_backend(backend, space, recipe, replicates, noise.fresh_seeds_per_model())
     if table is not None:  # lookups need no corpus: the table names the one it was trained on
         tokens, data_config = None, {"source": f"table:{table.folder}", "key": table.meta["data_key"]}
     else:
@@ -145,7 +146,6 @@ def evolve(
                        "tokens": {name: int(tokens.split(name).size) for name in ("train", "valid", "test")}}
     evaluator = EvaluatorSettings(backend, workers, threads, ray_address, device, tuple(rungs), early_stop,
                                   replicates).resolved()
-    noise = NoiseSettings(noise_probes, confirm, confirm_seeds).checked()
     if backend == "ray":
         start_ray(ray_address, workers)  # a missing Ray or a bad address: no run folder yet
 

@@ -98,6 +98,11 @@ class NoiseSettings:
             raise GenesisError("noise probes and confirmation must be at least 0")
         return self
 
+    def fresh_seeds_per_model(self) -> int:
+        """The most fresh-seed trainings one model is promised: its confirmation seeds
+        (which its probes count towards), or one probe."""
+        return max(self.confirm_seeds if self.confirm else 0, 1 if self.probes else 0)
+
     def to_config(self) -> dict[str, Any]:
         """The settings as a run's config.json holds them."""
         return dataclasses.asdict(self)

@@ -167,7 +167,8 @@ def plan_sweep(space: SearchSpace, recipe, data_key: str, seeds: int, seed: int 
         if sample < 1:
             raise GenesisError("--sample must be at least 1")
         genomes = stratified_sample(genomes, sample, seed)
-    meta = {"format": TABLE_FORMAT, "search_space": space.describe(), "recipe": recipe.to_dict(),
+    described = {**space.describe(), "source": Path(space.source).stem if space.source else ""}  # a name, never a path
+    meta = {"format": TABLE_FORMAT, "search_space": described, "recipe": recipe.to_dict(),
             "data_key": data_key, "seeds": seeds, "seed": seed, "sample": sample,
             "architectures": len(genomes), "threads": threads, "versions": versions()}
     return SweepPlan(tuple(genomes), seeds, seed, meta)

@@ -33,7 +33,8 @@ import math
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from genesis.core.records import CURVE_POINTS, Outcome, training_seed
+from genesis.core.recipe import parse_recipe
+from genesis.core.records import CURVE_POINTS, STATUSES, Outcome, training_seed
 from genesis.core.space import SearchSpace
 from genesis.errors import GenesisError
 from genesis.runs.settings import TABLE_PREFIX
@@ -56,11 +57,15 @@ class Table:
         except FileNotFoundError:
             raise GenesisError(f"{self.folder} has no {TABLE_FILE}") from None
         self.rows: dict[str, dict[int, dict[str, Any]]] = {}
-        for number, row in enumerate(csv.DictReader(io.StringIO(text[: text.rfind("\n") + 1])), start=2):
+        reader = csv.DictReader(io.StringIO(text[: text.rfind("\n") + 1]))
+        missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
+        if missing:
+            raise GenesisError(f"{path} lacks the column {missing[0]!r}")
+        for number, row in enumerate(reader, start=2):
             try:
-                self.rows.setdefault(row["training_id"], {})[int(row["seed"])] = row
-            except (KeyError, TypeError, ValueError):
-                raise GenesisError(f"{path}: line {number} is corrupt") from None
+                self.rows.setdefault(row["training_id"], {})[int(row["seed"])] = _checked(row)
+            except (KeyError, TypeError, ValueError) as error:
+                raise GenesisError(f"{path}: line {number} is corrupt ({error})".splitlines()[0]) from None
 
     @property
     def recipe(self) -> dict[str, Any]:
@@ -132,6 +137,30 @@ class Table:
                        curve=curve if stopped_at is not None else [], stopped_at=stopped_at)
 
 
+COLUMNS = ("training_id", "seed", "status", "val_loss", "test_loss", "train_loss", "params",
+           "non_embedding_params", "init_grad_norm", "latency_ms", "size_bytes", "wall_s", "curve")
+_REQUIRED_IF_OK = ("val_loss", "params", "non_embedding_params", "size_bytes")
+
+
+def _checked(row: dict[str, Any]) -> dict[str, Any]:
+    """A table row whose numbers are all finite (a table may come from someone else, and
+    one NaN or -1e308 loss would win every selection): raises ValueError otherwise."""
+    if row["status"] not in STATUSES:
+        raise ValueError(f"unknown status {row['status']!r}")
+    if row["status"] != "ok":
+        return row
+    for column in COLUMNS[3:-1]:
+        value = _number(row[column])
+        if value is None:
+            if column in _REQUIRED_IF_OK:
+                raise ValueError(f"{column} is empty")
+        elif not math.isfinite(value) or value < 0 or (column.endswith("loss") and value > 1e3):
+            raise ValueError(f"{column} is {row[column]!r}")
+    if not all(math.isfinite(v) and 0 <= v <= 1e3 for v in map(float, row["curve"].split())):
+        raise ValueError("the curve holds a number out of range")
+    return row
+
+
 def _number(text: str) -> float | None:
     return float(text) if text not in ("", None) else None
 
@@ -149,6 +178,10 @@ class TableBackend:
             if not seeds:
                 yield job, Outcome(status="error", reason="architecture not in the table")
                 continue
+            if job.replicate >= len(seeds):  # (base + replicate) mod K would repeat a seed already drawn
+                yield job, Outcome(status="error", reason=f"the table holds {len(seeds)} seeds of this "
+                                                          "architecture: no fresh one is left")
+                continue
             base = training_seed(self.run_seed, training_id) % len(seeds)
             index = seeds[(base + job.replicate) % len(seeds)]
             yield job, self.table.outcome(training_id, index, job.steps, job.give_up_above,
@@ -158,20 +191,27 @@ class TableBackend:
         """Nothing to release."""
 
 
-def open_table_backend(backend: str, space: SearchSpace, recipe) -> Table | None:
+def open_table_backend(backend: str, space: SearchSpace, recipe, replicates: int = 1,
+                       fresh_seeds: int = 0) -> Table | None:
     """The table of a `table:PATH` backend name, checked against the run's search space
-    and recipe; None for any other backend.
+    and recipe, and holding enough seeds: `replicates` for selection and `fresh_seeds`
+    more, distinct ones, for each retrained model; None for any other backend.
 
     Raises:
-        GenesisError: not a table, a table of another recipe, or one that lacks some
-            architecture of the space.
+        GenesisError: not a table, a table of another recipe, one that lacks some
+            architecture of the space, or one with too few seeds.
     """
     if not backend.startswith(TABLE_PREFIX):
         return None
     table = Table(backend[len(TABLE_PREFIX):])
-    if table.recipe != recipe.to_dict():
+    if parse_recipe(table.recipe, f"{table.folder} recipe").to_dict() != recipe.to_dict():
         raise GenesisError(f"the table {table.folder} was trained with recipe "
                            f"{table.recipe.get('name')!r}, not this run's {recipe.name!r}; pass --recipe "
                            f"{table.recipe.get('name')}")
     table.check_covers(space)
+    seeds = min(len(table.seeds_of(g.training_id)) for g in architectures(space))
+    if replicates + fresh_seeds > seeds:
+        raise GenesisError(f"the table {table.folder} holds {seeds} seeds per architecture: {replicates} for "
+                           f"selection leave {max(0, seeds - replicates)} fresh ones, and this run asks for "
+                           f"{fresh_seeds} (lower --confirm-seeds and --noise-probes, or sweep more seeds)")
     return table
