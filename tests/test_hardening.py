@@ -400,3 +400,38 @@ def test_the_summary_counts_every_replicate_as_a_training():
 def test_a_table_records_its_search_space_by_name_never_by_path(table):
     meta = json.loads((table / "table.json").read_text())
     assert meta["search_space"]["source"] == "small_space" and "/" not in json.dumps(meta["search_space"])
+
+
+def test_no_module_of_genesis_imports_itself_in_a_circle():
+    """Each package reads bottom-up: the modules' genesis imports (type-only ones too)
+    form no cycle. `from package import module` depends on that module, not the package."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__import__("genesis").__file__).parent
+    modules = {}
+    for path in root.rglob("*.py"):
+        name = ".".join(("genesis", *path.relative_to(root).with_suffix("").parts)).removesuffix(".__init__")
+        modules[name] = path
+    imports = {}
+    for name, path in modules.items():
+        found = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("genesis"):
+                for alias in node.names:
+                    sub = f"{node.module}.{alias.name}"
+                    found.add(sub if sub in modules else node.module)
+        imports[name] = found & set(modules)
+    state: dict[str, int] = {}
+
+    def visit(module, trail):
+        state[module] = 1
+        for dependency in sorted(imports[module]):
+            assert state.get(dependency) != 1, " -> ".join(trail[trail.index(dependency):] + [dependency])
+            if dependency not in state:
+                visit(dependency, trail + [dependency])
+        state[module] = 2
+
+    for module in sorted(modules):
+        if module not in state:
+            visit(module, [module])

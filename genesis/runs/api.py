@@ -28,14 +28,14 @@ from genesis.core.space import (
 )
 from genesis.core.summary import summarize
 from genesis.errors import GenesisError
-from genesis.runs.backends import TrainingSetup, make_backend, start_ray
+from genesis.runs.backends import TABLE_PREFIX, TrainingSetup, make_backend, start_ray
 from genesis.runs.evaluator import CachingEvaluator
 from genesis.runs.reader import Run, space_of, tokens_of
 from genesis.runs.retrain import Retrainer
 from genesis.runs.settings import EvaluatorSettings, NoiseSettings, device_for, versions
 from genesis.runs.store import RunStore, new_run_id
 from genesis.runs.study import StudyRecorder, default_storage, redact, storage_for_resume
-from genesis.runs.table import open_table_backend
+from genesis.runs.table import Table, TableBackend, open_table_backend
 from genesis.search.loop import Evolution, EvolutionConfig, Observer
 from genesis.train.data import TokenData, check_fits, default_cache_dir, load_data
 
@@ -243,8 +243,9 @@ def _drive(store, space, recipe, tokens, config, recorder, observers, settings, 
                           settings["device"], settings["threads"])
     backend = None
     try:
-        backend = make_backend(settings["backend"], setup, tokens, settings["workers"],
-                               settings["ray_address"], config.seed)
+        name = settings["backend"]
+        backend = (TableBackend(Table(name[len(TABLE_PREFIX):]), config.seed) if name.startswith(TABLE_PREFIX)
+                   else make_backend(name, setup, tokens, settings["workers"], settings["ray_address"]))
         previous = store.drop_partial_record()
         for record in previous:  # a kill between the log and the study leaves a gap
             recorder.add(record)

@@ -16,8 +16,8 @@ from importlib.metadata import version
 from typing import Any
 
 from genesis.errors import GenesisError
+from genesis.runs.backends import TABLE_PREFIX, backend_names
 
-TABLE_PREFIX = "table:"  # `--backend table:PATH`: lookups in a sweep table (genesis.runs.table)
 
 
 @dataclass(frozen=True)
@@ -54,8 +54,6 @@ class EvaluatorSettings:
         Raises:
             GenesisError: a setting out of range or an unknown backend.
         """
-        from genesis.runs.backends import backend_names  # backends import this module's users
-
         rungs = tuple(float(f) for f in self.rungs)
         if not rungs or rungs[-1] != 1.0 or rungs[0] <= 0 or any(not a < b for a, b in zip(rungs, rungs[1:])):
             raise GenesisError("rungs must be increasing fractions of the recipe's steps ending at 1")

@@ -37,7 +37,7 @@ from genesis.core.recipe import parse_recipe
 from genesis.core.records import CURVE_POINTS, STATUSES, Outcome, training_seed
 from genesis.core.space import SearchSpace
 from genesis.errors import GenesisError
-from genesis.runs.settings import TABLE_PREFIX
+from genesis.runs.backends.base import TABLE_PREFIX
 from genesis.runs.sweep import TABLE_FILE, architectures, read_meta
 
 

@@ -20,11 +20,10 @@ from __future__ import annotations
 from typing import Callable
 
 from genesis.errors import GenesisError
-from genesis.runs.backends.base import Backend, Job, TrainingSetup
+from genesis.runs.backends.base import TABLE_PREFIX, Backend, Job, TrainingSetup
 from genesis.runs.backends.inprocess import InProcessBackend
 from genesis.runs.backends.pool import ProcessPoolBackend
 from genesis.runs.backends.ray_cluster import RayBackend, start_ray
-from genesis.runs.settings import TABLE_PREFIX
 
 # name -> factory(setup, tokens, workers, ray_address): a new backend is one class and one line here
 BackendFactory = Callable[[TrainingSetup, object, int, "str | None"], Backend]
@@ -49,16 +48,12 @@ def backend_names() -> tuple[str, ...]:
 
 
 def make_backend(name: str, setup: TrainingSetup, tokens=None, workers: int = 2,
-                 ray_address: str | None = None, seed: int = 0) -> Backend:
-    """Build the backend called `name` (one of `backend_names()`, or `table:PATH`, a lookup
-    in a sweep table for a run of seed `seed`: see `genesis.runs.table`)."""
-    if name.startswith(TABLE_PREFIX):
-        from genesis.runs.table import Table, TableBackend
-
-        return TableBackend(Table(name[len(TABLE_PREFIX):]), seed)
+                 ray_address: str | None = None) -> Backend:
+    """Build the backend called `name`, one of `backend_names()` (a `table:PATH` lookup is
+    built by `genesis.runs.table`, which sits above the backends)."""
     if name not in _REGISTRY:
         raise GenesisError(f"unknown backend {name!r} (choose from {', '.join(_REGISTRY)}, or table:PATH)")
     return _REGISTRY[name](setup, tokens, workers, ray_address)
 
 
-__all__ = ["Backend", "Job", "TrainingSetup", "backend_names", "make_backend", "register_backend", "start_ray"]
+__all__ = ["TABLE_PREFIX", "Backend", "Job", "TrainingSetup", "backend_names", "make_backend", "register_backend", "start_ray"]

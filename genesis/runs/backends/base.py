@@ -23,6 +23,9 @@ class Backend(Protocol):
     def close(self) -> None: ...
 
 
+
+TABLE_PREFIX = "table:"  # `--backend table:PATH`: lookups in a sweep table (genesis.runs.table)
+
 @dataclass(frozen=True)
 class Job:
     """One training to run: a genome, its seed, where to keep its weights, a step
