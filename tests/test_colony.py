@@ -303,8 +303,10 @@ def test_colony_cli_seed_ask_status(tmp_path, bundles):
 @pytest.mark.parametrize("column, value, message", [
     ("id", "../../x", "not an agent id"),
     ("block_size", 10**9, "block size"),
-    ("genome", '{"n_layer": 10000, "n_head": 1, "d_model": 100000, "activation": "relu", "sigma": 0.01}',
+    ("genome", '{"n_layer": 200, "n_head": 1, "d_model": 20000, "activation": "relu", "sigma": 0.01}',
      "above the limit"),
+    ("genome", '{"n_layer": -1, "n_head": 1, "d_model": 100000, "activation": "relu", "sigma": 0.01}',
+     "must be in 1..256"),
     ("genome", "not json", "not valid JSON"),
 ])
 def test_colony_rows_are_checked_before_any_model_is_built(tmp_path, bundles, column, value, message):

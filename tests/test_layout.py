@@ -82,3 +82,18 @@ def test_modules_stay_small(path):
 def test_every_package_is_a_layer():
     packages = {p.parent.relative_to(PACKAGE).parts[0] for p in _modules() if p.parent != PACKAGE}
     assert packages <= set(LAYERS)
+
+
+def test_the_wheel_ships_every_package_and_the_top_level_data_folders_are_the_one_copy():
+    import tomllib
+
+    project = PACKAGE.parent
+    setuptools = tomllib.loads((project / "pyproject.toml").read_text())["tool"]["setuptools"]
+    folders = {_name(p) for p in PACKAGE.rglob("__init__.py") if "__pycache__" not in p.parts}
+    assert set(setuptools["packages"]) == folders | {"genesis.genomes", "genesis.trainers"}
+    assert setuptools["package-dir"] == {"genesis.genomes": "genomes", "genesis.trainers": "trainers"}
+    assert not (PACKAGE / "genomes").exists() and not (PACKAGE / "trainers").exists()
+    from genesis.core.config import resolve_data_file
+
+    assert resolve_data_file("default", "genomes") == project / "genomes" / "default.toml"
+    assert resolve_data_file("quick", "trainers") == project / "trainers" / "quick.toml"

@@ -259,7 +259,7 @@ def load_agent(path: str | Path) -> Bundle:
             raise GenesisError(f"{path}: the genome is {genome.id}, the manifest says {manifest['genome_id']}")
         vocab_size, block_size = manifest["vocab_size"], manifest["block_size"]
     except KeyError as error:
-        raise GenesisError(f"{path / manifest_file} lacks {error}") from None
+        raise GenesisError(f"{path / manifest_file} lacks a valid {error}") from None
     except GenesisError as error:
         raise GenesisError(f"{path / manifest_file}: {error}") from None
     for name, value in (("vocab_size", vocab_size), ("block_size", block_size)):

@@ -54,13 +54,15 @@ from genesis.colony.database import (
     agent_from_row,
     agents_table,
     event,
-    events_table,
     insert_agent,
     new_identity,
+    forget_retired_weights,
     now,
     read_settings,
+    recent_events,
+    recently_retired,
+    retired_count,
     settings_table,
-    weights_table,
 )
 from genesis.colony.settings import ColonySettings
 from genesis.colony.weights import make_weights
@@ -380,36 +382,18 @@ class Colony:
             db.execute(agents_table.update().where(agents_table.c.id == agent_id)
                        .values(status="retired", retired=now()))
             event(db, "retirement", agent_id, {"fitness": fitness})
-        # the weights of the most recently retired stay (to export or inspect); older ones go
-        kept = db.execute(sa.select(agents_table.c.id).where(agents_table.c.status == "retired")
-                          .order_by(agents_table.c.retired.desc(), agents_table.c.id.desc())
-                          .limit(self.settings.population_cap)).scalars().all()
-        db.execute(weights_table.delete().where(
-            weights_table.c.agent.in_(sa.select(agents_table.c.id).where(agents_table.c.status == "retired")),
-            weights_table.c.agent.not_in(kept)))
+        forget_retired_weights(db, keep=self.settings.population_cap)
 
     def status(self, events: int = 10, retired: int = 50) -> dict[str, Any]:
         """The living agents and the `retired` most recently retired (with lineage and
         learning version), how many retired in all, memory size and the most recent
         `events`: bounded, however long the colony has lived."""
         with self.store.read() as db:
-            retired_ids = db.execute(sa.select(agents_table.c.id).where(agents_table.c.status == "retired")
-                                     .order_by(agents_table.c.retired.desc(), agents_table.c.id.desc())
-                                     .limit(retired)).scalars().all()
-            retired_total = db.execute(sa.select(sa.func.count()).select_from(agents_table)
-                                       .where(agents_table.c.status == "retired")).scalar_one()
-        shown = set(retired_ids)
+            shown, retired_total = set(recently_retired(db, retired)), retired_count(db)
+            memories, recent = memory.count(db), recent_events(db, events)
         everyone = [a for a in self.agents(False) if a.status == "alive" or a.id in shown]
         versions = self.weights.versions(everyone)
-        with self.store.read() as db:
-            memories = memory.count(db)
-            recent = db.execute(sa.select(events_table.c.kind, events_table.c.agent, events_table.c.detail,
-                                          events_table.c.created).order_by(events_table.c.id.desc()).limit(events)).all()
-        return {
-            "agents": [dataclasses.asdict(a) | {"genome": a.genome.describe(), "version": versions.get(a.id, 0)}
-                       for a in everyone],
-            "retired_total": retired_total,
-            "memories": memories,
-            "events": [{"kind": k, "agent": a, "detail": json.loads(d), "created": c} for k, a, d, c in recent],
-            "settings": dataclasses.asdict(self.settings),
-        }
+        return {"agents": [dataclasses.asdict(a) | {"genome": a.genome.describe(), "version": versions.get(a.id, 0)}
+                           for a in everyone],
+                "retired_total": retired_total, "memories": memories, "events": recent,
+                "settings": dataclasses.asdict(self.settings)}

@@ -243,6 +243,33 @@ def new_identity(db: Connection) -> tuple[str, int]:
     raise GenesisError(f"no free agent id after {MAX_ID_DRAWS} draws")
 
 
+def recent_events(db: Connection, limit: int) -> list[dict[str, Any]]:
+    """The `limit` most recent events, the latest first."""
+    rows = db.execute(sa.select(events_table.c.kind, events_table.c.agent, events_table.c.detail, events_table.c.created)
+                      .order_by(events_table.c.id.desc()).limit(limit)).all()
+    return [{"kind": k, "agent": a, "detail": json.loads(d), "created": c} for k, a, d, c in rows]
+
+
+def recently_retired(db: Connection, limit: int) -> list[str]:
+    """The ids of the `limit` agents retired last, the latest first."""
+    return db.execute(sa.select(agents_table.c.id).where(agents_table.c.status == "retired")
+                      .order_by(agents_table.c.retired.desc(), agents_table.c.id.desc()).limit(limit)).scalars().all()
+
+
+def retired_count(db: Connection) -> int:
+    """How many agents ever retired."""
+    return db.execute(sa.select(sa.func.count()).select_from(agents_table)
+                      .where(agents_table.c.status == "retired")).scalar_one()
+
+
+def forget_retired_weights(db: Connection, keep: int) -> None:
+    """Drop the weights of retired agents but the `keep` retired last (kept to export or
+    inspect), so a long-lived colony's database stops growing with its dead."""
+    retired = sa.select(agents_table.c.id).where(agents_table.c.status == "retired")
+    db.execute(weights_table.delete().where(weights_table.c.agent.in_(retired),
+                                            weights_table.c.agent.not_in(recently_retired(db, keep))))
+
+
 def event(db: Connection, kind: str, agent: str, detail: dict[str, Any]) -> None:
     """Record an event (birth, division, retirement) of an agent."""
     db.execute(events_table.insert().values(kind=kind, agent=agent, detail=json.dumps(detail), created=now()))

@@ -7,6 +7,7 @@ silently ignored setting.
 from __future__ import annotations
 
 import sys
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,6 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
 
-BUILTIN_ROOT = Path(__file__).resolve().parent.parent  # genomes/ and trainers/ ship inside the package
 
 
 def read_toml(path: str | Path) -> dict[str, Any]:
@@ -47,11 +47,12 @@ def resolve_data_file(name_or_path: str | Path, folder: str, suffix: str = ".tom
     """Find a data file given either a path or the bare name of a built-in one.
 
     The one lookup: anything that looks like a path (exists, has a folder or the suffix)
-    is used as it is; a bare name is a built-in shipped inside the package, so
-    `resolve_data_file("quick", "trainers")` finds `genesis/trainers/quick.toml` in a
-    checkout, a wheel or any other install.
+    is used as it is; a bare name is a built-in: `resolve_data_file("quick", "trainers")`
+    finds the project's `trainers/quick.toml` in a checkout, and the copy the wheel ships
+    inside the package (`genesis.trainers`) in any other install.
     """
     candidate = Path(name_or_path)
     if candidate.exists() or candidate.suffix == suffix or len(candidate.parts) > 1:
         return candidate
-    return BUILTIN_ROOT / folder / f"{name_or_path}{suffix}"
+    # the project's genomes/ and trainers/, shipped in the wheel as genesis.genomes and genesis.trainers
+    return Path(str(resources.files(f"genesis.{folder}").joinpath(f"{name_or_path}{suffix}")))
