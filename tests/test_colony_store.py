@@ -20,7 +20,9 @@ import genesis
 from genesis.cli import app
 from genesis.colony.bundle import load_bundle
 from genesis.colony.colony import Colony
+from genesis.colony.database import recently_retired
 from genesis.colony.settings import ColonySettings
+from genesis.errors import NotFound
 
 runner = CliRunner()
 
@@ -78,8 +80,14 @@ def test_concurrent_asks_lose_no_memory_and_no_agent(location, tmp_path, bundles
     divisions = [e for e in status["events"] if e["kind"] == "division"]
     assert len(divisions) >= 12 and len(agents) == len(births) == 2 + len(divisions)
     assert {e["detail"]["child"] for e in divisions} <= {a.id for a in agents}
-    for agent in agents:
-        colony.model(agent)  # every agent's weights are stored and load
+    with colony.store.read() as db:
+        kept = {a.id for a in agents if a.status == "alive"} | set(recently_retired(db, 5))
+    for agent in agents:  # the living and the last retired keep their weights; older ones are dropped
+        if agent.id in kept:
+            colony.model(agent)
+        else:
+            with pytest.raises(NotFound, match="weights are gone"):
+                colony.model(agent)
     assert len(colony.agents()) <= 5
 
 

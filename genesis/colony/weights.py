@@ -27,7 +27,7 @@ from genesis.colony.bundle import Bundle
 from genesis.colony.database import Agent, Store, bases_table, weights_table
 from genesis.colony.learning import adapt_model, mutate_weights, training_batch
 from genesis.colony.settings import ColonySettings
-from genesis.errors import GenesisError
+from genesis.errors import GenesisError, NotFound
 from genesis.train.generate import continuation_token_probs, next_token_probs
 from genesis.train.model import GPT, GPTConfig, load_weights_bytes, weights_bytes
 
@@ -81,8 +81,11 @@ class FullWeights:
         """The agents' current models: one query for their versions and one for the
         weights of those that changed since they were cached."""
         versions = self.versions(agents)
+        gone = [a.id for a in agents if a.id not in versions]
+        if gone:  # long retired: `forget_retired_weights` dropped them
+            raise NotFound(f"{self.store.name}: agent {gone[0]} retired long ago; its weights are gone")
         self._models.update(self.load_many([a for a in agents if self._models.get(a.id, (None,))[0]
-                                            != versions.get(a.id)]))
+                                            != versions[a.id]]))
         return [self._models[a.id][1] for a in agents]
 
     def model(self, agent: Agent) -> torch.nn.Module:
