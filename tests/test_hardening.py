@@ -435,3 +435,37 @@ def test_no_module_of_genesis_imports_itself_in_a_circle():
     for module in sorted(modules):
         if module not in state:
             visit(module, [module])
+
+
+def test_the_noise_floor_counts_a_model_with_replicates_and_retrainings_once():
+    from genesis.core.noise import PROBE, Retraining, noise_floor
+    from genesis.core.records import Outcome, Record
+
+    genome = Genome.from_dict(GOOD)
+    ok = lambda loss: Outcome(status="ok", val_loss=loss, val_ppl=math.exp(loss), tokens=10)  # noqa: E731
+    record = Record(0, 0, genome, (), "random", Outcome(
+        status="ok", val_loss=5.1, val_ppl=math.exp(5.1), tokens=10,
+        replicates=[{"status": "ok", "val_loss": 5.0}, {"status": "ok", "val_loss": 5.2}]))
+    floor = noise_floor([Retraining(PROBE, 0, genome, 2, ok(5.4))], [record])
+    assert floor["df"] == 2 and floor["architectures"] == 1  # one group of three, not 1 + 1 df
+    assert floor["val_loss_sd"] == pytest.approx(0.2)
+
+
+def test_margins_know_the_best_and_worst_were_picked_after_the_fact_and_averaged():
+    from scipy import stats
+
+    from genesis.core.noise import selection_margin
+    from genesis.core.space import load_search_space
+    from genesis.report.traitstats import trait_effects
+
+    pairwise = float(stats.t.ppf(0.975, 30)) * math.sqrt(2)
+    assert selection_margin(2, 30, 1.0, 1, 1) == pytest.approx(pairwise)
+    assert selection_margin(4, 30, 1.0, 1, 1) > 1.3 * pairwise
+    space = load_search_space()
+    genomes = [Genome.from_dict({**GOOD, "n_layer": 1 + i % 4, "d_model": 64 + 32 * (i % 5), "n_head": 1,
+                                 "activation": ["relu", "gelu", "silu", "swiglu"][i % 4]}) for i in range(40)]
+    losses = [5.0 + 0.01 * (i % 7) for i in range(40)]
+    once = {r["trait"]: r for r in trait_effects(genomes, losses, space, 0.05, 100, resamples=20)["ranking"]}
+    four = {r["trait"]: r for r in trait_effects(genomes, losses, space, 0.05, 100, resamples=20,
+                                                 trainings_per_loss=4)["ranking"]}
+    assert four["activation"]["noise_margin"] == pytest.approx(once["activation"]["noise_margin"] / 2)

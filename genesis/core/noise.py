@@ -92,6 +92,17 @@ def t_quantile(df: int, level: float = 0.95) -> float:
     return float(stats.t.ppf(0.5 + level / 2, df))
 
 
+def selection_margin(groups: int, df: int, sd: float, a: int, b: int, level: float = 0.95) -> float:
+    """How far apart noise alone puts the best and the worst of `groups` means picked after
+    the fact (means of `a` and `b` trainings with seed noise `sd` on `df` degrees of
+    freedom): the studentized range's quantile (Tukey-Kramer). For two groups it is the
+    pairwise t margin."""
+    from scipy import stats
+
+    q = float(stats.studentized_range.ppf(level, max(2, groups), df))
+    return q * sd * math.sqrt((1 / a + 1 / b) / 2)
+
+
 def noise_floor(retrainings: Sequence[Retraining], records: Sequence[Record] = ()) -> dict[str, Any]:
     """The run's seed noise: pooled standard deviation of validation loss between
     trainings of one architecture with different seeds.
@@ -100,20 +111,21 @@ def noise_floor(retrainings: Sequence[Retraining], records: Sequence[Record] = (
     their replicates. The training that selected a genome is left out: it was picked
     for being low, so it would inflate the spread.
     """
+    # one group per model: its replicates and its retrainings together (as two groups a
+    # model with both would count twice, and its two means would hide their spread)
     groups: dict[str, list[float]] = {}
+    for record in records:
+        if not record.cached and len(record.outcome.replicates) > 1 and record.outcome.status == "ok":
+            groups.setdefault(record.genome.training_id, []).extend(r["val_loss"] for r in record.outcome.replicates)
     for retraining in retrainings:
         if retraining.outcome.status == "ok" and retraining.outcome.stopped_at is None:
             groups.setdefault(retraining.genome.training_id, []).append(retraining.outcome.val_loss)
-    replicate_groups = {}
-    for record in records:
-        if not record.cached and len(record.outcome.replicates) > 1 and record.outcome.status == "ok":
-            replicate_groups[record.genome.training_id] = [r["val_loss"] for r in record.outcome.replicates]
-    sd, df = pooled_sd([*groups.values(), *replicate_groups.values()])
+    sd, df = pooled_sd(groups.values())
     return {
         "val_loss_sd": sd,
         "df": df,
         "ppl_percent": None if sd is None else 100 * (math.exp(sd) - 1),
-        "architectures": sum(1 for g in [*groups.values(), *replicate_groups.values()] if len(g) >= 2),
+        "architectures": sum(1 for g in groups.values() if len(g) >= 2),
         "trainings": len(retrainings),
     }
 
@@ -167,8 +179,9 @@ def confirmed_champions(records: Sequence[Record], retrainings: Sequence[Retrain
     for rank, champion in enumerate(champions, start=1):
         champion["rank"] = rank
         best = champions[0]
+        # #1 is picked after the fact among all the confirmed: a selection-aware margin
         champion["within_noise_of_best"] = (
             rank > 1 and sd is not None
             and champion["test_loss"] - best["test_loss"]
-            < t_quantile(df, level) * sd * math.sqrt(1 / champion["seeds"] + 1 / best["seeds"]))
+            < selection_margin(len(champions), df, sd, champion["seeds"], best["seeds"], level))
     return champions

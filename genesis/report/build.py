@@ -46,8 +46,10 @@ def build_report(path: str | Path, top: int = 5, bootstrap_resamples: int = 2000
         "confirmed": summary["confirmed"],
         "convergence": convergence(run.records),
         "diversity": diversity(run.records, space),
+        # a fitness is the mean of `replicates` trainings: its noise is the single training's / sqrt(K)
         "traits": trait_effects(genomes, losses, space, noise["val_loss_sd"], noise["df"],
-                                bootstrap_resamples, fanova_importance(genomes, losses, space)),
+                                bootstrap_resamples, fanova_importance(genomes, losses, space),
+                                trainings_per_loss=run.config.get("evaluator", {}).get("replicates", 1)),
         "operators": operator_effects(run.records),
         "sigma": sigma_by_generation(run.records),
         "proxies": proxy_correlations(distinct),

@@ -22,6 +22,7 @@ import numpy as np
 from scipy import stats
 
 from genesis.core.genome import TRAINING_NEUTRAL
+from genesis.core.noise import selection_margin
 from genesis.core.space import ChoiceDomain, SearchSpace
 
 ALPHA = 0.05
@@ -71,20 +72,24 @@ def _bootstrap(statistic, n: int, resamples: int, seed: int = 0) -> tuple[float 
 
 def trait_effects(genomes: Sequence[Any], losses: Sequence[float], space: SearchSpace,
                   noise_sd: float | None = None, noise_df: int = 0, resamples: int = 1000,
-                  fanova: dict[str, Any] | None = None) -> dict[str, Any]:
+                  fanova: dict[str, Any] | None = None, trainings_per_loss: int = 1) -> dict[str, Any]:
     """Each trait's effect on loss over distinct architectures, ranked by evidence.
 
     Args:
         genomes: one genome per distinct architecture.
         losses: the loss of each (lower is better).
         space: the search space (its domains say which traits are categorical).
-        noise_sd: the seed noise of one loss (sd), to mark effects within it.
+        noise_sd: the seed noise of one training's loss (sd), to mark effects within it.
         noise_df: its degrees of freedom.
+        trainings_per_loss: how many trainings each loss is the mean of (`--replicates`):
+            the noise of one loss is then noise_sd / sqrt of it.
         resamples: bootstrap resamples of the intervals.
         fanova: fANOVA importances (`fanova_importance`) to list beside the effects.
     """
     losses = np.asarray(losses, dtype=float)
     fanova = fanova or {}
+    if noise_sd is not None:
+        noise_sd = noise_sd / math.sqrt(max(1, trainings_per_loss))
     rows = []
     for name, domain in space.domains.items():
         values = [getattr(g, name) for g in genomes]
@@ -139,9 +144,9 @@ def _effect(values: list, losses: np.ndarray, kind: str, resamples: int,
         spread = float(np.mean(measured[worst]) - np.mean(measured[best]))
         result.update(best_value=str(best), worst_value=str(worst), loss_spread=spread)
         if noise_sd is not None and noise_df > 0:
-            # Two means of single trainings differ by noise alone up to t·sd·√(1/a + 1/b).
-            margin = float(stats.t.ppf(0.975, noise_df)) * noise_sd * math.sqrt(
-                1 / len(measured[best]) + 1 / len(measured[worst]))
+            # best and worst are picked after the fact among len(measured) values: noise alone
+            # spreads their means up to the studentized range (Tukey-Kramer), not a pairwise t
+            margin = selection_margin(len(measured), noise_df, noise_sd, len(measured[best]), len(measured[worst]))
             result.update(noise_margin=margin, within_noise=spread < margin)
     if kind == "numeric":
         numeric = np.array(values, dtype=float)
