@@ -1,7 +1,7 @@
 """Training recipes: the fixed, recorded budget every genome is trained under.
 
-Recipes are TOML files; the built-in ones ship in `genesis/trainers/`, and
-`load_recipe("quick")` reads `genesis/trainers/quick.toml`.
+Recipes are TOML files; the built-in ones are the project's `trainers/`, and
+`load_recipe("quick")` reads `trainers/quick.toml`.
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ class Recipe:
 
 
 def load_recipe(name_or_path: str | Path = DEFAULT_RECIPE) -> Recipe:
-    """Load a recipe from a TOML file, or a built-in one by name (`genesis/trainers/`).
+    """Load a recipe from a TOML file, or a built-in one by name (the project's `trainers/`).
 
     Every key must be a `Recipe` field; values must have the field's type and be positive
     (learning rates and `weight_decay`/`grad_clip` may be zero).

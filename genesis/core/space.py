@@ -1,4 +1,4 @@
-"""The search space: each trait's domain, read from a TOML file (built-ins in `genesis/genomes/`).
+"""The search space: each trait's domain, read from a TOML file (built-ins in the project's `genomes/`).
 
 A search-space file has one `[traits.NAME]` table per core genome trait (n_layer,
 n_head, d_model, activation, sigma), optional tables for the optional traits (norm,
@@ -209,7 +209,7 @@ class SearchSpace:
 
 
 def load_search_space(name_or_path: str | Path = DEFAULT_SEARCH_SPACE) -> SearchSpace:
-    """Load a search space from a TOML file, or a built-in one by name (`genesis/genomes/`).
+    """Load a search space from a TOML file, or a built-in one by name (the project's `genomes/`).
 
     Raises:
         GenesisError: malformed TOML, an unknown or missing trait, an unknown key, or an

@@ -75,8 +75,8 @@ def evolve(
     Args:
         population: genomes per generation.
         generations: generations in all, the random initial one included.
-        search_space: a `SearchSpace`, a TOML path, or a built-in name (`genesis/genomes/`).
-        recipe: a `Recipe`, a TOML path, or a built-in name (`genesis/trainers/`).
+        search_space: a `SearchSpace`, a TOML path, or a built-in name (the project's `genomes/`).
+        recipe: a `Recipe`, a TOML path, or a built-in name (the project's `trainers/`).
         data: a local WikiText folder, a loaded `TokenData`, or None for the hub.
         seed: the run seed; same seed and config give the same records on CPU.
         output: the folder that receives the run folder.

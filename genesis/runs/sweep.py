@@ -257,8 +257,8 @@ def sweep(
     seeds each, and write the table; an interrupted sweep continues where it stopped.
 
     Args:
-        search_space: a `SearchSpace`, a TOML path or a built-in name (`genesis/genomes/`).
-        recipe: a `Recipe`, a TOML path or a built-in name (`genesis/trainers/`).
+        search_space: a `SearchSpace`, a TOML path or a built-in name (the project's `genomes/`).
+        recipe: a `Recipe`, a TOML path or a built-in name (the project's `trainers/`).
         data: a local WikiText folder, a loaded `TokenData`, or None for the hub.
         seeds: trainings per architecture, each with its own seed.
         seed: the sweep seed (fixes every training seed, and the sample).
