@@ -17,6 +17,7 @@ from rich.table import Table
 from rich.text import Text
 
 from genesis.core.records import Record
+from genesis.core.summary import baseline_note
 from genesis.errors import GenesisError
 from genesis.search.loop import Observer
 from genesis.search.population import Candidate
@@ -81,6 +82,8 @@ def run_with_progress(generations: int, as_json: bool, start) -> None:
         f"for {compute['retrainings']} fresh-seed retrainings"
     )
     console.print(noise_line(summary["noise"]))
+    if summary["baselines"]:
+        console.print(baseline_note(summary["baselines"], summary["best_minus_bigram"]).strip())
     console.print(f"run folder: {run.path}")
 
 

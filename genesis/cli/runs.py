@@ -37,16 +37,17 @@ def list_runs(
         typer.echo(json.dumps([_run_entry(store) for store in stores], indent=2))
         return
     table = Table(title=f"Runs in {folder}")
-    for column in ("run", "started", "gens", "evals", "test ppl [95% CI]", "val ppl", "status"):
+    for column in ("run", "started", "gens", "evals", "test ppl [95% CI]", "val ppl", "vs bigram", "status"):
         table.add_column(column, no_wrap=True)
     for store in stores:
         try:
             run = Run.load(store.path)
         except GenesisError as error:
-            table.add_row(store.id, "-", "-", "-", "-", "-", f"[red]unreadable[/]: {escape(str(error))}")
+            table.add_row(store.id, "-", "-", "-", "-", "-", "-", f"[red]unreadable[/]: {escape(str(error))}")
             continue
         best = run.best(1)
-        confirmed = run.summary()["confirmed"]
+        summary = run.summary()
+        confirmed, past = summary["confirmed"], summary["best_minus_bigram"]
         done = len(run.logbook)
         status = run.status
         colour = {"finished": "green", "running": "yellow", "interrupted": "red"}[status]
@@ -55,6 +56,7 @@ def list_runs(
                       str(len(run.records)),
                       confirmed_ppl(confirmed[0]) if confirmed else "-",
                       f"{best[0].outcome.val_ppl:.1f}" if best and best[0].outcome.val_ppl else "-",
+                      "-" if past is None else f"{past:+.3f} nats",
                       f"[{colour}]{status}[/]")
     console.print(table)
 
@@ -68,8 +70,9 @@ def _run_entry(store) -> dict:
     except GenesisError as error:
         return {"run": store.id, "path": str(store.path), "error": str(error)}
     best = run.best(1)
-    confirmed = run.summary()["confirmed"]
-    return {"run": run.id, "path": str(run.path), "started": run.config.get("started"),
+    summary = run.summary()
+    confirmed = summary["confirmed"]
+    return {"baselines": summary["baselines"], "best_minus_bigram": summary["best_minus_bigram"],"run": run.id, "path": str(run.path), "started": run.config.get("started"),
             "generations_done": len(run.logbook), "generations": run.config["evolution"]["generations"],
             "evaluations": len(run.records), "status": run.status,
             "best_val_ppl": best[0].outcome.val_ppl if best else None,

@@ -43,6 +43,8 @@ def build_report(path: str | Path, top: int = 5, bootstrap_resamples: int = 2000
     return {
         "run": _run_section(run, summary),
         "noise": noise,
+        "baselines": summary["baselines"],
+        "best_minus_bigram": summary["best_minus_bigram"],
         "confirmed": summary["confirmed"],
         "convergence": convergence(run.records),
         "diversity": diversity(run.records, space),

@@ -20,6 +20,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from genesis.core.files import output_folder, replace_file, replace_text  # noqa: E402
+from genesis.core.summary import baseline_note  # noqa: E402
 from genesis.report.sections import rendered as registered_sections  # noqa: E402
 
 FRONT_LABELS = {"val_loss": "perplexity", "params": "non-embedding parameters",
@@ -136,7 +137,8 @@ def report_sections(report: dict[str, Any]) -> list[tuple[str, str, list[str], l
           _fmt(r["median"], 4)] for r in conv["generations"]],
         (f"Best perplexity went from {_fmt(improvement.get('first_best_ppl'), 4)} in generation 0 to "
          f"{_fmt(improvement.get('final_best_ppl'), 4)} ({_fmt(improvement.get('ppl_drop_percent'))}% lower); "
-         f"95% of the gain was reached by generation {_fmt(conv['generations_to_95'])}.")
+         f"95% of the gain was reached by generation {_fmt(conv['generations_to_95'])}."
+         + baseline_note(report.get("baselines"), report.get("best_minus_bigram")))
         if improvement else "No genome trained successfully."))
     trait_names = list(report["diversity"][0]["traits"]) if report["diversity"] else []
     sections.append((
@@ -266,6 +268,10 @@ def _plot_convergence(report):
     for key, style in (("best", "o-"), ("mean", "s--"), ("median", "^:")):
         x, y = _series(rows, key)
         axis.plot(x, [math.exp(v) for v in y], style, label=key)
+    for name, style in (("bigram_val", "k-."), ("unigram_val", "k:")):  # how far past word statistics
+        if (report.get("baselines") or {}).get(name) is not None:
+            axis.axhline(math.exp(report["baselines"][name]), linestyle=style[1:], color="k", linewidth=1,
+                         label=f"{name.split('_')[0]} model of the text")
     axis.set(xlabel="generation", ylabel="validation perplexity", title="Convergence")
     axis.legend()
     axis.grid(alpha=0.3)

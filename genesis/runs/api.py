@@ -138,12 +138,14 @@ def evolve(
     noise = NoiseSettings(noise_probes, confirm, confirm_seeds).checked()
     table = open_table_backend(backend, space, recipe, replicates, noise.fresh_seeds_per_model())
     if table is not None:  # lookups need no corpus: the table names the one it was trained on
-        tokens, data_config = None, {"source": f"table:{table.folder}", "key": table.meta["data_key"]}
+        tokens, data_config = None, {"source": f"table:{table.folder}", "key": table.meta["data_key"],
+                                     "baselines": table.meta.get("baselines")}
     else:
         tokens = data if isinstance(data, TokenData) else load_data(data, recipe.vocab_size, cache_dir)
         check_fits(tokens, recipe.seq_len, recipe.batch_size)
         data_config = {"source": tokens.source, "key": tokens.key, "vocab_size": tokens.vocab_size,
-                       "tokens": {name: int(tokens.split(name).size) for name in ("train", "valid", "test")}}
+                       "tokens": {name: int(tokens.split(name).size) for name in ("train", "valid", "test")},
+                       "baselines": tokens.baselines}
     evaluator = EvaluatorSettings(backend, workers, threads, ray_address, device, tuple(rungs), early_stop,
                                   replicates).resolved()
     if backend == "ray":
@@ -274,7 +276,8 @@ def _drive(store, space, recipe, tokens, config, recorder, observers, settings, 
         records = store.records()
         retrainer.confirm_champions(loop.generation, records)
         logbook = list(loop.logbook)
-        store.write_summary(summarize(records, retrainer.done, logbook, noise["confirm"]))
+        store.write_summary(summarize(records, retrainer.done, logbook, noise["confirm"],
+                                      store.config()["data"].get("baselines")))
     finally:
         if backend is not None:
             backend.close()

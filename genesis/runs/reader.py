@@ -91,7 +91,7 @@ class Run:
     def summary(self) -> dict[str, Any]:
         """Totals, compute, noise floor and confirmed champions (`genesis.core.summary.summarize`)."""
         return summarize(self.records, self.retrainings, self.logbook,
-                         self.config.get("noise", {}).get("confirm", 0))
+                         self.config.get("noise", {}).get("confirm", 0), self.config["data"].get("baselines"))
 
     def generation_best(self) -> list[float | None]:
         """Best validation loss of each complete generation."""

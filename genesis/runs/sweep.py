@@ -131,8 +131,8 @@ def open_sweep(folder: str | Path, plan: SweepPlan) -> set[tuple[str, int]]:
 
 def _plan_key(meta: dict[str, Any]) -> dict[str, Any]:
     """What makes two sweeps the same: everything but library versions and where the
-    search space file happened to live."""
-    key = {k: v for k, v in meta.items() if k != "versions"}
+    search space file happened to live (and the corpus's baselines, which older tables lack)."""
+    key = {k: v for k, v in meta.items() if k not in ("versions", "baselines")}
     key["search_space"] = {k: v for k, v in meta["search_space"].items() if k != "source"}
     return key
 
@@ -156,7 +156,7 @@ def append_row(folder: str | Path, genome: Genome, seed_index: int, seed: int, o
 
 
 def plan_sweep(space: SearchSpace, recipe, data_key: str, seeds: int, seed: int = 0,
-               sample: int | None = None, threads: int = 1) -> SweepPlan:
+               sample: int | None = None, threads: int = 1, baselines: dict[str, float] | None = None) -> SweepPlan:
     """The plan of a sweep of `space` (or a stratified `sample` of it) under `recipe`."""
     from genesis.runs.settings import versions
 
@@ -170,7 +170,8 @@ def plan_sweep(space: SearchSpace, recipe, data_key: str, seeds: int, seed: int 
     described = {**space.describe(), "source": Path(space.source).stem if space.source else ""}  # a name, never a path
     meta = {"format": TABLE_FORMAT, "search_space": described, "recipe": recipe.to_dict(),
             "data_key": data_key, "seeds": seeds, "seed": seed, "sample": sample,
-            "architectures": len(genomes), "threads": threads, "versions": versions()}
+            "architectures": len(genomes), "threads": threads, "versions": versions(),
+            "baselines": baselines}
     return SweepPlan(tuple(genomes), seeds, seed, meta)
 
 
@@ -284,7 +285,7 @@ def sweep(
     evaluator = EvaluatorSettings(backend, workers, threads, None, device).resolved()
     tokens = data if isinstance(data, TokenData) else load_data(data, recipe.vocab_size, cache_dir)
     check_fits(tokens, recipe.seq_len, recipe.batch_size)
-    plan = plan_sweep(space, recipe, tokens.key, seeds, seed, sample, evaluator.threads)
+    plan = plan_sweep(space, recipe, tokens.key, seeds, seed, sample, evaluator.threads, tokens.baselines)
     done = open_sweep(output, plan)
     if on_start is not None:
         on_start(len(plan.jobs()) - len(done), len(done))

@@ -24,6 +24,7 @@ import numpy as np
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from genesis.errors import GenesisError
+from genesis.train.ngram import baselines as ngram_baselines
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,8 @@ class TokenData:
     tokenizer: Tokenizer
     source: str  # "hub:wikitext/wikitext-2-raw-v1" or the local folder
     key: str  # content hash of the corpus and vocabulary size; names the cache entry
+    # cross-entropy of count-based models of the corpus (`genesis.train.ngram.Baselines`)
+    baselines: dict[str, float] | None = None
 
     @property
     def vocab_size(self) -> int:
@@ -96,7 +99,11 @@ def load_cached(key: str, cache_dir: str | Path | None = None, source: str = "")
         raise GenesisError(f"no tokenized corpus {key} in {entry.parent}")
     arrays = {name: np.load(entry / f"{name}.npy") for name in SPLITS}
     tokenizer = Tokenizer.from_file(str(entry / "tokenizer.json"))
-    return TokenData(**arrays, tokenizer=tokenizer, source=source or key, key=key)
+    # entries made before baselines were kept get them counted now (well under a second)
+    known = json.loads((entry / "meta.json").read_text()).get("baselines")
+    reference = known or ngram_baselines(arrays["train"], arrays["valid"], arrays["test"],
+                                         tokenizer.get_vocab_size()).to_dict()
+    return TokenData(**arrays, tokenizer=tokenizer, source=source or key, key=key, baselines=reference)
 
 
 def check_fits(tokens: TokenData, seq_len: int, batch_size: int) -> None:
@@ -145,12 +152,14 @@ def _build_cache_entry(texts: dict[str, str], vocab_size: int, entry: Path) -> N
     try:
         tokenizer = train_tokenizer(texts["train"], vocab_size)
         tokenizer.save(str(staging / "tokenizer.json"))
-        counts = {}
+        arrays = {}
         for name in SPLITS:
-            ids = encode(tokenizer, texts[name])
-            np.save(staging / f"{name}.npy", ids)
-            counts[name] = int(ids.size)
-        (staging / "meta.json").write_text(json.dumps({"vocab_size": vocab_size, "tokens": counts}))
+            arrays[name] = encode(tokenizer, texts[name])
+            np.save(staging / f"{name}.npy", arrays[name])
+        reference = ngram_baselines(arrays["train"], arrays["valid"], arrays["test"], tokenizer.get_vocab_size())
+        (staging / "meta.json").write_text(json.dumps({
+            "vocab_size": vocab_size, "tokens": {name: int(ids.size) for name, ids in arrays.items()},
+            "baselines": reference.to_dict()}))
         try:
             os.replace(staging, entry)
         except OSError:
