@@ -52,14 +52,27 @@ def test_recipe_with_a_wrong_type_is_rejected(tmp_path):
         load_recipe(path)
 
 
-def test_built_in_spaces_and_recipes_ship_inside_the_package():
+def test_built_in_spaces_and_recipes_are_the_top_level_data_folders():
     from pathlib import Path
 
     import genesis
     from genesis.core.config import resolve_data_file
     from genesis.core.recipe import load_recipe
 
-    package = Path(genesis.__file__).resolve().parent
-    assert resolve_data_file("default", "genomes") == package / "genomes" / "default.toml"
+    project = Path(genesis.__file__).resolve().parent.parent  # a checkout: the top-level data folders
+    assert resolve_data_file("default", "genomes") == project / "genomes" / "default.toml"
     assert load_recipe("long").steps == 8 * load_recipe("quick").steps
-    assert load_search_space("default").source.startswith(str(package))
+    assert load_search_space("default").source == str(project / "genomes" / "default.toml")
+
+
+def test_the_default_before_the_recipe_study_stays_selectable_and_replays_the_published_tables():
+    import json
+
+    from conftest import REPO
+
+    quick, old = load_recipe("quick"), load_recipe("quick-adamw")
+    assert quick.optimizer == "muon" and old.optimizer == "adamw"
+    assert quick.tokens <= 1.25 * old.tokens and load_recipe("long").steps == 8 * quick.steps
+    for table, name in (("table-quick", "quick-adamw"), ("table-long", "long-adamw")):
+        published = json.loads((REPO / "benchmarks" / "results" / table / "table.json").read_text())["recipe"]
+        assert {**load_recipe(name).to_dict()} == {**load_recipe(name).to_dict(), **published}

@@ -191,6 +191,12 @@ class TableBackend:
         """Nothing to release."""
 
 
+def _settings(recipe) -> dict[str, Any]:
+    """What a recipe trains with: everything but its name (`quick-adamw` is the `quick` the
+    published tables were trained with)."""
+    return {k: v for k, v in recipe.to_dict().items() if k != "name"}
+
+
 def open_table_backend(backend: str, space: SearchSpace, recipe, replicates: int = 1,
                        fresh_seeds: int = 0) -> Table | None:
     """The table of a `table:PATH` backend name, checked against the run's search space
@@ -204,7 +210,7 @@ def open_table_backend(backend: str, space: SearchSpace, recipe, replicates: int
     if not backend.startswith(TABLE_PREFIX):
         return None
     table = Table(backend[len(TABLE_PREFIX):])
-    if parse_recipe(table.recipe, f"{table.folder} recipe").to_dict() != recipe.to_dict():
+    if _settings(parse_recipe(table.recipe, f"{table.folder} recipe")) != _settings(recipe):
         raise GenesisError(f"the table {table.folder} was trained with recipe "
                            f"{table.recipe.get('name')!r}, not this run's {recipe.name!r}; pass --recipe "
                            f"{table.recipe.get('name')}")
