@@ -140,8 +140,12 @@ def test_the_page_asks_rates_and_shows_agents_divide_and_retire_in_a_real_browse
         page.click("#teach")
         page.wait_for_function("document.getElementById('answer-meta').textContent.startsWith('taught')")
         page.wait_for_function("document.getElementById('summary').textContent.includes('1 memories')")
+        # the table refreshes on its next poll after the teaching: every living agent learned once
+        page.wait_for_function("(() => { const cells = [...document.querySelectorAll("
+                               "'#agents tr:not(.retired) td:nth-child(5)')].map((c) => c.textContent);"
+                               " return cells.length > 0 && cells.every((v) => v === '1'); })()")
         learned = page.locator("#agents tr:not(.retired) td:nth-child(5)").all_text_contents()
-        assert learned and all(v == "1" for v in learned)  # every living agent learned once
+        assert learned and all(v == "1" for v in learned)
         page.screenshot(path=str(tmp_path / "page.png"), full_page=True)
         browser.close()
     status = http_json(f"{busy_server}/api/status")[1]
