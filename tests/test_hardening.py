@@ -56,25 +56,30 @@ def _edit_manifest(folder, edit):
     (folder / "config.json").write_text(json.dumps(config))
 
 
-@pytest.mark.parametrize("edit", [
-    lambda m: m["genome"].update(n_layer=-1, d_model=100000),
-    lambda m: m["genome"].update(activation="bogus"),
-    lambda m: m["genome"].update(n_head=0),
-    lambda m: m["genome"].update(sigma="NaN"),
-    lambda m: m["metrics"].update(val_loss=-math.inf),
-    lambda m: m["metrics"].update(val_loss=math.nan),
-    lambda m: m["metrics"].update(val_loss="abc"),
-    lambda m: m.pop("metrics"),
-    lambda m: m.update(metrics={"params": 3}),
-    lambda m: m.update(block_size=64.5),
-    lambda m: m.update(vocab_size="4096"),
+@pytest.mark.parametrize("edit, says", [
+    (lambda m: m["genome"].update(n_layer=-1, d_model=100000), "n_layer"),  # was a 1.6 GB embedding, then an error
+    (lambda m: m["genome"].update(activation="bogus"), "activation"),
+    (lambda m: m["genome"].update(n_head=0), "n_head"),
+    (lambda m: m["genome"].update(sigma=math.nan), "sigma"),
+    (lambda m: m["metrics"].update(val_loss=-math.inf), "val_loss"),
+    (lambda m: m["metrics"].update(val_loss=math.nan), "val_loss"),
+    (lambda m: m["metrics"].update(val_loss="abc"), "val_loss"),
+    (lambda m: m.pop("metrics"), "metrics"),
+    (lambda m: m.update(metrics={"params": 3}), "val_loss"),
+    (lambda m: m.update(block_size=64.5), "block_size"),
+    (lambda m: m.update(vocab_size="4096"), "vocab_size"),
 ])
-def test_an_edited_bundle_is_one_line_and_never_seeds_a_colony(bundles, tmp_path, edit):
+def test_an_edited_bundle_is_one_line_and_never_seeds_a_colony(bundles, tmp_path, edit, says):
     from genesis.colony.colony import Colony
 
     bundle = _copy(bundles[0], tmp_path)
-    _edit_manifest(bundle, edit)
-    with pytest.raises(GenesisError):
+
+    def edit_consistently(manifest):  # the id follows the edited genome: only the value is wrong
+        edit(manifest)
+        manifest["genome_id"] = Genome(**{**GOOD, **manifest["genome"]}).id
+
+    _edit_manifest(bundle, edit_consistently)
+    with pytest.raises(GenesisError, match=says):
         load_agent(bundle)
     with pytest.raises(GenesisError):
         Colony.seed(tmp_path / "colony", [bundle])
@@ -313,20 +318,28 @@ def _interrupted_copy(run, tmp_path, edit):
     return copy
 
 
-@pytest.mark.parametrize("edit", [
-    lambda c: c.update(storage="sqlite:////tmp/elsewhere-genesis-test/x.db"),
-    lambda c: c.update(storage="postgresql://someone@db.example:5432/trials"),
-    lambda c: c["recipe"].update(steps=-5), lambda c: c["recipe"].update(lr=float("nan")),
-    lambda c: c["recipe"].update(surprise=1), lambda c: c["evaluator"].update(workers=0),
-    lambda c: c["evaluator"].update(backend="nonsense"),
+@pytest.mark.parametrize("edit, says", [
+    (lambda c: c.update(storage=f"sqlite:///{c['_elsewhere']}/x.db"), "outside its folder"),
+    (lambda c: c.update(storage="postgresql://someone@127.0.0.1:1/trials"), "outside its folder"),  # nothing listens
+    (lambda c: c["recipe"].update(steps=-5), "steps"), (lambda c: c["recipe"].update(lr=float("nan")), "lr"),
+    (lambda c: c["recipe"].update(surprise=1), "surprise"), (lambda c: c["evaluator"].update(workers=0), "workers"),
+    (lambda c: c["evaluator"].update(backend="nonsense"), "backend"),
 ])
-def test_resuming_someone_elses_run_trusts_none_of_its_settings(run, tmp_path, edit):
+def test_resuming_someone_elses_run_trusts_none_of_its_settings(run, tmp_path, edit, says):
     import genesis
 
-    copy = _interrupted_copy(run, tmp_path, edit)
-    with pytest.raises(GenesisError):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+
+    def edit_with_a_place(config):
+        config["_elsewhere"] = str(elsewhere)
+        edit(config)
+        del config["_elsewhere"]
+
+    copy = _interrupted_copy(run, tmp_path, edit_with_a_place)
+    with pytest.raises(GenesisError, match=says):
         genesis.resume(copy)
-    assert not __import__("pathlib").Path("/tmp/elsewhere-genesis-test").exists()
+    assert not any(elsewhere.iterdir())  # nothing was created outside the run folder
 
 
 def _edited_table(table, tmp_path, edit):
