@@ -96,8 +96,7 @@ def _stand_in(seconds: float) -> int:
 def measure_ray(workers: int, seconds: float) -> dict:
     import ray
 
-    ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False,
-             _node_ip_address="127.0.0.1")  # loopback only
+    ray.init(_node_ip_address="127.0.0.1", num_cpus=workers, include_dashboard=False, log_to_driver=False)
     try:
         task = ray.remote(num_cpus=1)(_stand_in)
         # Ray starts worker processes lazily, a few at a time: warm up until one wave ran on

@@ -66,10 +66,10 @@ def test_ray_on_a_two_node_cluster_gives_identical_records_and_ships_the_weights
     from ray.cluster_utils import Cluster
 
     in_process = _evolve(tmp_path, data_folder, "inprocess", noise_probes=0, confirm=0)
-    node = {"num_cpus": 1, "node_ip_address": LOOPBACK}
-    cluster = Cluster(initialize_head=True, head_node_args={**node, "temp_dir": str(ray_folder / "h")})
+    cluster = Cluster(initialize_head=True, head_node_args={"node_ip_address": "127.0.0.1", "num_cpus": 1,
+                                                           "temp_dir": str(ray_folder / "h")})
     try:
-        cluster.add_node(**node, temp_dir=str(ray_folder / "n"))
+        cluster.add_node(node_ip_address="127.0.0.1", num_cpus=1, temp_dir=str(ray_folder / "n"))
         assert cluster.address.startswith(f"{LOOPBACK}:")
         on_ray = _evolve(tmp_path, data_folder, "ray", backend="ray", ray_address=cluster.address,
                          noise_probes=0, confirm=0)

@@ -37,14 +37,13 @@ def start_ray(address: str | None = None, workers: int | None = None) -> None:
         # Ray retries an unreachable cluster for a long time; a short TCP probe fails fast
         host, _, port = address.split("://")[-1].rpartition(":")
         try:
-            socket.create_connection((host or "127.0.0.1", int(port)), timeout=RAY_PROBE_SECONDS).close()
+            socket.create_connection((host or LOOPBACK, int(port)), timeout=RAY_PROBE_SECONDS).close()
         except (OSError, ValueError):
             raise GenesisError(f"cannot start or join Ray at {address}: nothing answers there") from None
-    # a local instance listens on loopback only; joining a cluster keeps the cluster's addresses
-    local = {} if address else {"num_cpus": workers or os.cpu_count(), "_node_ip_address": LOOPBACK}
-    try:
-        ray.init(address=address, include_dashboard=False, log_to_driver=False,
-                 logging_level=logging.WARNING, **local)
+    try:  # a local instance listens on loopback only; joining a cluster keeps the cluster's addresses
+        ray.init(address=address, _node_ip_address=None if address else LOOPBACK,
+                 num_cpus=None if address else (workers or os.cpu_count()),
+                 include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
     except Exception as error:  # Ray raises many types for an unreachable or bad address
         raise GenesisError(f"cannot start or join Ray{f' at {address}' if address else ''}: "
                            f"{type(error).__name__}: {error}".splitlines()[0]) from None
