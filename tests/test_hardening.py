@@ -154,7 +154,7 @@ def test_export_refuses_kept_weights_that_are_links(run, tmp_path):
         kept.symlink_to(secret)
     assert Run.load(copy).champions(1)
     result = CliRunner().invoke(app, ["export", str(copy), "--top", "1", "--out", str(tmp_path / "out")])
-    assert result.exit_code == 2 and "is a link" in result.output
+    assert result.exit_code == 2 and "is a symbolic link" in result.output
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").rglob("model.safetensors"))
 
 

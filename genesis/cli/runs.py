@@ -72,11 +72,12 @@ def _run_entry(store) -> dict:
     best = run.best(1)
     summary = run.summary()
     confirmed = summary["confirmed"]
-    return {"baselines": summary["baselines"], "best_minus_bigram": summary["best_minus_bigram"],"run": run.id, "path": str(run.path), "started": run.config.get("started"),
+    return {"run": run.id, "path": str(run.path), "started": run.config.get("started"),
             "generations_done": len(run.logbook), "generations": run.config["evolution"]["generations"],
             "evaluations": len(run.records), "status": run.status,
             "best_val_ppl": best[0].outcome.val_ppl if best else None,
-            "confirmed": confirmed[0] if confirmed else None}
+            "confirmed": confirmed[0] if confirmed else None,
+            "baselines": summary["baselines"], "best_minus_bigram": summary["best_minus_bigram"]}
 
 
 def report(

@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ from tokenizers import Tokenizer
 from genesis.colony import adapters as lora
 from genesis.colony.database import MAX_BLOCK_SIZE
 from genesis.colony.settings import MAX_RANK
+from genesis.core.files import check_inside
 from genesis.core.genome import Genome
 from genesis.core.recipe import Recipe, load_recipe
 from genesis.core.records import training_identity, training_seed
@@ -110,8 +112,8 @@ def export_champions(
     for rank, record in enumerate(r for r in champions if r.outcome.status == "ok"):
         identity = training_identity(config, record.genome)
         kept, seed = run.store.weights_path(identity), training_seed(config["seed"], identity)
-        if kept.is_symlink() or (kept.exists() and not _within(kept, run.path)):
-            raise GenesisError(f"{kept} is a link; a run's kept weights must be files in its own folder")
+        if os.path.lexists(kept):  # a link planted in someone else's run folder is refused, even a dangling one
+            check_inside(kept, run.path)
         retrained = new_recipe is not None or not kept.exists()
         used = new_recipe or run_recipe
         manifest = {"genome_id": record.genome_id, "block_size": used.seq_len,
@@ -124,11 +126,6 @@ def export_champions(
         written.append(write_bundle(out / f"{rank + 1}-{record.genome_id}", record.genome, tokens.tokenizer,
                                     manifest, place))
     return written
-
-
-def _within(path: Path, folder: Path) -> bool:
-    """Whether `path`, every link resolved, lies inside `folder`."""
-    return path.resolve().is_relative_to(folder.resolve())
 
 
 def _copy_kept(kept: Path, metrics: dict[str, Any], staging: Path) -> dict[str, Any]:

@@ -54,9 +54,9 @@ from genesis.colony.database import (
     agent_from_row,
     agents_table,
     event,
+    forget_retired_weights,
     insert_agent,
     new_identity,
-    forget_retired_weights,
     now,
     read_settings,
     recent_events,
@@ -160,11 +160,12 @@ class Colony:
                     event(db, "birth", agent_id, {"bundle": str(bundle.path), "fitness": fitness})
         return cls(store)
 
-    def agents(self, alive_only: bool = True) -> list[Agent]:
-        """The agents, fittest first."""
+    def agents(self, alive_only: bool = True, retired: Sequence[str] = ()) -> list[Agent]:
+        """The living agents (and the retired ones named in `retired`), fittest first; with
+        `alive_only` False, every agent ever born."""
         query = sa.select(*AGENT_COLUMNS).order_by(agents_table.c.fitness.desc(), agents_table.c.id)
         if alive_only:
-            query = query.where(agents_table.c.status == "alive")
+            query = query.where(sa.or_(agents_table.c.status == "alive", agents_table.c.id.in_(list(retired))))
         with self.store.read() as db:
             rows = db.execute(query).all()
         return [self._agent(r) for r in rows]
@@ -255,9 +256,8 @@ class Colony:
         gave it and are still alive move toward their fitness + log(2·score).
 
         On the fitness scale (a mean log-likelihood, about -5.6) 0.5 is neutral, a score
-        above it raises fitness and any lower score lowers it more, down to the move of
-        `MIN_SCORE` (one rating of 1e-320 would otherwise move a fitness by -736). Retired
-        agents keep their last fitness.
+        above it raises fitness and a lower one lowers it, at most as far as `MIN_SCORE`
+        does (1e-320 once moved it by -736). Retired agents keep their last fitness.
 
         Returns:
             The value each updated agent's fitness moved toward.
@@ -378,20 +378,21 @@ class Colony:
         alive = db.execute(sa.select(agents_table.c.id, agents_table.c.fitness)
                            .where(agents_table.c.status == "alive")
                            .order_by(agents_table.c.fitness, agents_table.c.born.desc(), agents_table.c.id)).all()
-        for agent_id, fitness in alive[: max(0, len(alive) - self.settings.population_cap)]:
+        retiring = alive[: max(0, len(alive) - self.settings.population_cap)]
+        for agent_id, fitness in retiring:
             db.execute(agents_table.update().where(agents_table.c.id == agent_id)
                        .values(status="retired", retired=now()))
             event(db, "retirement", agent_id, {"fitness": fitness})
-        forget_retired_weights(db, keep=self.settings.population_cap)
+        if retiring:  # only a retirement can push older retired agents' weights out
+            forget_retired_weights(db, keep=self.settings.population_cap)
 
     def status(self, events: int = 10, retired: int = 50) -> dict[str, Any]:
-        """The living agents and the `retired` most recently retired (with lineage and
-        learning version), how many retired in all, memory size and the most recent
-        `events`: bounded, however long the colony has lived."""
+        """The living and the `retired` last retired agents (lineage, learning version), the
+        retired count, memory size and the last `events`: bounded, however long it lived."""
         with self.store.read() as db:
-            shown, retired_total = set(recently_retired(db, retired)), retired_count(db)
+            shown, retired_total = recently_retired(db, retired), retired_count(db)
             memories, recent = memory.count(db), recent_events(db, events)
-        everyone = [a for a in self.agents(False) if a.status == "alive" or a.id in shown]
+        everyone = self.agents(retired=shown)
         versions = self.weights.versions(everyone)
         return {"agents": [dataclasses.asdict(a) | {"genome": a.genome.describe(), "version": versions.get(a.id, 0)}
                            for a in everyone],

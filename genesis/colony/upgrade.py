@@ -26,6 +26,7 @@ from genesis.colony.database import (
     weights_table,
 )
 from genesis.colony.weights import BASE_ID
+from genesis.core.files import check_inside
 from genesis.errors import GenesisError
 
 
@@ -78,9 +79,7 @@ def upgrade_colony(folder: str | Path) -> int:
 
 def _inside(folder: Path, relative: str) -> Path:
     """`folder/relative`, a regular file that is no symbolic link and stays inside."""
-    path = folder / relative
-    if any(p.is_symlink() for p in (path, path.parent)) or not path.resolve().is_relative_to(folder.resolve()):
-        raise GenesisError(f"{path} is a symbolic link or lies outside {folder}")
+    path = check_inside(folder / relative, folder)
     if not path.is_file():
         raise GenesisError(f"{path} is missing; the colony cannot be upgraded without it")
     return path

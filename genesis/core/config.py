@@ -1,11 +1,13 @@
-"""Strict loading of the TOML data files (search spaces, recipes).
+"""Strict loading of data: the TOML files (search spaces, recipes) and the fields of
+records, genomes and recipes read back from folders that may come from someone else.
 
 Loaders reject unknown keys by name, so that a typo in a data file is an error and not a
-silently ignored setting.
+silently ignored setting, and check every value's type (`check_type`) before it is used.
 """
 
 from __future__ import annotations
 
+import math
 import sys
 from importlib import resources
 from pathlib import Path
@@ -41,6 +43,33 @@ def check_keys(table: dict[str, Any], allowed: set[str], where: str) -> None:
         raise GenesisError(
             f"{where}: unknown key '{unknown[0]}' (expected one of: {', '.join(sorted(allowed))})"
         )
+
+
+_TYPES = {"int": (int,), "float": (float, int), "str": (str,), "bool": (bool,)}
+
+
+def check_type(name: str, value: Any, kind: str) -> None:
+    """Raise `GenesisError` unless `value` fits the annotation `kind` ("int", "float |
+    None", "list[float]", ...); a float must be finite or None, never a bool."""
+    options = [part.strip() for part in kind.split("|")]
+    if value is None and "None" in options:
+        return
+    for option in options:
+        if option.startswith("list[") and isinstance(value, list):
+            inner = option[5:-1]
+            if inner.startswith("dict") or all(_fits(v, inner) for v in value):
+                return
+        elif option in _TYPES and _fits(value, option):
+            return
+    raise GenesisError(f"{name} must be {kind}, got {value!r}"[:200])
+
+
+def _fits(value: Any, kind: str) -> bool:
+    if kind == "bool":
+        return isinstance(value, bool)
+    if isinstance(value, bool) or not isinstance(value, _TYPES[kind]):
+        return False
+    return kind != "float" or math.isfinite(value)
 
 
 def resolve_data_file(name_or_path: str | Path, folder: str, suffix: str = ".toml") -> Path:

@@ -14,6 +14,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from genesis.core.config import check_type
 from genesis.errors import GenesisError
 
 ACTIVATIONS = ("relu", "gelu", "silu", "swiglu", "relu2")  # relu2: squared ReLU (Primer)
@@ -113,14 +114,8 @@ class Genome:
         values = {}
         for field in dataclasses.fields(cls):
             value = data.get(field.name, field.default)
-            expected = {"int": int, "str": str, "float": float}[field.type]
-            if expected is float and isinstance(value, int) and not isinstance(value, bool):
-                value = float(value)
-            if not isinstance(value, expected) or isinstance(value, bool):
-                raise GenesisError(
-                    f"trait '{field.name}' must be {field.type}, got {value!r}"
-                )
-            values[field.name] = value
+            check_type(f"trait '{field.name}'", value, field.type)
+            values[field.name] = float(value) if field.type == "float" else value
         genome = cls(**values)
         check_traits(genome)
         return genome

@@ -7,12 +7,11 @@ Recipes are TOML files; the built-in ones are the project's `trainers/`, and
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from genesis.core.config import check_keys, read_toml, resolve_data_file
+from genesis.core.config import check_keys, check_type, read_toml, resolve_data_file
 from genesis.errors import GenesisError
 
 MAX_VOCAB_SIZE = 65536  # ids 0..65535: what the uint16 token arrays hold
@@ -88,13 +87,12 @@ def parse_recipe(data: dict[str, Any], path: str) -> Recipe:
     fields = {field.name: field for field in dataclasses.fields(Recipe)}
     check_keys(data, set(fields), path)
     for key, value in data.items():
-        expected = {"int": int, "float": float, "str": str, "bool": bool}[fields[key].type]
-        if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        kind = fields[key].type
+        check_type(f"{path}: {key}", value, kind)  # finite, if a number
+        if kind == "float":
             value = data[key] = float(value)
-        if not isinstance(value, expected) or (expected is not bool and isinstance(value, bool)):
-            raise GenesisError(f"{path}: {key} must be {fields[key].type}, got {value!r}")
-        if expected in (int, float) and not (math.isfinite(value) and value >= 0):
-            raise GenesisError(f"{path}: {key} must be a finite number, not negative, got {value}")
+        if kind in ("int", "float") and value < 0:
+            raise GenesisError(f"{path}: {key} must not be negative, got {value}")
     recipe = Recipe(**data)
     for key in ("steps", "batch_size", "seq_len", "eval_batches", "eval_batch_size"):
         if getattr(recipe, key) < 1:

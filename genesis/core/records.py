@@ -12,6 +12,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
+from genesis.core.config import check_type
 from genesis.core.genome import Genome
 from genesis.errors import GenesisError
 
@@ -203,33 +204,6 @@ class Record:
                                     0 if data.get("cached") else data["metrics"].get("tokens", 0)),
             rung=data.get("rung"),
         )
-
-
-_TYPES = {"int": (int,), "float": (float, int), "str": (str,), "bool": (bool,)}
-
-
-def check_type(name: str, value: Any, kind: str) -> None:
-    """Raise `GenesisError` unless `value` fits the annotation `kind` ("int", "float |
-    None", "list[float]", ...); a float must be finite or None, never a bool."""
-    options = [part.strip() for part in kind.split("|")]
-    if value is None and "None" in options:
-        return
-    for option in options:
-        if option.startswith("list[") and isinstance(value, list):
-            inner = option[5:-1]
-            if inner.startswith("dict") or all(_fits(v, inner) for v in value):
-                return
-        elif option in _TYPES and _fits(value, option):
-            return
-    raise GenesisError(f"{name} must be {kind}, got {value!r}"[:200])
-
-
-def _fits(value: Any, kind: str) -> bool:
-    if kind == "bool":
-        return isinstance(value, bool)
-    if isinstance(value, bool) or not isinstance(value, _TYPES[kind]):
-        return False
-    return kind != "float" or math.isfinite(value)
 
 
 def full_fidelity(records: Iterable[Record]) -> int:

@@ -239,9 +239,10 @@ def resume(
 def _drive(store, space, recipe, tokens, config, recorder, observers, settings, cache_dir,
            checkpoint: dict[str, Any] | None = None, force: bool = False) -> Run:
     store.lock(force)
+    stored = store.config()
     for observer in observers:
         observer.on_run_start(store.id, store.path)
-    setup = TrainingSetup(recipe, store.config()["data"]["key"], str(cache_dir or default_cache_dir()),
+    setup = TrainingSetup(recipe, stored["data"]["key"], str(cache_dir or default_cache_dir()),
                           settings["device"], settings["threads"])
     backend = None
     try:
@@ -256,7 +257,7 @@ def _drive(store, space, recipe, tokens, config, recorder, observers, settings, 
         evaluator = CachingEvaluator(store, recorder, backend, config.seed, observers, previous,
                                       rung_steps, recipe.tokens, settings.get("early_stop", 0.0),
                                       replicates=replicates)
-        noise = {"probes": 0, "confirm": 0, "confirm_seeds": 0, **store.config().get("noise", {})}
+        noise = {"probes": 0, "confirm": 0, "confirm_seeds": 0, **stored.get("noise", {})}
         retrainer = Retrainer(store.path, backend, config.seed, replicates, noise["probes"],
                               noise["confirm"], noise["confirm_seeds"], observers)
         loop = Evolution(space, config, evaluator, observers)
@@ -277,12 +278,12 @@ def _drive(store, space, recipe, tokens, config, recorder, observers, settings, 
         retrainer.confirm_champions(loop.generation, records)
         logbook = list(loop.logbook)
         store.write_summary(summarize(records, retrainer.done, logbook, noise["confirm"],
-                                      store.config()["data"].get("baselines")))
+                                      stored["data"].get("baselines")))
     finally:
         if backend is not None:
             backend.close()
         store.unlock()
-    return Run(store, store.config(), records, logbook)
+    return Run(store, stored, records, logbook)
 
 
 def _global_rng_states() -> dict[str, Any]:

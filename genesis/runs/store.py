@@ -20,11 +20,11 @@ import json
 import os
 import shutil
 import socket
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from genesis.core.files import replace_text
 from genesis.core.records import Record
 from genesis.errors import GenesisError
 
@@ -44,20 +44,9 @@ def new_run_id(seed: int) -> str:
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON to a temporary file beside `path` and rename it into place.
-
-    A reader (or a crash) never sees a half-written file.
-    """
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w") as out:
-            json.dump(data, out, indent=2, sort_keys=True)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    """Write JSON so that a reader (or a crash) never sees a half-written file
+    (`genesis.core.files.replace_text`)."""
+    replace_text(path, json.dumps(data, indent=2, sort_keys=True))
 
 
 def read_json(path: Path, missing: str) -> Any:
@@ -186,10 +175,7 @@ class RunStore:
         records = self.records()
         path = self.path / RECORDS_FILE
         if path.exists() and len(path.read_text().splitlines()) != len(records):
-            temporary = path.with_name(f".{RECORDS_FILE}.tmp")
-            temporary.write_text("".join(json.dumps(r.to_dict(), sort_keys=True) + "\n"
-                                         for r in records))
-            os.replace(temporary, path)
+            replace_text(path, "".join(json.dumps(r.to_dict(), sort_keys=True) + "\n" for r in records))
         return records
 
     def write_checkpoint(self, state: dict[str, Any]) -> None:

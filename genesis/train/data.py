@@ -23,6 +23,7 @@ from urllib.parse import urlparse
 import numpy as np
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
+from genesis.core.files import replace_text
 from genesis.errors import GenesisError
 from genesis.train.ngram import baselines as ngram_baselines
 
@@ -99,11 +100,12 @@ def load_cached(key: str, cache_dir: str | Path | None = None, source: str = "")
         raise GenesisError(f"no tokenized corpus {key} in {entry.parent}")
     arrays = {name: np.load(entry / f"{name}.npy") for name in SPLITS}
     tokenizer = Tokenizer.from_file(str(entry / "tokenizer.json"))
-    # entries made before baselines were kept get them counted now (well under a second)
-    known = json.loads((entry / "meta.json").read_text()).get("baselines")
-    reference = known or ngram_baselines(arrays["train"], arrays["valid"], arrays["test"],
-                                         tokenizer.get_vocab_size()).to_dict()
-    return TokenData(**arrays, tokenizer=tokenizer, source=source or key, key=key, baselines=reference)
+    meta = json.loads((entry / "meta.json").read_text())
+    if "baselines" not in meta:  # an entry made before baselines were kept: counted once, then kept
+        meta["baselines"] = ngram_baselines(arrays["train"], arrays["valid"], arrays["test"],
+                                            tokenizer.get_vocab_size()).to_dict()
+        replace_text(entry / "meta.json", json.dumps(meta))
+    return TokenData(**arrays, tokenizer=tokenizer, source=source or key, key=key, baselines=meta["baselines"])
 
 
 def check_fits(tokens: TokenData, seq_len: int, batch_size: int) -> None:

@@ -17,6 +17,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from genesis.core.files import replace_bytes
 from genesis.core.genome import Genome
 from genesis.errors import GenesisError
 
@@ -312,24 +313,9 @@ def load_weights_bytes(model: nn.Module, data: bytes) -> None:
 
 
 def save_weights(model: nn.Module, path: str | Path, metadata: dict[str, str] | None = None) -> None:
-    """Save a model's weights as a safetensors file (`weights_bytes`), atomically
-    (temporary file and rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temporary.write_bytes(weights_bytes(model, metadata))
-    temporary.chmod(0o644)
-    _fsync(temporary)  # the bytes reach the disk before the name points at them
-    os.replace(temporary, path)
-    _fsync(path.parent)  # and the rename itself survives a power cut
-
-
-def _fsync(path: Path) -> None:
-    descriptor = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
+    """Save a model's weights as a safetensors file (`weights_bytes`), atomically and
+    durably (`genesis.core.files.replace_bytes`)."""
+    replace_bytes(Path(path), weights_bytes(model, metadata))
 
 
 def load_weights(model: nn.Module, path: str | Path) -> None:

@@ -9,6 +9,7 @@ import socket
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
+from genesis.core.files import replace_bytes
 from genesis.core.records import Outcome
 from genesis.errors import GenesisError
 from genesis.runs.backends.base import Job, TrainingSetup, run_job
@@ -80,7 +81,7 @@ class RayBackend:
             except Exception as error:  # a worker that died surfaces here as a Ray error
                 outcome, weights = Outcome(status="lost", reason=f"ray task failed: {type(error).__name__}"), None
             if weights is not None and job.weights_path:
-                _write_atomic(Path(job.weights_path), weights)
+                replace_bytes(Path(job.weights_path), weights)
             yield job, outcome
 
     def close(self) -> None:
@@ -95,16 +96,6 @@ def stop_ray() -> None:
 
         ray.shutdown()
         _RAY_STARTED.clear()
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with temporary.open("wb") as out:
-        out.write(data)
-        out.flush()
-        os.fsync(out.fileno())
-    os.replace(temporary, path)
 
 
 def _ray_train(setup: TrainingSetup, job: Job, tokens) -> tuple[dict[str, Any], bytes | None]:
