@@ -46,17 +46,42 @@ STRATEGIES = {  # name -> EvolutionConfig fields, and the `rungs` / `early_stop`
     "nsga2-optuna": {"strategy": "nsga2-optuna"},
     "evolution+early-stop-0.75": {"strategy": "evolution", "early_stop": 0.75},
     "evolution+halving": {"strategy": "evolution", "rungs": (0.25, 0.5, 1.0)},
+    # seeds spent on the ranking: every genome twice, or twice only while it may beat the incumbent
+    "evolution+replicates-2": {"strategy": "evolution", "replicates": 2},
+    "evolution+race-2": {"strategy": "evolution", "replicates": 2, "race": True},
+    "random+race-2": {"strategy": "random", "replicates": 2, "race": True},
+    "aging+race-2": {"strategy": "aging", "replicates": 2, "race": True},
 }
+EVALUATOR_FIELDS = {"rungs": (1.0,), "early_stop": 0.0, "replicates": 1, "race": False}  # genesis.evolve's
 BUDGETS = (8, 16, 24, 32, 64, 96)  # full trainings
 THRESHOLDS = (1.0, 2.0)  # regret in percent of perplexity
 
 
-def true_quality(table: str) -> dict[str, float]:
-    """Mean test loss over the table's seeds, per architecture."""
+def test_losses(table: str) -> dict[str, dict[int, float]]:
+    """The test loss of every architecture at each of the table's seeds."""
     import genesis
 
     frame = genesis.load_table(table)
-    return frame[frame["status"] == "ok"].groupby("training_id")["test_loss"].mean().to_dict()
+    losses: dict[str, dict[int, float]] = {}
+    for row in frame[frame["status"] == "ok"].itertuples():
+        losses.setdefault(row.training_id, {})[int(row.seed)] = float(row.test_loss)
+    return losses
+
+
+def true_quality(losses: dict[str, dict[int, float]], run_seed: int = 0, held_out: int = 0) -> dict[str, float]:
+    """Mean test loss per architecture: over every seed of the table, or, with `held_out`,
+    over the seeds a run with `run_seed` never trains on when selection uses at most
+    `held_out` replicates (the table backend's replicate r is seed (base + r) mod K)."""
+    from genesis.core.records import training_seed
+
+    if not held_out:
+        return {g: float(np.mean(list(seeds.values()))) for g, seeds in losses.items()}
+    truth = {}
+    for g, seeds in losses.items():
+        order = sorted(seeds)
+        base = training_seed(run_seed, g) % len(order)
+        truth[g] = float(np.mean([seeds[order[(base + r) % len(order)]] for r in range(held_out, len(order))]))
+    return truth
 
 
 def run_one(task: tuple) -> dict:
@@ -64,17 +89,19 @@ def run_one(task: tuple) -> dict:
     import genesis
     from genesis.search.loop import EvolutionConfig
 
-    name, seed, table, recipe, population, budget, truth, space = task
+    name, seed, table, recipe, population, budget, losses, space, held_out = task
+    truth = true_quality(losses, seed, held_out)
     settings = dict(STRATEGIES[name])
-    fidelity = {"rungs": settings.pop("rungs", (1.0,)), "early_stop": settings.pop("early_stop", 0.0)}
+    fidelity = {key: settings.pop(key, default) for key, default in EVALUATOR_FIELDS.items()}
     with tempfile.TemporaryDirectory() as output:
         # a converged population spends no compute (the cache answers), so generations are capped too
-        # confirmation as a default run does it, with the table's two other seeds as fresh seeds
+        # confirmation as a default run does it, with the table's two other seeds as fresh
+        # seeds; none when the truth is a held-out seed (confirmation would train on it)
         run = genesis.evolve(population=population, generations=4 * budget // population, recipe=recipe,
                              search_space=space,
                              backend=f"table:{table}", seed=seed, output=output, storage="memory",
                              evolution=EvolutionConfig(**settings), budget_tokens=budget * recipe.tokens,
-                             noise_probes=0, confirm=3, confirm_seeds=2, **fidelity)
+                             noise_probes=0, confirm=0 if held_out else 3, confirm_seeds=2, **fidelity)
         confirmed = run.summary()["confirmed"]
     best_true = min(truth.values())
     trajectory, spent, incumbent = [], 0, None
@@ -190,7 +217,7 @@ def plot(summary: dict, path: Path) -> None:
     plt.close(figure)
 
 
-def render(results: dict) -> str:
+def render(results: dict, tag: str) -> str:
     """The README block: regret at each budget, compute to 1%, confirmed champions."""
     from common import table
 
@@ -227,6 +254,9 @@ def render(results: dict) -> str:
     return "\n".join([
         f"Table {settings['table']} ({results['architectures']} architectures; the best, by mean test "
         f"perplexity over the table's seeds, is {results['best_true_test_ppl']:.1f}; "
+        + (f"each run is judged on the table seeds its selection never trains on with up to "
+           f"{settings['held_out']} replicates (one truth per run seed, the same for every strategy), "
+           "so no confirmation; " if settings.get("held_out") else "") +
         f"{results['architectures_within_1']} architectures are within 1% of it, "
         f"{results['architectures_within_2']} within 2%). Population {settings['population']}, "
         f"budget {settings['budget']} full trainings. Regret = how much worse (in % of perplexity) "
@@ -237,7 +267,7 @@ def render(results: dict) -> str:
                "trainings to reach 1% regret (median [95% CI])",
                "confirmed champion: test ppl, median [quartiles]", "its true regret, mean [95% CI]"], rows),
         "",
-        f"![regret against compute](results/{NAME}-p{settings['population']}-b{settings['budget']}.png)",
+        f"![regret against compute](results/{tag}.png)",
     ])
 
 
@@ -250,19 +280,25 @@ def main() -> None:
     parser.add_argument("--strategies", default=",".join(STRATEGIES))
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--search-space", default="default", help="a space the table covers")
+    parser.add_argument("--held-out", type=int, default=0,
+                        help="judge on the table's seeds that selection with at most this many replicates "
+                        "never trains on (racing and replicates included); no confirmation then")
     args = parser.parse_args()
     import genesis
 
     meta = json.loads((Path(args.table) / "table.json").read_text())
     recipe = genesis.Recipe(**meta["recipe"])
-    truth = true_quality(args.table)
+    losses = test_losses(args.table)
+    truth = true_quality(losses)
     log = RESULTS / f"{NAME}.jsonl"
     settings = {"table": str(Path(args.table).resolve().relative_to(BENCHMARKS.parent)),
                 "population": args.population, "budget": args.budget, "search_space": args.search_space}
+    if args.held_out:
+        settings["held_out"] = args.held_out
     runs = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
     runs = [r for r in runs if r.get("settings") == settings]
     done = {(r["strategy"], r["seed"]) for r in runs}
-    tasks = [(name, seed, args.table, recipe, args.population, args.budget, truth, args.search_space)
+    tasks = [(name, seed, args.table, recipe, args.population, args.budget, losses, args.search_space, args.held_out)
              for name in args.strategies.split(",") for seed in range(args.seeds) if (name, seed) not in done]
     with multiprocessing.get_context("spawn").Pool(args.workers) as pool, log.open("a") as out:
         for result in pool.imap_unordered(run_one, tasks):
@@ -277,13 +313,13 @@ def main() -> None:
                "architectures_within_1": sum(math.exp(v - truth[best]) - 1 <= 0.01 for v in truth.values()),
                "architectures_within_2": sum(math.exp(v - truth[best]) - 1 <= 0.02 for v in truth.values()),
                "summary": summary}
-    tag = f"{NAME}-p{args.population}-b{args.budget}"
+    tag = f"{NAME}-p{args.population}-b{args.budget}" + (f"-h{args.held_out}" if args.held_out else "")
     (RESULTS / f"{tag}.json").write_text(json.dumps(_finite(results), indent=2) + "\n")
     plot(summary, RESULTS / f"{tag}.png")
     from common import update_readme
 
-    update_readme(tag, render(_finite(results)))
-    print(render(_finite(results)))
+    update_readme(tag, render(_finite(results), tag))
+    print(render(_finite(results), tag))
 
 
 if __name__ == "__main__":

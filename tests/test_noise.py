@@ -110,6 +110,51 @@ def test_replicates_train_with_their_own_seeds_and_fitness_is_their_mean(tmp_pat
     assert record.compute_tokens == 300  # compute counts every replicate
 
 
+class _ScriptedBackend(_CountingBackend):
+    """Answers each job with the loss `losses[d_model][replicate]`."""
+
+    def __init__(self, losses):
+        super().__init__()
+        self.losses = losses
+
+    def run(self, jobs):
+        for job in jobs:
+            self.jobs.append(job)
+            loss = self.losses[job.genome.d_model][job.replicate]
+            yield job, Outcome("ok", val_loss=loss, val_ppl=math.exp(loss), tokens=100)
+
+
+def test_racing_trains_a_genome_further_only_while_it_may_beat_the_incumbent(tmp_path):
+    losses = {32: [5.0, 5.1, 5.2], 48: [5.3, 4.0, 4.0], 64: [5.12, 5.0, 5.0], 80: [4.9, 5.4, 5.4],
+              96: [5.2, 5.0, 5.0]}
+    backend = _ScriptedBackend(losses)
+    evaluate = _evaluator(tmp_path, backend, replicates=3)
+    evaluate.race = True
+    genomes = {d: Genome(1, 1, d, "relu", 0.01) for d in losses}
+    first = evaluate([Candidate(0, i, genomes[d]) for i, d in enumerate((32, 48))])
+    # the first generation races against its own leader: 32 leads and keeps it, 48 stops at once
+    assert [len(r.outcome.replicates) for r in first] == [3, 0]
+    assert first[0].outcome.val_loss == pytest.approx(5.1) and first[0].compute_tokens == 300
+    assert first[1].outcome.val_loss == 5.3 and first[1].compute_tokens == 100
+    backend.jobs.clear()
+    second = evaluate([Candidate(1, i, genomes[d]) for i, d in enumerate((64, 80, 96))])
+    # the incumbent's mean is 5.1: 64 (5.12) stops; 80 leads after one but not after two
+    # (5.15); 96 (5.2) stops at once: its later luck goes unseen, as without racing
+    assert [len(r.outcome.replicates) for r in second] == [0, 2, 0]
+    assert second[1].outcome.val_loss == pytest.approx(5.15)
+    assert sorted((job.genome.d_model, job.replicate) for job in backend.jobs) == [
+        (64, 0), (80, 0), (80, 1), (96, 0)]
+    assert sum(r.compute_tokens for r in second) == 400  # every training counts as compute
+    assert evaluate.incumbent == pytest.approx(5.1)
+
+
+def test_racing_needs_replicates_to_race_for(tmp_path, data_folder):
+    with pytest.raises(genesis.GenesisError, match="racing needs at least 2 replicates"):
+        genesis.evolve(population=2, generations=1, search_space=FIXTURES / "small_space.toml",
+                       recipe=FIXTURES / "tiny.toml", data=data_folder, output=tmp_path, race=True)
+    assert not any(tmp_path.iterdir())
+
+
 def test_replicates_in_a_real_run(tmp_path, data_folder):
     run = genesis.evolve(population=2, generations=1, search_space=SMALL_SPACE, recipe=TINY,
                          data=data_folder, output=tmp_path, replicates=2, noise_probes=0, confirm=0)

@@ -122,14 +122,15 @@ def test_cli_sweep_writes_a_table(tmp_path, data_folder):
     assert len(genesis.load_table(tmp_path / "t")) == 3
 
 
-FIDELITIES = {"halving": {"rungs": (0.25, 0.5, 1.0)}, "early-stop": {"early_stop": 0.5}}
+FIDELITIES = {"halving": {"rungs": (0.25, 0.5, 1.0)}, "early-stop": {"early_stop": 0.5},
+              "racing": {"replicates": 2, "race": True, "confirm_seeds": 2}}
 
 
 @pytest.mark.parametrize("strategy", ["evolution", "aging", "random", "nsga2", "tpe", "nsga2-optuna"])
 @pytest.mark.parametrize("fidelity", sorted(FIDELITIES))
 def test_a_run_interrupted_anywhere_resumes_to_the_same_records(tmp_path, curve_table, monkeypatch,
                                                                  strategy, fidelity):
-    """Successive halving, early stopping and every strategy: interrupted after the first
+    """Successive halving, early stopping, racing and every strategy: interrupted after the first
     training, a third and two thirds of the way, and at the last one (in the confirmation),
     resumed, equal to an uninterrupted run."""
     from genesis.runs.table import TableBackend
@@ -150,6 +151,8 @@ def test_a_run_interrupted_anywhere_resumes_to_the_same_records(tmp_path, curve_
     whole = genesis.evolve(output=tmp_path / "whole", **settings)
     expected = [r.to_dict() for r in whole.records], [r.to_dict() for r in whole.retrainings]
     assert any(r.rung == 0 for r in whole.records) or fidelity != "halving"
+    trainings = {len(r.outcome.replicates) for r in whole.records if not r.cached}
+    assert trainings == {0, 2} or fidelity != "racing"  # raced: some genomes got 1 training, some 2
     for kill_after in sorted({1, total // 3, 2 * total // 3, total - 1}):
         answered = 0
 

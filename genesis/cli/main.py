@@ -103,6 +103,10 @@ def evolve(
         "generations' curves at the same step (0.5: the median stopping rule; 0: never).", rich_help_panel="Training"),
     replicates: int = typer.Option(
         EvaluatorSettings.replicates, help="Trainings per genome, each with its own seed; fitness is their mean.", rich_help_panel="Noise and confirmation"),
+    race: bool = typer.Option(
+        EvaluatorSettings.race, "--race", help="With --replicates above 1: a genome gets its next training only while "
+        "the mean of its trainings is no worse than the best genome's (racing, as SMAC intensifies).",
+        rich_help_panel="Noise and confirmation"),
     noise_probes: int = typer.Option(
         NoiseSettings.probes, help="Best models retrained with a fresh seed after each generation, to measure "
         "the run's seed noise (0: none).", rich_help_panel="Noise and confirmation"),
@@ -127,7 +131,7 @@ def evolve(
         evolution=settings, storage=storage, observers=[progress], device=device, backend=backend,
         workers=workers, threads=threads, ray_address=ray_address, rungs=fractions(rungs),
         budget_tokens=token_count(budget_tokens), early_stop=early_stop, replicates=replicates,
-        noise_probes=noise_probes, confirm=confirm, confirm_seeds=confirm_seeds))
+        race=race, noise_probes=noise_probes, confirm=confirm, confirm_seeds=confirm_seeds))
 
 
 @app.command()

@@ -66,6 +66,7 @@ def evolve(
     budget_tokens: int = EvolutionConfig.budget_tokens,
     early_stop: float = EvaluatorSettings.early_stop,
     replicates: int = EvaluatorSettings.replicates,
+    race: bool = EvaluatorSettings.race,
     noise_probes: int = NoiseSettings.probes,
     confirm: int = NoiseSettings.confirm,
     confirm_seeds: int = NoiseSettings.confirm_seeds,
@@ -103,6 +104,10 @@ def evolve(
             (0.5: Vizier's median stopping rule; 0: never). See `genesis.search.fidelity`.
         replicates: trainings per genome, each with its own seed; the fitness is their
             mean, the record keeps each one's metrics.
+        race: with `replicates` > 1, race each generation against the incumbent (the
+            best genome that has every replicate): a genome gets its next training only
+            while the mean of its trainings is no worse than the incumbent's, so seeds
+            are spent where the ranking is uncertain; every training counts as compute.
         noise_probes: after each generation, retrain this many best models with a fresh
             seed to measure the run's seed noise (0: none). See `genesis.core.noise`.
         confirm: at the end, confirm this many best models on the held-out test split
@@ -147,7 +152,7 @@ def evolve(
                        "tokens": {name: int(tokens.split(name).size) for name in ("train", "valid", "test")},
                        "baselines": tokens.baselines}
     evaluator = EvaluatorSettings(backend, workers, threads, ray_address, device, tuple(rungs), early_stop,
-                                  replicates).resolved()
+                                  replicates, race).resolved()
     if backend == "ray":
         start_ray(ray_address, workers)  # a missing Ray or a bad address: no run folder yet
 
@@ -256,7 +261,7 @@ def _drive(store, space, recipe, tokens, config, recorder, observers, settings, 
         replicates = settings.get("replicates", 1)
         evaluator = CachingEvaluator(store, recorder, backend, config.seed, observers, previous,
                                       rung_steps, recipe.tokens, settings.get("early_stop", 0.0),
-                                      replicates=replicates)
+                                      replicates=replicates, race=settings.get("race", False))
         noise = {"probes": 0, "confirm": 0, "confirm_seeds": 0, **stored.get("noise", {})}
         retrainer = Retrainer(store.path, backend, config.seed, replicates, noise["probes"],
                               noise["confirm"], noise["confirm_seeds"], observers)

@@ -35,18 +35,21 @@ class CachingEvaluator:
 
     def __init__(self, store: RunStore, recorder: StudyRecorder, backend, seed: int,
                  observers: Sequence[Observer], previous: Sequence[Record], rung_steps: Sequence[int],
-                 full_tokens: int, early_stop: float = 0.0, keep: float = 0.5, replicates: int = 1):
+                 full_tokens: int, early_stop: float = 0.0, keep: float = 0.5, replicates: int = 1,
+                 race: bool = False):
         self.store, self.recorder, self.backend = store, recorder, backend
         self.seed, self.observers = seed, observers
         self.rung_steps, self.keep = list(rung_steps), keep
         self.full_tokens, self.early_stop = full_tokens, early_stop
-        self.replicates = replicates
+        self.replicates, self.race = replicates, race
+        self.incumbent: float | None = None  # when racing: the loss a challenger must match
         self.recorded = {(r.generation, r.index): r for r in previous}
         self.known: dict[str, Outcome] = {r.genome.training_id: r.outcome for r in previous
                                           if r.outcome.status != "lost"}
         self.curves: list[tuple[int, list[float]]] = []  # (generation, curve) of full trainings
+        self.raced: list[tuple[int, float]] = []  # (generation, loss) of genomes with every replicate
         for record in previous:
-            self._remember_curve(record)
+            self._remember(record)
 
     def __call__(self, candidates: Sequence[Candidate]) -> list[Record]:
         done: dict[int, Record] = {}
@@ -65,7 +68,9 @@ class CachingEvaluator:
         # reached, which records its fidelity (tokens). With one rung this is plain training.
         # Each training is `replicates` trainings with their own seeds; the genome's outcome
         # is their mean (`combine_replicates`), and only the first replicate keeps weights.
-        bounds = self._give_up_bounds(candidates[0].generation if candidates else 0)
+        generation = candidates[0].generation if candidates else 0
+        bounds = self._give_up_bounds(generation)
+        self.incumbent = min((loss for g, loss in self.raced if g < generation), default=None)
         # Genomes of this generation recorded before an interruption took part in the rungs
         # up to the one they ended at: each cut counts them, so a resumed run promotes the
         # same genomes as an uninterrupted one.
@@ -76,9 +81,11 @@ class CachingEvaluator:
         spent = dict.fromkeys(waiting, 0)  # training id -> training tokens over all its rungs
         for level, steps in enumerate(self.rung_steps):
             final = level == len(self.rung_steps) - 1
-            jobs = [Job(waiting[g][0].genome, training_seed(self.seed, g, replicate),
-                        str(self.store.staged_weights_path(g)) if final and replicate == 0 else None,
-                        None if final else steps, bounds if final else (), replicate=replicate)
+            if final:
+                racing = self._racing_trainings(candidates) if self.race else {}
+                self._train_final(alive, racing, bounds, spent, waiting, done, level)
+                break
+            jobs = [self._job(waiting[g][0].genome, replicate, steps, ())
                     for g in alive for replicate in range(self.replicates)]
             parts: dict[str, dict[int, Outcome]] = {g: {} for g in alive}
             reached: dict[str, Outcome] = {}
@@ -88,10 +95,6 @@ class CachingEvaluator:
                 spent[g] += outcome.tokens
                 if len(parts[g]) == self.replicates:
                     reached[g] = combine_replicates([parts[g][r] for r in range(self.replicates)])
-                    if final:
-                        self._settle(g, reached[g], spent[g], waiting, done, level)
-            if final:
-                break
             ranked = sorted(alive, key=lambda g: reached[g].fitness)
             entered = len(ranked) + sum(1 for r in ended_at if r >= level)
             promoted_before = sum(1 for r in ended_at if r > level)
@@ -99,6 +102,69 @@ class CachingEvaluator:
             for training_id in ranked[len(alive):]:
                 self._settle(training_id, reached[training_id], spent[training_id], waiting, done, level)
         return [done[candidate.index] for candidate in candidates]
+
+    def _job(self, genome, replicate: int, steps: int | None, bounds) -> Job:
+        """A training of `genome` with its `replicate`'s seed; a full one (no `steps`) of
+        replicate 0 keeps its weights."""
+        g = genome.training_id
+        weights = str(self.store.staged_weights_path(g)) if steps is None and replicate == 0 else None
+        return Job(genome, training_seed(self.seed, g, replicate), weights, steps, bounds, replicate=replicate)
+
+    def _train_final(self, alive: list[str], ghosts: dict[str, list[Outcome]], bounds,
+                     spent: dict[str, int], waiting: dict[str, list[Candidate]], done: dict[int, Record],
+                     level: int) -> None:
+        """Full-budget trainings: `replicates` of each genome, or, when racing, one, and
+        then one more for each genome only while the mean of its trainings is no worse
+        than the incumbent's (SMAC's intensification). `ghosts` holds the trainings of
+        this generation's genomes recorded before an interruption: they race again with
+        their known outcomes, so a resumed race decides as the first one did."""
+        parts: dict[str, dict[int, Outcome]] = {g: {} for g in alive}
+        running, trained = alive + list(ghosts), 0
+        while running:
+            wanted = trained + 1 if self.race else self.replicates
+            jobs = [self._job(waiting[g][0].genome, r, None, bounds)
+                    for g in running if g not in ghosts for r in range(trained, wanted)]
+            for job, outcome in self.backend.run(jobs):
+                parts[job.genome.training_id][job.replicate] = outcome
+                spent[job.genome.training_id] += outcome.tokens
+            for g in running:
+                if g in ghosts:
+                    parts[g] = dict(enumerate(ghosts[g][:wanted]))
+            outcomes = {g: combine_replicates([parts[g][r] for r in sorted(parts[g])]) for g in running}
+            going_on = self._still_racing(outcomes, wanted) if self.race else []
+            going_on = [g for g in going_on if g not in ghosts or len(ghosts[g]) > wanted]
+            for g in running:
+                if g not in going_on and g not in ghosts:
+                    self._settle(g, outcomes[g], spent[g], waiting, done, level)
+            running, trained = going_on, wanted
+
+    def _still_racing(self, outcomes: dict[str, Outcome], trained: int) -> list[str]:
+        """The genomes of a racing round, each with `trained` trainings, that get another:
+        full trainings, fewer than `replicates`, whose mean is no worse than the
+        incumbent's: the best genome of earlier generations that raced to the end, or,
+        when there is none, this round's leader."""
+        if trained >= self.replicates:
+            return []
+        full = {g: o.val_loss for g, o in outcomes.items() if o.status == "ok" and o.stopped_at is None
+                and o.tokens == self.full_tokens and o.val_loss is not None}
+        if not full:
+            return []
+        incumbent = self.incumbent if self.incumbent is not None else min(full.values())
+        return [g for g, loss in full.items() if loss <= incumbent]
+
+    def _racing_trainings(self, candidates: Sequence[Candidate]) -> dict[str, list[Outcome]]:
+        """The trainings of this generation's genomes that were raced and recorded before
+        an interruption, by training id."""
+        recorded = {}
+        for candidate in candidates:
+            record = self.recorded.get((candidate.generation, candidate.index))
+            if (record is not None and record.genome == candidate.genome and not record.cached
+                    and record.compute_tokens and record.outcome.status != "lost"
+                    and record.rung in (None, len(self.rung_steps) - 1)):
+                outcome = record.outcome
+                recorded[record.genome.training_id] = ([Outcome.from_dict(r) for r in outcome.replicates]
+                                                       or [outcome])
+        return recorded
 
     def _settle(self, training_id: str, outcome: Outcome, compute_tokens: int,
                 waiting: dict[str, list[Candidate]], done: dict[int, Record], level: int) -> None:
@@ -117,7 +183,7 @@ class CachingEvaluator:
     def _keep(self, candidate: Candidate, outcome: Outcome, cached: bool, compute_tokens: int = 0,
               rung: int | None = None) -> Record:
         record = candidate.to_record(outcome, cached=cached, compute_tokens=compute_tokens, rung=rung)
-        self._remember_curve(record)
+        self._remember(record)
         self.store.append(record)
         self.recorder.add(record)
         return self._notify(record)
@@ -128,11 +194,15 @@ class CachingEvaluator:
             return ()
         return give_up_bounds([curve for g, curve in self.curves if g < generation], self.early_stop)
 
-    def _remember_curve(self, record: Record) -> None:
+    def _remember(self, record: Record) -> None:
+        """Keep what later generations compare with: the curve of a full training (for
+        early stopping) and the loss of a genome trained on every replicate (for racing)."""
         outcome = record.outcome
-        if (not record.cached and outcome.status == "ok" and outcome.stopped_at is None
-                and outcome.tokens == self.full_tokens and outcome.curve):
+        full = outcome.status == "ok" and outcome.stopped_at is None and outcome.tokens == self.full_tokens
+        if full and not record.cached and outcome.curve:
             self.curves.append((record.generation, outcome.curve))
+        if full and len(outcome.replicates) == self.replicates > 1:
+            self.raced.append((record.generation, outcome.val_loss))
 
     def _notify(self, record: Record) -> Record:
         for observer in self.observers:

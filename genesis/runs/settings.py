@@ -37,6 +37,9 @@ class EvaluatorSettings:
         early_stop: give up full-budget trainings whose curve is worse than this quantile
             of earlier generations' curves at the same point (0: never).
         replicates: trainings per genome, each with its own seed; fitness is their mean.
+        race: with several replicates, train a genome's next replicate only while the
+            mean of its trainings is no worse than the incumbent's (SMAC's
+            intensification): seeds go where the ranking is uncertain.
     """
 
     backend: str = "inprocess"
@@ -47,6 +50,7 @@ class EvaluatorSettings:
     rungs: tuple[float, ...] = (1.0,)
     early_stop: float = 0.0
     replicates: int = 1
+    race: bool = False
 
     def resolved(self) -> EvaluatorSettings:
         """These settings checked, with threads counted and the device decided.
@@ -66,6 +70,8 @@ class EvaluatorSettings:
             raise GenesisError("workers and threads must be at least 1")
         if self.replicates < 1:
             raise GenesisError("replicates must be at least 1")
+        if self.race and self.replicates < 2:
+            raise GenesisError("racing needs at least 2 replicates: the most trainings a genome may get")
         cores = os.cpu_count() or 1
         threads = self.threads or (cores if self.backend == "inprocess" else max(1, cores // self.workers))
         return dataclasses.replace(self, rungs=rungs, threads=threads,
