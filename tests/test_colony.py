@@ -99,13 +99,13 @@ def test_an_agent_leaves_its_colony_as_a_bundle_that_loads_generates_and_seeds(t
     exported = genesis.load_agent(out)
     assert torch.allclose(next_token_probs(exported.model, [1, 2, 3]), next_token_probs(colony.model(agent), [1, 2, 3]),
                           atol=1e-6)
-    assert (out / "adapter_model.safetensors").is_file() == (kind == "adapter")
+    assert (out / "adapter" / "adapter_model.safetensors").is_file() == (kind == "adapter")
     import yaml
 
     card = yaml.safe_load((out / "README.md").read_text().split("---")[1])
     assert card["library_name"] == "genesis" and "model-index" not in card  # no validation perplexity to report
     if kind == "adapter":
-        assert json.loads((out / "adapter_config.json").read_text())["r"] == colony.settings.adapter_rank
+        assert json.loads((out / "adapter" / "adapter_config.json").read_text())["r"] == colony.settings.adapter_rank
         assert (out / "model.safetensors").read_bytes() in [(b / "model.safetensors").read_bytes() for b in bundles]
     assert runner.invoke(app, ["generate", str(out), "The", "--max-tokens", "3"]).exit_code == 0
     child = Colony.seed(tmp_path / "next", [out], ColonySettings(agent_weights=kind))

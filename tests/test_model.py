@@ -86,7 +86,7 @@ def test_attention_is_causal(position):
 
 
 def test_rotary_positions_depend_on_relative_offsets_only():
-    from genesis.train.model import Rotary
+    from genesis.train.ulm import Rotary
 
     rotary = Rotary(GPTConfig(vocab_size=10, block_size=8, n_layer=1, n_head=1, d_model=16))
     q, k = torch.randn(1, 1, 1, 16), torch.randn(1, 1, 1, 16)
@@ -112,7 +112,7 @@ def test_dropout_acts_in_training_only():
 
 
 def test_ternary_weights_take_three_values_in_the_forward_pass_and_still_learn():
-    from genesis.train.model import TernaryLinear
+    from genesis.train.ulm import TernaryLinear
 
     torch.manual_seed(0)
     genome = Genome(2, 2, 32, "gelu", 0.01, weight_precision="ternary")

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import torch
 from safetensors.torch import load, save
@@ -226,9 +226,11 @@ def adapter_bytes(adapter: Adapter) -> bytes:
     return save({k: v.contiguous() for k, v in adapter.items()})
 
 
-def load_adapter(data: bytes, wrappers: dict[str, LoRALinear], rank_limit: int) -> Adapter:
+def load_adapter(data: bytes, wrappers: dict[str, LoRALinear], rank_limit: int,
+                 rename: Callable[[Adapter], Adapter] | None = None) -> Adapter:
     """Read an adapter's bytes and check it fits the base (every layer, the right shapes,
-    a rank no larger than `rank_limit`): a colony may come from someone else.
+    a rank no larger than `rank_limit`): a colony may come from someone else. `rename`
+    maps tensor names of another layout (PEFT's) to genesis's first.
 
     Raises:
         ValueError: not an adapter of this base.
@@ -237,6 +239,7 @@ def load_adapter(data: bytes, wrappers: dict[str, LoRALinear], rank_limit: int) 
         adapter = load(data)
     except Exception as error:  # safetensors raises its own error type for a bad header
         raise ValueError(f"its adapter is not a safetensors file: {error}") from None
+    adapter = rename(adapter) if rename is not None else adapter
     expected = {f"{name}.{part}" for name in wrappers for part in "ab"}
     if set(adapter) != expected:
         raise ValueError("its weights do not hold the adapter of this base")

@@ -7,9 +7,12 @@ the Hugging Face layout:
     model.safetensors   trained weights (safetensors only: loading never unpickles)
     tokenizer.json      the tokenizer the weights were trained with
     README.md           the model card: YAML metadata, then metrics and lineage for people
-    adapter_model.safetensors, adapter_config.json
-                        an agent exported from a colony: its low-rank adapter over the
-                        weights in model.safetensors (PEFT's names)
+    genesis_ulm.py, configuration_genesis.py, modeling_genesis.py,
+    tokenizer_config.json, special_tokens_map.json
+                        what transformers needs to run it without genesis (`genesis.colony.hub`)
+    adapter/            an agent exported from a colony: its low-rank adapter over the
+                        weights in model.safetensors, in PEFT's layout (bundles written
+                        before kept it in the folder itself, under genesis's names)
 
 `load_agent` checks every hash and that the weights fit the genome and tokenizer, so a
 corrupt, truncated or mismatched bundle fails with one clear line. Bundles of format 1
@@ -33,6 +36,7 @@ import torch
 from tokenizers import Tokenizer
 
 from genesis.colony import adapters as lora
+from genesis.colony import hub
 from genesis.colony.database import MAX_BLOCK_SIZE
 from genesis.colony.settings import MAX_RANK
 from genesis.core.files import check_inside
@@ -45,8 +49,10 @@ from genesis.train.model import GPT, GPTConfig, check_size, load_weights
 
 BUNDLE_FORMAT = 2
 CONFIG = "config.json"
-ADAPTER, ADAPTER_CONFIG = "adapter_model.safetensors", "adapter_config.json"
-HASHED = ("model.safetensors", "tokenizer.json", ADAPTER, ADAPTER_CONFIG)  # the first two in every bundle
+ADAPTER, ADAPTER_CONFIG = "adapter_model.safetensors", "adapter_config.json"  # where older bundles kept it
+# the first two in every bundle; the others where the bundle has them
+HASHED = ("model.safetensors", "tokenizer.json", hub.PEFT_ADAPTER, hub.PEFT_CONFIG, ADAPTER, ADAPTER_CONFIG,
+          *hub.CODE, *hub.TOKENIZER_FILES)
 FORMAT_1 = ("bundle.json", ("genome.json", "model.safetensors", "tokenizer.json"))  # (manifest, hashed files)
 
 
@@ -153,19 +159,19 @@ def write_bundle(folder: Path, genome: Genome, tokenizer: Tokenizer, manifest: d
     try:
         manifest = {**manifest, **weights(staging)}
         tokenizer.save(str(staging / "tokenizer.json"))
-        hashed = ["model.safetensors", "tokenizer.json"]
+        hashed = ["model.safetensors", "tokenizer.json",
+                  *hub.write_code_and_tokenizer_config(staging, manifest["block_size"])]
         if adapter is not None:
-            (staging / ADAPTER).write_bytes(lora.adapter_bytes(adapter))
-            rank = lora.rank_of(adapter)
-            (staging / ADAPTER_CONFIG).write_text(json.dumps({
-                "peft_type": "LORA", "r": rank, "lora_alpha": rank, "target_modules": list(lora.PROJECTIONS),
-                "base_model_name_or_path": ".", "library_name": "genesis"}, indent=2) + "\n")
-            hashed += [ADAPTER, ADAPTER_CONFIG]
+            (staging / hub.ADAPTER_FOLDER).mkdir()
+            (staging / hub.PEFT_ADAPTER).write_bytes(lora.adapter_bytes(hub.to_peft(adapter)))
+            config = hub.peft_config(lora.rank_of(adapter), lora.PROJECTIONS, folder.resolve())
+            (staging / hub.PEFT_CONFIG).write_text(json.dumps(config, indent=2) + "\n")
+            hashed += [hub.PEFT_ADAPTER, hub.PEFT_CONFIG]
         manifest = {"format": BUNDLE_FORMAT, "genome": genome.to_dict(), "vocab_size": tokenizer.get_vocab_size(),
                     **manifest, "sha256": {name: sha256_file(staging / name) for name in hashed}}
         config = GPTConfig.from_genome(genome, manifest["vocab_size"], manifest["block_size"])
-        (staging / CONFIG).write_text(json.dumps({**_hf_config(config), "genesis": manifest}, indent=2,
-                                                 sort_keys=True) + "\n")
+        (staging / CONFIG).write_text(json.dumps({**hub.hf_config(config, tokenizer), "genesis": manifest},
+                                                 indent=2, sort_keys=True) + "\n")
         (staging / "README.md").write_text(_card(genome, manifest))
         staging.chmod(0o755)
         # an old bundle steps aside before the new one takes its name, and goes only once
@@ -189,16 +195,6 @@ def _check_replaceable(folder: Path) -> None:
     if folder.is_dir() and any(folder.iterdir()) and not any(
             (folder / name).is_file() for name in (CONFIG, FORMAT_1[0])):
         raise GenesisError(f"{folder} holds files and is not an agent bundle; choose another --out")
-
-
-def _hf_config(config: GPTConfig) -> dict[str, Any]:
-    """The architecture under the names Hugging Face's GPT-2 config uses, where it has them."""
-    return {"architectures": ["GenesisGPT"], "model_type": "genesis-ulm", "vocab_size": config.vocab_size,
-            "n_positions": config.block_size, "n_layer": config.n_layer, "n_head": config.n_head,
-            "n_embd": config.d_model, "n_inner": config.ffn_mult * config.d_model,
-            "activation_function": config.activation, "normalization": config.norm,
-            "position_embedding_type": config.position, "weight_precision": config.weight_precision,
-            "tie_word_embeddings": True, "torch_dtype": "float32"}
 
 
 def _card(genome: Genome, manifest: dict[str, Any]) -> str:
@@ -281,11 +277,13 @@ def load_agent(path: str | Path) -> Bundle:
         raise GenesisError(f"{path}: the weights do not fit genome {genome.describe()} "
                            f"({first[1].strip() if len(first) > 1 else first[0]})") from None
     model.eval()
-    if ADAPTER not in hashed:
+    stored = next((name for name in (hub.PEFT_ADAPTER, ADAPTER) if name in hashed), None)
+    if stored is None:
         return Bundle(path, genome, model, tokenizer, manifest)
     wrappers = lora.attach(model)
     try:
-        adapter = lora.load_adapter((path / ADAPTER).read_bytes(), wrappers, MAX_RANK)
+        adapter = lora.load_adapter((path / stored).read_bytes(), wrappers, MAX_RANK,
+                                    rename=hub.from_peft if stored == hub.PEFT_ADAPTER else None)
     except ValueError as error:
         raise GenesisError(f"{path}: {error}") from None
     return Bundle(path, genome, lora.AdaptedModel(model, wrappers, adapter).eval(), tokenizer, manifest, adapter)

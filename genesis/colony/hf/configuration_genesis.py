@@ -1,0 +1,54 @@
+"""The configuration of a genesis µLM for Hugging Face `transformers`.
+
+Written into every exported bundle (with `modeling_genesis.py` and `genesis_ulm.py`), so
+`AutoConfig.from_pretrained(bundle, trust_remote_code=True)` reads config.json without
+genesis installed. Imports transformers only.
+"""
+
+from transformers import PretrainedConfig
+
+
+class GenesisConfig(PretrainedConfig):
+    """A µLM's architecture, under GPT-2's names where GPT-2 has the trait.
+
+    Args:
+        vocab_size: tokens in the tokenizer's vocabulary.
+        n_positions: the longest context (the block size the model was trained with).
+        n_layer, n_head, n_embd: blocks, attention heads per block, residual width.
+        activation_function: relu | gelu | silu | swiglu | relu2.
+        normalization: layernorm | rmsnorm.
+        ffn_mult: feed-forward width as a multiple of n_embd (`n_inner` is the width built).
+        position_embedding_type: learned | rotary.
+        dropout: the dropout rate used in training.
+        weight_precision: fp32 | ternary (BitNet b1.58 weights in the blocks' matmuls).
+    """
+
+    model_type = "genesis-ulm"
+
+    def __init__(self, vocab_size=4096, n_positions=64, n_layer=1, n_head=1, n_embd=64,
+                 activation_function="gelu", normalization="layernorm", ffn_mult=4,
+                 position_embedding_type="learned", dropout=0.0, weight_precision="fp32",
+                 tie_word_embeddings=True, **kwargs):
+        self.vocab_size, self.n_positions = vocab_size, n_positions
+        self.n_layer, self.n_head, self.n_embd = n_layer, n_head, n_embd
+        self.activation_function, self.normalization = activation_function, normalization
+        self.ffn_mult, self.position_embedding_type = ffn_mult, position_embedding_type
+        self.dropout, self.weight_precision = dropout, weight_precision
+        kwargs.setdefault("use_cache", False)  # the model recomputes its short context each step
+        super().__init__(tie_word_embeddings=tie_word_embeddings, **kwargs)
+
+    @property
+    def max_position_embeddings(self):
+        return self.n_positions
+
+    @property
+    def hidden_size(self):
+        return self.n_embd
+
+    @property
+    def num_hidden_layers(self):
+        return self.n_layer
+
+    @property
+    def num_attention_heads(self):
+        return self.n_head
