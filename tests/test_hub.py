@@ -30,13 +30,17 @@ TRAITS = [  # together: every activation, norm, position, precision; ffn_mult an
 ]
 
 
+def _require(name: str, extra: str) -> None:
+    try:
+        __import__(name)
+    except ImportError:
+        missing(f"{name} is not installed (pip install -e '.[{extra}]')")
+
+
 @pytest.fixture(scope="module", autouse=True)
 def ecosystem():
-    for name in ("transformers", "peft"):
-        try:
-            __import__(name)
-        except ImportError:
-            missing(f"{name} is not installed (pip install -e '.[hf]')")
+    _require("transformers", "hf")
+    _require("peft", "hf")
 
 
 def outside(plans: list[dict], folder: Path) -> list[dict]:
@@ -44,7 +48,7 @@ def outside(plans: list[dict], folder: Path) -> list[dict]:
     plan = folder / "plan.json"
     plan.write_text(json.dumps(plans))
     env = {"PATH": "/usr/bin:/bin", "HOME": str(folder), "HF_HOME": str(folder / "hf"), "HF_HUB_OFFLINE": "1",
-           "TRANSFORMERS_OFFLINE": "1", "PYTHONHASHSEED": "0"}
+           "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONHASHSEED": "0"}
     answers = folder / "answers.json"
     done = subprocess.run([sys.executable, "-I", str(OUTSIDE), str(plan), str(answers)], cwd=folder, env=env,
                           stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=600)
@@ -122,3 +126,24 @@ def test_an_adapter_agent_loads_in_peft_and_predicts_as_in_its_colony(tmp_path, 
     assert (torch.tensor(answer["logits"]) - expected).abs().max().item() <= 1e-5
     # and genesis reads PEFT's layout back
     assert torch.allclose(load_agent(folder).model(torch.tensor([ids]))[0][0], expected, atol=1e-6)
+
+
+def test_lm_eval_scores_a_bundle_as_genesis_does(tmp_path, bundles, data_folder):
+    _require("lm_eval", "eval")
+    from typer.testing import CliRunner
+
+    from genesis.cli import app
+
+    tasks = tmp_path / "tasks"
+    result = CliRunner().invoke(app, ["eval-task", str(bundles[0]), "--out", str(tasks), "--articles", "2",
+                                      "--data", str(data_folder), "--json"])
+    assert result.exit_code == 0, result.output
+    mine = json.loads(result.output)
+    arguments = ["--model", "hf", "--model_args", f"pretrained={bundles[0]},trust_remote_code=True",
+                 "--tasks", "genesis_wikitext", "--include_path", str(tasks), "--device", "cpu", "--batch_size", "1"]
+    assert mine["lm_eval"] == " ".join(["lm_eval", *arguments])  # the command the CLI tells a user to run
+    [theirs] = outside([{"lm_eval": arguments, "output": str(tmp_path / "lm-eval")}], tmp_path)
+    theirs = theirs["genesis_wikitext"]
+    assert theirs["word_perplexity,none"] == pytest.approx(mine["word_perplexity"], rel=1e-5)
+    assert theirs["bits_per_byte,none"] == pytest.approx(mine["bits_per_byte"], rel=1e-5)
+    assert mine["documents"] == 2 and mine["tokens"] > 1000

@@ -180,3 +180,45 @@ def generate(
         fail(str(error))
     text = sample_text([agent.model], [1.0], agent.tokenizer, prompt, max_tokens, temperature, top_k, seed)
     console.print(f"[bold]{prompt}[/]{text}", highlight=False)
+
+
+def eval_task(
+    bundle: Path = typer.Argument(..., help="An agent bundle folder."),
+    out: Path = typer.Option(Path("tasks"), help="Folder for the task (YAML and documents)."),
+    split: str = typer.Option("test", help="The WikiText split to score: train, valid or test."),
+    name: str = typer.Option("genesis_wikitext", help="The task's name in lm-eval."),
+    first: int = typer.Option(0, "--articles", help="Only the split's first N articles (0: all of them)."),
+    data: Optional[Path] = typer.Option(None, envvar="GENESIS_DATA", help=DATA_HELP),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON (for scripts) instead of tables."),
+) -> None:
+    """Write an lm-evaluation-harness task over a WikiText split, and score the bundle on it
+    with genesis: `lm_eval` must report the same perplexities."""
+    from genesis.colony.bundle import load_bundle
+    from genesis.colony.harness import articles, score, write_task
+    from genesis.train.data import SPLITS, read_texts
+
+    if split not in SPLITS:
+        fail(f"--split must be one of {', '.join(SPLITS)}, not {split!r}")
+    try:
+        agent = load_bundle(bundle)
+        documents = articles(read_texts(data)[0][split])
+        documents = documents[:first] if first > 0 else documents
+        with console.status(f"scoring {len(documents)} articles..."):
+            result = score(agent.model, agent.tokenizer, documents, agent.model.config.block_size)
+        task = write_task(out, documents, name)
+    except GenesisError as error:
+        fail(str(error))
+    command = (f"lm_eval --model hf --model_args pretrained={bundle},trust_remote_code=True "
+               f"--tasks {name} --include_path {out} --device cpu --batch_size 1")
+    if as_json:
+        typer.echo(json.dumps({"task": str(task), "documents": len(documents), **result, "lm_eval": command},
+                              indent=2))
+        return
+    table = Table(title=f"{bundle} on {split} ({len(documents)} articles), as lm-eval counts it")
+    for column in ("tokens", "words", "loss / token", "word ppl", "byte ppl", "bits / byte"):
+        table.add_column(column, justify="right")
+    table.add_row(f"{result['tokens']:,}", f"{result['words']:,}", f"{result['token_loss']:.4f}",
+                  f"{result['word_perplexity']:.2f}", f"{result['byte_perplexity']:.4f}",
+                  f"{result['bits_per_byte']:.4f}")
+    console.print(table)
+    console.print(f"task: {task}\nrun: {command}", highlight=False)

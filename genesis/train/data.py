@@ -77,7 +77,7 @@ def load_data(
     Raises:
         GenesisError: the folder or one of its splits is missing, or the hub is unreachable.
     """
-    texts, source = (_read_folder(Path(data)) if data is not None else _read_hub())
+    texts, source = read_texts(data)
     digest = hashlib.sha256()
     for name in SPLITS:
         digest.update(texts[name].encode())
@@ -87,6 +87,16 @@ def load_data(
         log.info("tokenizing %s with a new BPE-%d tokenizer", source, vocab_size)
         _build_cache_entry(texts, vocab_size, entry)
     return load_cached(key, cache_dir, source)
+
+
+def read_texts(data: str | Path | None = None) -> tuple[dict[str, str], str]:
+    """The raw text of each split (train, valid, test) and where it came from: a local
+    folder, or WikiText-2 from the hub when `data` is None.
+
+    Raises:
+        GenesisError: the folder or one of its splits is missing, or the hub is unreachable.
+    """
+    return _read_folder(Path(data)) if data is not None else _read_hub()
 
 
 def load_cached(key: str, cache_dir: str | Path | None = None, source: str = "") -> TokenData:

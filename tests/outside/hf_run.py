@@ -8,7 +8,8 @@ ecosystem's own code (to a file: transformers may print on stdout).
     python hf_run.py PLAN.json ANSWERS.json
 
 A check: {"bundle": FOLDER, "ids": [...], "adapter": FOLDER or null, "generate": N,
-"pipeline": PROMPT or null, "encode": TEXT or null}.
+"pipeline": PROMPT or null, "encode": TEXT or null}, or {"lm_eval": [ARGUMENTS], "output":
+FOLDER}: the `lm_eval` command line with those arguments, answered by its results file.
 """
 
 import json
@@ -27,7 +28,26 @@ class _NoGenesis:
 sys.meta_path.insert(0, _NoGenesis())
 
 
+def lm_eval(arguments: list, output: str) -> dict:
+    """Run the `lm_eval` command (its console entry point) and read its results."""
+    import glob
+
+    from lm_eval.__main__ import cli_evaluate
+
+    sys.argv = ["lm_eval", *arguments, "--output_path", output]
+    try:
+        cli_evaluate()
+    except SystemExit as done:  # the command line ends by exiting
+        if done.code:
+            raise
+    [results] = glob.glob(f"{output}/*/results_*.json")
+    with open(results) as handle:
+        return json.load(handle)["results"]
+
+
 def check(plan: dict) -> dict:
+    if "lm_eval" in plan:
+        return lm_eval(plan["lm_eval"], plan["output"])
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, pipeline
 
@@ -58,11 +78,12 @@ def check(plan: dict) -> dict:
 
 
 def main() -> None:
-    with open(sys.argv[1]) as handle:
+    plan_file, answers_file = sys.argv[1:3]  # read first: the lm_eval check replaces sys.argv
+    with open(plan_file) as handle:
         plans = json.load(handle)
     answers = [check(plan) for plan in plans]
     answers.append({"genesis_imported": any(m == "genesis" or m.startswith("genesis.") for m in sys.modules)})
-    with open(sys.argv[2], "w") as handle:
+    with open(answers_file, "w") as handle:
         json.dump(answers, handle)
 
 
