@@ -41,6 +41,7 @@ _LAZY = {  # name -> module; these import torch, or scipy and matplotlib
     "ColonySettings": "genesis.colony.settings",
     "simulate": "genesis.colony.simulate",
     "generate": "genesis.train.generate",
+    "TensorBoardLogger": "genesis.report.tensorboard",
 }
 
 
@@ -66,6 +67,7 @@ __all__ = [
     "Run",
     "SearchSpace",
     "Strategy",
+    "TensorBoardLogger",
     "build_report",
     "compare",
     "evolve",

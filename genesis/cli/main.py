@@ -113,6 +113,9 @@ def evolve(
     confirm: int = typer.Option(
         NoiseSettings.confirm, help="Best models confirmed at the end with fresh seeds on the held-out test split (0: none).", rich_help_panel="Noise and confirmation"),
     confirm_seeds: int = typer.Option(NoiseSettings.confirm_seeds, help="Fresh-seed trainings per confirmed model.", rich_help_panel="Noise and confirmation"),
+    log_dir: Optional[Path] = typer.Option(
+        None, help="Also write TensorBoard event files into LOG_DIR/<run id>/ (learning curves, losses, "
+        "generations); W&B and MLflow import them.", rich_help_panel="Storage"),
     as_json: bool = typer.Option(False, "--json", help="Print the run's summary as JSON at the end (progress goes to stderr)."),
 ) -> None:
     """Evolve a population of µLM genomes; each one really trains on WikiText."""
@@ -125,13 +128,31 @@ def evolve(
                                crossover_rate=crossover_rate, mutation_rate=mutation_rate,
                                strategy=strategy, aging_batch=aging_batch,
                                objectives=tuple(o.strip() for o in objectives.split(",") if o.strip()))
-    run_with_progress(generations, as_json, lambda progress: run_evolve(
-        population=population, generations=generations, recipe=recipe,
-        search_space=search_space or DEFAULT_SEARCH_SPACE, data=data, seed=seed, output=output,
-        evolution=settings, storage=storage, observers=[progress], device=device, backend=backend,
-        workers=workers, threads=threads, ray_address=ray_address, rungs=fractions(rungs),
-        budget_tokens=token_count(budget_tokens), early_stop=early_stop, replicates=replicates,
-        race=race, noise_probes=noise_probes, confirm=confirm, confirm_seeds=confirm_seeds))
+    logger = _tensorboard(log_dir, search_space or DEFAULT_SEARCH_SPACE, recipe) if log_dir else None
+    try:
+        run_with_progress(generations, as_json, lambda progress: run_evolve(
+            population=population, generations=generations, recipe=recipe,
+            search_space=search_space or DEFAULT_SEARCH_SPACE, data=data, seed=seed, output=output,
+            evolution=settings, storage=storage, observers=[progress, *([logger] if logger else [])],
+            device=device, backend=backend, workers=workers, threads=threads, ray_address=ray_address,
+            rungs=fractions(rungs), budget_tokens=token_count(budget_tokens), early_stop=early_stop,
+            replicates=replicates, race=race, noise_probes=noise_probes, confirm=confirm,
+            confirm_seeds=confirm_seeds))
+    finally:
+        if logger is not None:
+            logger.close()
+
+
+def _tensorboard(log_dir: Path, search_space: str, recipe: str):
+    """The TensorBoard observer of `--log-dir`, or a clear error (exit 2)."""
+    from genesis.core.recipe import load_recipe
+    from genesis.core.space import load_search_space
+    from genesis.report.tensorboard import TensorBoardLogger
+
+    try:
+        return TensorBoardLogger(log_dir, load_search_space(search_space), load_recipe(recipe).steps)
+    except GenesisError as error:
+        fail(str(error))
 
 
 @app.command()
