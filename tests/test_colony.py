@@ -48,8 +48,9 @@ def test_bundles_take_the_hugging_face_layout(bundles):
     from safetensors import safe_open
     from tokenizers import Tokenizer
 
-    assert sorted(p.name for p in bundles[0].iterdir()) == ["README.md", "config.json", "model.safetensors",
-                                                           "tokenizer.json"]
+    assert sorted(p.name for p in bundles[0].iterdir()) == [
+        "README.md", "config.json", "configuration_genesis.py", "genesis_ulm.py", "model.safetensors",
+        "modeling_genesis.py", "special_tokens_map.json", "tokenizer.json", "tokenizer_config.json"]
     config = json.loads((bundles[0] / "config.json").read_text())
     genome = genesis.Genome.from_dict(config["genesis"]["genome"])
     assert (config["n_layer"], config["n_head"], config["n_embd"], config["activation_function"]) == (

@@ -72,6 +72,19 @@ def _random_bundle(genome: Genome, tokenizer, folder: Path, seed: int) -> tuple[
     return write_bundle(folder, genome, tokenizer, {"genome_id": genome.id, "block_size": BLOCK}, place), model.eval()
 
 
+def test_the_code_in_a_bundle_imports_only_torch_transformers_and_its_siblings():
+    import ast
+
+    package = Path(hub.__file__).resolve().parent.parent
+    allowed = {"__future__", "math", "dataclasses", "torch", "transformers"}
+    for path in [package / "train" / "ulm.py", *(package / "colony" / "hf").glob("*.py")]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                assert {a.name.split(".")[0] for a in node.names} <= allowed, path
+            elif isinstance(node, ast.ImportFrom):
+                assert node.level == 1 or node.module.split(".")[0] in allowed, (path, node.module)
+
+
 @torch.no_grad()
 def _greedy(model, ids: list[int], count: int) -> list[int]:
     context = list(ids)

@@ -37,10 +37,12 @@ def _genesis_imports(path: Path) -> list[tuple[str, tuple[str, ...], int]]:
     at module level and inside functions."""
     found = []
     for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("genesis"):
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module and (
+                node.module == "genesis" or node.module.startswith("genesis.")):
             found.append((node.module, tuple(a.name for a in node.names), node.lineno))
         elif isinstance(node, ast.Import):
-            found += [(a.name, (), node.lineno) for a in node.names if a.name.startswith("genesis")]
+            found += [(a.name, (), node.lineno) for a in node.names
+                      if a.name == "genesis" or a.name.startswith("genesis.")]
     return found
 
 

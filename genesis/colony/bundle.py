@@ -227,7 +227,11 @@ def _card(genome: Genome, manifest: dict[str, Any]) -> str:
                   f"- recipe `{recipe['name']}`: {recipe['steps']} steps x {recipe['batch_size']} x "
                   f"{recipe['seq_len']} tokens, lr {recipe['lr']}",
                   f"- training seed {manifest['training_seed']}; data {manifest['data']['source']}"]
-    lines += ["", "Load with `genesis generate <this folder> \"prompt\"` or `genesis.load_agent(<this folder>)`.", ""]
+    lines += ["", "Load with `genesis generate <this folder> \"prompt\"` or `genesis.load_agent(<this folder>)`; "
+              "without genesis, with transformers: `AutoModelForCausalLM.from_pretrained(<this folder>, "
+              "trust_remote_code=True)` (the modeling code is in the folder)"
+              + ("; the agent's adapter with PEFT: `PeftModel.from_pretrained(model, \"<this folder>/adapter\")`."
+                 if manifest.get("adapter_rank") else "."), ""]
     return "\n".join(lines)
 
 
