@@ -65,11 +65,18 @@ def _random_bundle(genome: Genome, tokenizer, folder: Path, seed: int) -> tuple[
         for parameter in model.parameters():
             parameter.add_(torch.randn_like(parameter) * 0.05)
 
+    return write_bundle(folder, genome, tokenizer, {"genome_id": genome.id, "block_size": BLOCK},
+                        _placing(model)), model.eval()
+
+
+def _placing(model: GPT):
+    """What `write_bundle` calls to put `model`'s weights into the bundle."""
+
     def place(staging: Path) -> dict:
         save_weights(model, staging / "model.safetensors")
         return {"metrics": {"val_loss": 5.0}}
 
-    return write_bundle(folder, genome, tokenizer, {"genome_id": genome.id, "block_size": BLOCK}, place), model.eval()
+    return place
 
 
 def test_the_code_in_a_bundle_imports_only_torch_transformers_and_its_siblings():
@@ -160,3 +167,42 @@ def test_lm_eval_scores_a_bundle_as_genesis_does(tmp_path, bundles, data_folder)
     assert theirs["word_perplexity,none"] == pytest.approx(mine["word_perplexity"], rel=1e-5)
     assert theirs["bits_per_byte,none"] == pytest.approx(mine["bits_per_byte"], rel=1e-5)
     assert mine["documents"] == 2 and mine["tokens"] > 1000
+
+
+def test_a_plain_gpt2_genome_exports_native_gpt2_weights_loadable_without_remote_code(tmp_path, tokens):
+    plain = [g for g in TRAITS if hub.gpt2_obstacle(GPTConfig.from_genome(g, 4096, BLOCK)) is None]
+    assert [g.activation for g in plain] == ["relu2", "gelu"]  # and the others say why not
+    ids = tokens.tokenizer.encode("The history of the city is long").ids
+    made = []
+    for index, genome in enumerate(plain):
+        torch.manual_seed(index)
+        model = GPT(GPTConfig.from_genome(genome, tokens.vocab_size, BLOCK)).eval()
+        folder = write_bundle(tmp_path / f"g{index}", genome, tokens.tokenizer,
+                              {"genome_id": genome.id, "block_size": BLOCK}, _placing(model), gpt2=True)
+        made.append((folder, model))
+    answers = outside([{"bundle": str(folder / hub.GPT2_FOLDER), "ids": ids, "no_remote_code": True}
+                       for folder, _ in made], tmp_path)
+    for (folder, model), answer in zip(made, answers):
+        assert answer["class"] == "GPT2LMHeadModel"
+        assert (torch.tensor(answer["logits"]) - model(torch.tensor([ids]))[0][0]).abs().max().item() <= 1e-5
+        assert load_agent(folder).manifest["gpt2"] == "gpt2"
+    rotary = write_bundle(tmp_path / "rotary", TRAITS[0], tokens.tokenizer,
+                          {"genome_id": TRAITS[0].id, "block_size": BLOCK},
+                          _placing(GPT(GPTConfig.from_genome(TRAITS[0], tokens.vocab_size, BLOCK))), gpt2=True)
+    assert not (rotary / hub.GPT2_FOLDER).exists()
+    assert load_agent(rotary).manifest["gpt2"] == "not a plain GPT-2: rotary positions"
+
+
+def test_cli_export_format_gpt2_says_which_champions_are_plain_gpt2(run, tmp_path):
+    from typer.testing import CliRunner
+
+    from genesis.cli import app
+
+    result = CliRunner().invoke(app, ["export", str(run.path), "--top", "2", "--out", str(tmp_path / "out"),
+                                      "--format", "gpt2", "--json"])
+    assert result.exit_code == 0, result.output
+    for entry in json.loads(result.output):
+        plain = hub.gpt2_obstacle(GPTConfig.from_genome(load_agent(entry["bundle"]).genome, 4096, BLOCK)) is None
+        assert entry["gpt2"] == ("gpt2" if plain else "not a plain GPT-2: the gated swiglu feed-forward")
+        assert (Path(entry["bundle"]) / hub.GPT2_FOLDER).is_dir() == plain
+    assert CliRunner().invoke(app, ["export", str(run.path), "--format", "onnx"]).exit_code == 2

@@ -131,35 +131,48 @@ def export(
     recipe: Optional[str] = typer.Option(
         None, help="Train the champions again with this (longer) recipe instead of using the run's weights."),
     data: Optional[Path] = typer.Option(None, envvar="GENESIS_DATA", help=DATA_HELP),
+    layout: str = typer.Option("genesis", "--format", help="genesis (the µLM with its modeling code), or gpt2: "
+                               "also native GPT-2 weights in gpt2/ for each champion that is a plain GPT-2."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON (for scripts) instead of tables."),
 ) -> None:
-    """Export champions as agent bundles (Hugging Face layout: config.json, model.safetensors, tokenizer.json, README.md)."""
+    """Export champions as agent bundles (Hugging Face layout: config.json, model.safetensors, tokenizer.json,
+    README.md, and the code transformers runs them with)."""
     from genesis.colony.bundle import export_champions, load_bundle
 
+    if layout not in ("genesis", "gpt2"):
+        fail(f"--format must be genesis or gpt2, not {layout!r}")
     try:
         with console.status("exporting champions..."):
-            paths = export_champions(run_path, top=top, out=out, recipe=recipe, data=data)
+            paths = export_champions(run_path, top=top, out=out, recipe=recipe, data=data, gpt2=layout == "gpt2")
             bundles = [load_bundle(path) for path in paths]  # also checks what was just written
     except GenesisError as error:
         fail(str(error))
     if as_json:
         typer.echo(json.dumps([{"bundle": str(b.path), **{k: b.manifest.get(k) for k in
-                                ("genome_id", "metrics", "recipe", "weights", "lineage")}} for b in bundles],
+                                ("genome_id", "metrics", "recipe", "weights", "lineage", "gpt2")}} for b in bundles],
                               indent=2))
         return
     table = Table(title="Exported agent bundles")
-    for column in ("bundle", "traits", "val ppl", "recipe", "weights"):
+    for column in ("bundle", "traits", "val ppl", "recipe", "weights", "GPT-2"):
         table.add_column(column, no_wrap=True)
     for bundle in bundles:
         weights = bundle.manifest.get("weights", "kept by the run")
         table.add_row(str(bundle.path), bundle.genome.describe(), f"{bundle.manifest['metrics']['val_ppl']:.1f}",
                       bundle.manifest["recipe"]["name"],
-                      f"[yellow]{weights}[/]" if weights == "retrained" else weights)
+                      f"[yellow]{weights}[/]" if weights == "retrained" else weights,
+                      _gpt2_cell(bundle.manifest.get("gpt2", "")))
     console.print(table)
     retrained = [b for b in bundles if b.manifest.get("weights") == "retrained"]
     if retrained and recipe is None:
         console.print(f"[yellow]{len(retrained)} champion(s) had no kept weights and were retrained with "
                       "the run's recipe and seed[/]")
+
+
+def _gpt2_cell(note: str) -> str:
+    """The export table's GPT-2 column from a manifest's "gpt2" note."""
+    if note == "gpt2":
+        return "gpt2/"
+    return escape(note.removeprefix("not a plain GPT-2: ")) if note.startswith("not") else "plain (--format gpt2)"
 
 
 def generate(

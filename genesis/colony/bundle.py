@@ -52,7 +52,7 @@ CONFIG = "config.json"
 ADAPTER, ADAPTER_CONFIG = "adapter_model.safetensors", "adapter_config.json"  # where older bundles kept it
 # the first two in every bundle; the others where the bundle has them
 HASHED = ("model.safetensors", "tokenizer.json", hub.PEFT_ADAPTER, hub.PEFT_CONFIG, ADAPTER, ADAPTER_CONFIG,
-          *hub.CODE, *hub.TOKENIZER_FILES)
+          *hub.CODE, *hub.TOKENIZER_FILES, *hub.GPT2_FILES)
 FORMAT_1 = ("bundle.json", ("genome.json", "model.safetensors", "tokenizer.json"))  # (manifest, hashed files)
 
 
@@ -86,6 +86,7 @@ def export_champions(
     recipe: str | Path | Recipe | None = None,
     data: str | Path | None = None,
     cache_dir: str | Path | None = None,
+    gpt2: bool = False,
 ) -> list[Path]:
     """Write one bundle per champion of a run.
 
@@ -101,6 +102,9 @@ def export_champions(
         recipe: optional recipe to train the champions with instead.
         data: the WikiText folder, if it moved since the run.
         cache_dir: tokenizer and token cache.
+        gpt2: also write, in `gpt2/`, native `GPT2LMHeadModel` weights and config (no
+            remote code) for each champion that is a plain GPT-2 (`hub.gpt2_obstacle`);
+            the manifest's "gpt2" says which did, or why not.
 
     Returns:
         The bundle folders, best first.
@@ -130,7 +134,7 @@ def export_champions(
         place = (partial(_retrain, record, used, tokens, seed) if retrained
                  else partial(_copy_kept, kept, record.outcome.to_dict()))
         written.append(write_bundle(out / f"{rank + 1}-{record.genome_id}", record.genome, tokens.tokenizer,
-                                    manifest, place))
+                                    manifest, place, gpt2=gpt2))
     return written
 
 
@@ -149,10 +153,12 @@ def _retrain(record, recipe: Recipe, tokens, seed: int, staging: Path) -> dict[s
 
 
 def write_bundle(folder: Path, genome: Genome, tokenizer: Tokenizer, manifest: dict[str, Any],
-                 weights: Callable[[Path], dict[str, Any]], adapter: lora.Adapter | None = None) -> Path:
+                 weights: Callable[[Path], dict[str, Any]], adapter: lora.Adapter | None = None,
+                 gpt2: bool = False) -> Path:
     """Write a bundle atomically (a staging folder renamed into place): `weights(staging)`
     puts model.safetensors there and returns more manifest fields (the metrics);
-    `adapter`, if given, is stored beside it. Returns `folder`."""
+    `adapter`, if given, is stored beside it; with `gpt2`, a plain GPT-2 genome also gets
+    its `GPT2LMHeadModel` copy in `gpt2/`. Returns `folder`."""
     _check_replaceable(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
@@ -167,9 +173,17 @@ def write_bundle(folder: Path, genome: Genome, tokenizer: Tokenizer, manifest: d
             config = hub.peft_config(lora.rank_of(adapter), lora.PROJECTIONS, folder.resolve())
             (staging / hub.PEFT_CONFIG).write_text(json.dumps(config, indent=2) + "\n")
             hashed += [hub.PEFT_ADAPTER, hub.PEFT_CONFIG]
+        config = GPTConfig.from_genome(genome, tokenizer.get_vocab_size(), manifest["block_size"])
+        obstacle = hub.gpt2_obstacle(config)
+        if obstacle is not None:
+            manifest["gpt2"] = f"not a plain GPT-2: {obstacle}"
+        elif gpt2:
+            hashed += _write_gpt2(staging, config, tokenizer)
+            manifest["gpt2"] = hub.GPT2_FOLDER
+        else:
+            manifest["gpt2"] = "a plain GPT-2 (export with --format gpt2 for native weights)"
         manifest = {"format": BUNDLE_FORMAT, "genome": genome.to_dict(), "vocab_size": tokenizer.get_vocab_size(),
                     **manifest, "sha256": {name: sha256_file(staging / name) for name in hashed}}
-        config = GPTConfig.from_genome(genome, manifest["vocab_size"], manifest["block_size"])
         (staging / CONFIG).write_text(json.dumps({**hub.hf_config(config, tokenizer), "genesis": manifest},
                                                  indent=2, sort_keys=True) + "\n")
         (staging / "README.md").write_text(_card(genome, manifest))
@@ -185,6 +199,20 @@ def write_bundle(folder: Path, genome: Genome, tokenizer: Tokenizer, manifest: d
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return folder
+
+
+def _write_gpt2(staging: Path, config: GPTConfig, tokenizer: Tokenizer) -> list[str]:
+    """The `GPT2LMHeadModel` copy of the weights staged in model.safetensors, with its
+    config and the tokenizer's files, in `gpt2/`; returns the names to hash."""
+    from safetensors.torch import load_file, save_file
+
+    folder = staging / hub.GPT2_FOLDER
+    folder.mkdir()
+    save_file(hub.gpt2_state(load_file(str(staging / "model.safetensors"))), str(folder / "model.safetensors"))
+    (folder / "config.json").write_text(json.dumps(hub.gpt2_config(config, tokenizer), indent=2) + "\n")
+    for name in ("tokenizer.json", *hub.TOKENIZER_FILES):
+        shutil.copyfile(staging / name, folder / name)
+    return list(hub.GPT2_FILES)
 
 
 def _check_replaceable(folder: Path) -> None:
@@ -227,6 +255,11 @@ def _card(genome: Genome, manifest: dict[str, Any]) -> str:
                   f"- recipe `{recipe['name']}`: {recipe['steps']} steps x {recipe['batch_size']} x "
                   f"{recipe['seq_len']} tokens, lr {recipe['lr']}",
                   f"- training seed {manifest['training_seed']}; data {manifest['data']['source']}"]
+    if manifest.get("gpt2") == hub.GPT2_FOLDER:
+        lines += ["", "**Plain GPT-2:** `gpt2/` holds native `GPT2LMHeadModel` weights and config: "
+                  "`AutoModelForCausalLM.from_pretrained(\"<this folder>/gpt2\")` needs no remote code."]
+    elif manifest.get("gpt2"):
+        lines += ["", f"**GPT-2:** {manifest['gpt2']}."]
     lines += ["", "Load with `genesis generate <this folder> \"prompt\"` or `genesis.load_agent(<this folder>)`; "
               "without genesis, with transformers: `AutoModelForCausalLM.from_pretrained(<this folder>, "
               "trust_remote_code=True)` (the modeling code is in the folder)"

@@ -89,3 +89,53 @@ def peft_config(rank: int, targets: tuple[str, ...], base: Path) -> dict[str, An
     return {"peft_type": "LORA", "task_type": "CAUSAL_LM", "r": rank, "lora_alpha": rank, "lora_dropout": 0.0,
             "bias": "none", "target_modules": list(targets), "fan_in_fan_out": False,
             "base_model_name_or_path": str(base), "inference_mode": True, "library_name": "genesis"}
+
+
+GPT2_FOLDER = "gpt2"
+GPT2_FILES = (f"{GPT2_FOLDER}/config.json", f"{GPT2_FOLDER}/model.safetensors")
+# genesis's layer name -> GPT-2's (its Conv1D layers store weights as (in, out): transposed)
+_GPT2_LAYERS = {"ln_1": "ln_1", "attn.qkv": "attn.c_attn", "attn.proj": "attn.c_proj", "ln_2": "ln_2",
+                "mlp.up": "mlp.c_fc", "mlp.down": "mlp.c_proj"}
+_GPT2_CONV1D = ("attn.qkv", "attn.proj", "mlp.up", "mlp.down")
+
+
+def gpt2_obstacle(config: GPTConfig) -> str | None:
+    """Why a µLM is not a plain GPT-2 (rotary positions, RMSNorm, a gated feed-forward or
+    ternary weights), or None when `GPT2LMHeadModel` computes exactly what it does."""
+    if config.position != "learned":
+        return f"{config.position} positions"
+    if config.norm != "layernorm":
+        return config.norm
+    if config.activation == "swiglu":
+        return "the gated swiglu feed-forward"
+    if config.weight_precision != "fp32":
+        return f"{config.weight_precision} weights"
+    return None
+
+
+def gpt2_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A plain µLM's weights (as genesis saves them: the tied head stored once, as the
+    token embedding) under `GPT2LMHeadModel`'s names and shapes."""
+    renamed = {"transformer.wte.weight": state["tok_emb.weight"], "transformer.wpe.weight": state["pos_emb.weight"],
+               "transformer.ln_f.weight": state["ln_f.weight"], "transformer.ln_f.bias": state["ln_f.bias"]}
+    for name, tensor in state.items():
+        if not name.startswith("blocks."):
+            continue
+        _, index, rest = name.split(".", 2)
+        layer, part = rest.rsplit(".", 1)
+        if layer in _GPT2_CONV1D and part == "weight":
+            tensor = tensor.t()
+        renamed[f"transformer.h.{index}.{_GPT2_LAYERS[layer]}.{part}"] = tensor.contiguous()
+    return renamed
+
+
+def gpt2_config(config: GPTConfig, tokenizer: Tokenizer) -> dict[str, Any]:
+    """`GPT2Config`'s fields for a plain µLM (`gpt2_obstacle` is None)."""
+    end = tokenizer.token_to_id(END_OF_TEXT)
+    return {"architectures": ["GPT2LMHeadModel"], "model_type": "gpt2", "vocab_size": config.vocab_size,
+            "n_positions": config.block_size, "n_ctx": config.block_size, "n_embd": config.d_model,
+            "n_layer": config.n_layer, "n_head": config.n_head, "n_inner": config.ffn_hidden,
+            "activation_function": config.activation, "resid_pdrop": config.dropout,
+            "embd_pdrop": config.dropout, "attn_pdrop": config.dropout, "layer_norm_epsilon": 1e-5,
+            "scale_attn_weights": True, "bos_token_id": end, "eos_token_id": end,
+            "tie_word_embeddings": True, "torch_dtype": "float32"}

@@ -8,7 +8,7 @@ ecosystem's own code (to a file: transformers may print on stdout).
     python hf_run.py PLAN.json ANSWERS.json
 
 A check: {"bundle": FOLDER, "ids": [...], "adapter": FOLDER or null, "generate": N,
-"pipeline": PROMPT or null, "encode": TEXT or null}, or {"lm_eval": [ARGUMENTS], "output":
+"pipeline": PROMPT or null, "encode": TEXT or null, "no_remote_code": BOOL}, or {"lm_eval": [ARGUMENTS], "output":
 FOLDER}: the `lm_eval` command line with those arguments, answered by its results file.
 """
 
@@ -51,7 +51,7 @@ def check(plan: dict) -> dict:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, pipeline
 
-    model = AutoModelForCausalLM.from_pretrained(plan["bundle"], trust_remote_code=True)
+    model = AutoModelForCausalLM.from_pretrained(plan["bundle"], trust_remote_code=not plan.get("no_remote_code"))
     if plan.get("adapter"):
         from peft import PeftModel
 
