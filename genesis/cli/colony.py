@@ -25,7 +25,9 @@ def colony_seed(
     bundles: list[Path] = typer.Argument(..., help="Agent bundles (one tokenizer)."),
     theta: int = typer.Option(ColonySettings.division_threshold, help="Θ: interactions after which an agent divides."),
     cap: int = typer.Option(ColonySettings.population_cap, help="Population cap: above it the weakest retire."),
-    consensus: str = typer.Option(ColonySettings.consensus, help="softmax (fitness-weighted) or top_k."),
+    consensus: str = typer.Option(ColonySettings.consensus, help="softmax (fitness-weighted), top_k, or posterior "
+                                  "(routed per prompt by each agent's likelihood of its last tokens)."),
+    routing_tokens: int = typer.Option(ColonySettings.routing_tokens, help="Prompt tokens that route a posterior consensus."),
     temperature: float = typer.Option(ColonySettings.consensus_temperature, help="Temperature of the softmax over fitness."),
     top_k_agents: int = typer.Option(ColonySettings.consensus_top_k, help="Agents that answer in top_k mode."),
     learning_rate: float = typer.Option(ColonySettings.learning_rate, help="Continuous-learning learning rate."),
@@ -44,7 +46,7 @@ def colony_seed(
     from genesis.colony.colony import Colony
 
     settings = ColonySettings(division_threshold=theta, population_cap=cap, consensus=consensus,
-                              consensus_temperature=temperature, consensus_top_k=top_k_agents,
+                              routing_tokens=routing_tokens, consensus_temperature=temperature, consensus_top_k=top_k_agents,
                               learning_rate=learning_rate, adapt_steps=adapt_steps,
                               agent_weights=agent_weights, adapter_rank=rank, learn_from=learn_from,
                               recall=recall, memory_limit=memory_limit)
@@ -142,6 +144,11 @@ def colony_simulate(
     prompt_tokens: int = typer.Option(32, help="Prompt tokens per chunk."),
     continuation_tokens: int = typer.Option(16, help="Continuation tokens per chunk."),
     out: Optional[Path] = typer.Option(None, help="Folder for the summary and plot (default: the colony folder)."),
+    order: str = typer.Option("stream", help="stream (the split as it comes), blocks (its articles by topic, one "
+                              "topic after another) or interleaved (the topics in turn)."),
+    topics: int = typer.Option(4, help="Topics of the blocks and interleaved orders (k-means over the train "
+                               "split's articles, saved with the colony)."),
+    start: int = typer.Option(0, help="Where the replay starts: a chunk of the split, or a replay number with topics."),
 ) -> None:
     """Replay held-out WikiText: predict each chunk, then learn from it; colony vs best agent."""
     from genesis.colony.colony import Colony
@@ -153,7 +160,8 @@ def colony_simulate(
         colony = Colony.open(location)
         with progress:
             task = progress.add_task("", total=chunks)
-            summary = simulate(colony, data, chunks, prompt_tokens, continuation_tokens, out=out,
+            summary = simulate(colony, data, chunks, prompt_tokens, continuation_tokens, out=out, order=order,
+                               topics=topics, start=start,
                                on_chunk=lambda p: progress.update(
                                    task, completed=p["chunk"],
                                    description=f"{p['agents']} agents, consensus ppl {p['consensus_ppl']:.1f}"))
@@ -171,6 +179,10 @@ def colony_simulate(
                   f"{verdict(summary['colony_beats_learning_best'])} its best agent learning alone; "
                   f"{summary['divisions']} divisions, {summary['retirements']} retirements, "
                   f"{summary['agents_at_end']} agents at the end.")
+    if summary.get("specialization_bits"):
+        index = summary["specialization_bits"]
+        console.print(f"Specialization (mutual information of consensus weights and topic): {index['whole']:.3f} "
+                      f"bits; by quarter {', '.join(f'{q:.3f}' for q in index['quarters'])}")
     console.print(f"summary: {(out or colony.folder) / SIMULATION_FILE}")
 
 

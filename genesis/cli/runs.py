@@ -207,7 +207,8 @@ def eval_task(
     """Write an lm-evaluation-harness task over a WikiText split, and score the bundle on it
     with genesis: `lm_eval` must report the same perplexities."""
     from genesis.colony.bundle import load_bundle
-    from genesis.colony.harness import articles, score, write_task
+    from genesis.colony.harness import score, write_task
+    from genesis.colony.topics import articles
     from genesis.train.data import SPLITS, read_texts
 
     if split not in SPLITS:

@@ -11,21 +11,18 @@ each seed bundle's frozen base, the shared memory and the events.
   of the base, and learning changes the adapter only. `agent_weights="full"` makes each
   agent a whole model instead, for comparison.
 - **Consensus:** an answer samples from Σ wᵢ·pᵢ, the agents' next-token distributions
-  weighted by softmax(fitness / temperature), or uniformly over the top-k agents.
-- **Fitness:** a running mean (EMA) of each agent's per-token log-likelihood on feedback
-  text; it starts at minus the bundle's validation loss.
-- **Continuous learning:** after feedback every agent takes a few optimizer steps on
-  shared memories, so one agent learns from what another saw.
+  weighted by a policy (`genesis.colony.consensus`): softmax(fitness / temperature), the
+  top-k agents, or routed by each agent's likelihood of the prompt.
+- **Fitness:** a running mean of each agent's per-token log-likelihood on feedback text.
+- **Continuous learning:** after feedback every agent takes a few steps on shared memories.
 - **Division:** after Θ interactions an agent divides: the child gets the parent's current
   adapter (or weights) plus N(0, σ²) (σ is the genome's own trait), drawn from a new
   identity seed from the OS entropy pool, recorded, so every birth replays.
 - **Selection:** above the population cap the lowest-fitness agents retire.
 
-Several processes, on one machine or many, may use one colony at once: every
-read-modify-write of the database is one transaction under the colony's write lock, and
-learning saves an agent's weights only on top of the version it loaded (a process that
-lost the race learns again), so no memory, agent or update is lost. One `Colony` object
-is for one thread (the server runs requests one at a time per process).
+Processes on one or many machines may share a colony: every read-modify-write is one
+transaction under its write lock, and learning saves weights only on top of the version it
+loaded (the loser of a race learns again), so nothing is lost. One `Colony` per thread.
 """
 
 from __future__ import annotations
@@ -44,7 +41,7 @@ import torch
 from sqlalchemy.engine import Connection
 from tokenizers import Tokenizer
 
-from genesis.colony import memory
+from genesis.colony import consensus, memory
 from genesis.colony.bundle import load_agent, same_tokenizer
 from genesis.colony.database import (
     AGENT_COLUMNS,
@@ -181,13 +178,16 @@ class Colony:
         """How many learning updates the agent's current weights carry (0 at birth)."""
         return self.weights.version(agent)
 
-    def consensus_weights(self, agents: Sequence[Agent]) -> list[float]:
-        """Each agent's share of the consensus; the shares sum to one."""
-        if self.settings.consensus == "top_k":
-            chosen = sorted(agents, key=lambda a: -a.fitness)[: self.settings.consensus_top_k]
-            return [1.0 / len(chosen) if a in chosen else 0.0 for a in agents]
-        logits = torch.tensor([a.fitness for a in agents], dtype=torch.float64)
-        return torch.softmax(logits / self.settings.consensus_temperature, dim=0).tolist()
+    def consensus_weights(self, agents: Sequence[Agent], context: Sequence[int] = ()) -> list[float]:
+        """Each agent's share of the consensus on a prompt (its token ids `context`), by the
+        colony's policy (`genesis.colony.consensus`); the shares sum to one."""
+        before, recent = consensus.routing_split(context, self.settings.routing_tokens)
+        evidence = None  # a routed policy reads each agent's log-likelihood of the prompt's last tokens
+        if self.settings.consensus in consensus.ROUTED:
+            evidence = (self.continuation_probs(agents, before, recent).double().log().sum(dim=1).tolist()
+                        if recent else [0.0] * len(agents))
+        return consensus.weights(self.settings.consensus, consensus.Evidence([a.fitness for a in agents], evidence),
+                                 self.settings.consensus_temperature, self.settings.consensus_top_k)
 
     def ask(self, prompt: str, max_tokens: int = 30, temperature: float = 0.8, top_k: int = 40,
             seed: int | None = None, recall: int | None = None) -> Answer:
@@ -200,7 +200,7 @@ class Colony:
         agents = self.agents()
         if not agents:
             raise GenesisError(f"{self.location} has no living agent")
-        weights = self.consensus_weights(agents)
+        weights = self.consensus_weights(agents, self.tokenizer.encode(prompt).ids)
         members = [(a, w) for a, w in zip(agents, weights) if w > 0]
         recall = self.settings.recall if recall is None else recall
         context = "".join(f"{text}\n" for text in self._similar(prompt, recall)) if recall > 0 else ""

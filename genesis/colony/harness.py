@@ -25,19 +25,6 @@ from genesis.core.files import output_folder, replace_text
 from genesis.errors import GenesisError
 from genesis.train.data import END_OF_TEXT
 
-_HEADING = re.compile(r"^ = [^=].* = $")  # a WikiText article's title line: " = Title = "
-
-
-def articles(text: str) -> list[str]:
-    """The articles of a WikiText split, each from its title line to the next title."""
-    found: list[list[str]] = []
-    for line in text.splitlines(keepends=True):
-        if _HEADING.match(line.rstrip("\n")) or not found:
-            found.append([])
-        found[-1].append(line)
-    return [doc for doc in ("".join(lines).strip("\n") for lines in found) if doc.strip()]
-
-
 def write_task(folder: str | Path, documents: Sequence[str], name: str) -> Path:
     """Write task `name` (YAML and documents) into `folder`; returns the YAML's path."""
     if not re.fullmatch(r"[a-z][a-z0-9_]{0,63}", name):

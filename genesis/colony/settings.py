@@ -6,6 +6,7 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
+from genesis.colony.consensus import POLICIES
 from genesis.errors import GenesisError
 
 MAX_RANK = 64  # an adapter file above it is refused: a colony folder may come from someone else
@@ -18,10 +19,13 @@ class ColonySettings:
     Attributes:
         division_threshold: Θ, interactions after which an agent divides.
         population_cap: most agents alive; above it the lowest-fitness ones retire.
-        consensus: "softmax" (all agents, weights softmax(fitness / temperature)) or
-            "top_k" (the `consensus_top_k` fittest agents, equal weights).
+        consensus: "softmax" (all agents, weights softmax(fitness / temperature)),
+            "top_k" (the `consensus_top_k` fittest agents, equal weights) or "posterior"
+            (routed per prompt: the softmax prior times each agent's likelihood of the
+            prompt's last `routing_tokens` tokens; `genesis.colony.consensus`).
         consensus_temperature: temperature of the softmax over fitness.
         consensus_top_k: agents that answer in top_k mode.
+        routing_tokens: the prompt's last tokens whose likelihood routes a posterior consensus.
         fitness_smoothing: α of the running fitness estimate f ← (1-α)·f + α·loglik.
         learning_rate: AdamW learning rate of continuous learning.
         adapt_steps: optimizer steps each agent takes after feedback (0: no learning).
@@ -41,6 +45,7 @@ class ColonySettings:
     consensus: str = "softmax"
     consensus_temperature: float = 0.1
     consensus_top_k: int = 2
+    routing_tokens: int = 16
     fitness_smoothing: float = 0.2
     learning_rate: float = 1e-4
     adapt_steps: int = 1
@@ -88,11 +93,12 @@ class ColonySettings:
                 raise GenesisError(f"{field.name} must be a finite {field.type} in {bound}, not {value!r}")
 
 
-CHOICES = {"consensus": ("softmax", "top_k"), "agent_weights": ("adapter", "full"),
+CHOICES = {"consensus": POLICIES, "agent_weights": ("adapter", "full"),
            "learn_from": ("similar", "recent")}
 # The range of every numeric setting; bounded so that no stored colony makes a process
 # loop, learn or allocate without limit.
 RANGES = {"division_threshold": (1, 1_000_000), "population_cap": (1, 100_000), "consensus_top_k": (1, 100_000),
+          "routing_tokens": (1, 4096),
           "consensus_temperature": (0.0, 1e6), "fitness_smoothing": (0.0, 1.0), "learning_rate": (0.0, 1.0),
           "adapt_steps": (0, 1000), "memory_window": (1, 1000), "adapter_rank": (1, MAX_RANK),
           "recall": (0, 64), "memory_limit": (1, 10_000_000)}

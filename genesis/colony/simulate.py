@@ -13,6 +13,12 @@ Baselines, both copies of the colony's fittest agent at the start:
 
 So the question "does a colony beat its best single agent?" is answered against an
 agent that is given everything but the colony.
+
+The stream is the split as it comes (`order="stream"`), or its articles' chunks grouped
+by topic (`genesis.colony.topics`, k-means over the train split's articles, saved with
+the colony): in topic blocks (non-stationary: one topic after another) or interleaved.
+Every chunk's topic and consensus weights are recorded, and the summary gives the
+specialization index: how much the agents the consensus listens to tell the topic.
 """
 
 from __future__ import annotations
@@ -32,7 +38,8 @@ from genesis.colony.colony import Colony
 from genesis.colony.learning import adapt_model
 from genesis.core.files import output_folder, replace_file, replace_text
 from genesis.errors import GenesisError
-from genesis.train.data import load_data
+from genesis.colony.topics import articles, colony_topics, ordered, specialization, topic_chunks
+from genesis.train.data import load_data, read_texts
 from genesis.train.generate import continuation_token_probs
 
 SIMULATION_FILE = "simulation.json"
@@ -50,6 +57,8 @@ def simulate(
     on_chunk: Callable[[dict[str, Any]], None] | None = None,
     start: int = 0,
     out: str | Path | None = None,
+    order: str = "stream",
+    topics: int = 4,
 ) -> dict[str, Any]:
     """Run the replay on `colony` (which it changes: copy the colony to keep the original).
 
@@ -61,8 +70,12 @@ def simulate(
         split: which split to replay; the default, test, was never trained on.
         cache_dir: tokenizer and token cache.
         on_chunk: called with each time point as it is measured.
-        start: the first chunk of the split to replay (replays of other stretches).
+        start: the first chunk of the split to replay (replays of other stretches); with
+            a topic order, the replay number (`genesis.colony.topics.ordered`).
         out: the folder for the summary and plot; default the colony's folder.
+        order: "stream" (the split as it comes), "blocks" or "interleaved" (its articles'
+            chunks by topic, one topic after another or in turn).
+        topics: clusters of the topic orders.
 
     Returns:
         The summary, also written to `simulation.json` in `out` with a plot.
@@ -74,8 +87,7 @@ def simulate(
     vocab = colony.tokenizer.get_vocab_size()
     tokens = load_data(data, vocab, cache_dir)
     width = prompt_tokens + continuation_tokens
-    stream = tokens.split(split)[start * width:]
-    chunks = min(chunks, len(stream) // width)
+    pieces = _pieces(colony, tokens, data, split, order, topics, chunks, width, start)
     best = colony.agents()[0]
     frozen = _copy(colony.model(best))
     learner = _copy(colony.model(best))
@@ -87,8 +99,7 @@ def simulate(
         nll["soup"] = 0.0
     counted, series = 0, []
     started = time.perf_counter()
-    for index in range(chunks):
-        piece = stream[index * width:(index + 1) * width].tolist()
+    for index, (piece, topic) in enumerate(pieces):
         prompt = colony.tokenizer.decode(piece[:prompt_tokens])
         continuation = colony.tokenizer.decode(piece[prompt_tokens:])
         context, target = colony.tokenizer.encode(prompt).ids, colony.tokenizer.encode(continuation).ids
@@ -96,7 +107,7 @@ def simulate(
             continue
         # 1. predict: every number below is measured before anything learns from this chunk
         agents = colony.agents()
-        weights = torch.tensor(colony.consensus_weights(agents), dtype=torch.float64)
+        weights = torch.tensor(colony.consensus_weights(agents, context), dtype=torch.float64)
         per_agent = colony.continuation_probs(agents, context, target).double()  # (agents, T)
         nll["consensus"] -= float((weights[:, None] * per_agent).sum(0).log().sum())
         nll["frozen_best"] -= float(continuation_token_probs(frozen, context, target).double().log().sum())
@@ -112,7 +123,8 @@ def simulate(
         window = [colony.tokenizer.encode(t).ids for t in colony.learning_texts(prompt + continuation)]
         adapt_model(learner, window, colony.settings.adapt_steps, colony.settings.learning_rate)
         fitness = np.array([a.fitness for a in colony.agents()])
-        point = {"chunk": index + 1, "tokens": counted, "agents": len(fitness),
+        point = {"chunk": index + 1, "tokens": counted, "agents": len(fitness), "topic": topic,
+                 "weights": {a.id: float(w) for a, w in zip(agents, weights)},
                  "mean_fitness": float(fitness.mean()), "fitness_variance": float(fitness.var()),
                  **{f"{name}_ppl": math.exp(value / counted) for name, value in nll.items()}}
         series.append(point)
@@ -130,6 +142,21 @@ def simulate(
 
 
 VALIDATION_WINDOWS = 16
+
+
+def _pieces(colony, tokens, data, split, order, topics, chunks, width, start) -> list[tuple[list[int], int | None]]:
+    """The replay's chunks of `width` tokens with their topics (None in stream order)."""
+    if order == "stream":
+        stream = tokens.split(split)[start * width:]
+        return [(stream[i * width:(i + 1) * width].tolist(), None) for i in range(min(chunks, len(stream) // width))]
+    if order not in ("blocks", "interleaved"):
+        raise GenesisError(f"order must be stream, blocks or interleaved, not {order!r}")
+    texts, _ = read_texts(data)
+    try:
+        model = colony_topics(colony.store, articles(texts["train"]), topics)
+    except ValueError as error:
+        raise GenesisError(f"{colony.location}: {error}") from None
+    return ordered(topic_chunks(model, articles(texts[split]), colony.tokenizer, width), chunks, order, start)
 
 
 def _windows(tokens: np.ndarray, width: int) -> list[list[int]]:
@@ -198,8 +225,20 @@ def _summarize(colony, series, seconds, prompt_tokens, continuation_tokens, spli
         "retirements": sum(1 for e in events if e["kind"] == "retirement"),
         "fisher": {"correlation_of_mean_fitness_rise_with_variance": correlation,
                    "mean_fitness_start": float(means[0]), "mean_fitness_end": float(means[-1])},
+        "specialization_bits": _specialization(series),
         "series": series,
     }
+
+
+def _specialization(series: list[dict]) -> dict[str, Any] | None:
+    """The specialization index (`genesis.colony.topics.specialization`) over the whole
+    replay and over each quarter of it; None in stream order (no topics)."""
+    if not series or series[0]["topic"] is None:
+        return None
+    quarter = max(1, len(series) // 4)
+    parts = [series[i:i + quarter] for i in range(0, len(series), quarter)][:4]
+    return {"whole": specialization([p["weights"] for p in series], [p["topic"] for p in series]),
+            "quarters": [specialization([p["weights"] for p in part], [p["topic"] for p in part]) for part in parts]}
 
 
 def _plot(series, path: Path) -> None:

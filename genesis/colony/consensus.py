@@ -1,0 +1,62 @@
+"""How a colony's agents share an answer: consensus policies.
+
+A policy reads a frozen record of the evidence (each agent's fitness and, for routing,
+its log-likelihood of the prompt's last tokens) and returns each agent's share of the
+answer; the shares sum to one. `Colony.ask` and `simulate` both call `weights`, so the
+replay measures the consensus that is served.
+
+- **softmax** (the global baseline): softmax(fitness / T), the same shares for every prompt.
+- **top_k**: the k fittest agents, equal shares.
+- **posterior** (context-routed, as cluster-BTM and Bayesian model averaging mix experts
+  per prefix): prior softmax(fitness / T) times each agent's likelihood of the prompt's
+  last `routing_tokens` tokens, normalized, i.e. softmax(fitness / T + Σ log pᵢ(recent
+  tokens)). An agent that explains this kind of text best is heard most on it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+
+POLICIES = ("softmax", "top_k", "posterior")
+ROUTED = ("posterior",)  # the policies that need each agent's likelihood of the prompt
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """What a policy may read.
+
+    Attributes:
+        fitness: each agent's fitness (a running mean log-likelihood per token).
+        prompt_log_likelihood: each agent's summed log-probability of the prompt's last
+            tokens given the ones before them; None when the policy does not route.
+    """
+
+    fitness: Sequence[float]
+    prompt_log_likelihood: Sequence[float] | None = None
+
+
+def weights(policy: str, evidence: Evidence, temperature: float, top_k: int) -> list[float]:
+    """Each agent's share of the consensus under `policy` (one of `POLICIES`)."""
+    fitness = torch.tensor(list(evidence.fitness), dtype=torch.float64)
+    if policy == "top_k":
+        chosen = set(torch.argsort(-fitness, stable=True)[:top_k].tolist())
+        return [1.0 / len(chosen) if i in chosen else 0.0 for i in range(len(fitness))]
+    logits = fitness / temperature
+    if policy == "posterior":
+        if evidence.prompt_log_likelihood is None:
+            raise ValueError("the posterior policy needs each agent's likelihood of the prompt")
+        logits = logits + torch.tensor(list(evidence.prompt_log_likelihood), dtype=torch.float64)
+    elif policy != "softmax":
+        raise ValueError(f"unknown consensus policy {policy!r}")
+    return torch.softmax(logits, dim=0).tolist()
+
+
+def routing_split(context: Sequence[int], tokens: int) -> tuple[list[int], list[int]]:
+    """A prompt's ids as (what comes before, the last `tokens` scored for routing); the
+    first token is never scored (nothing precedes it)."""
+    context = list(context)
+    scored = min(tokens, max(0, len(context) - 1))
+    return context[:len(context) - scored], context[len(context) - scored:]

@@ -1,0 +1,104 @@
+"""Context-routed consensus and the topic stream: the posterior policy, the topic model,
+the topic-ordered replay and its specialization index."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from genesis.colony import consensus
+from genesis.colony.topics import TopicModel, articles, fit_topics, ordered, specialization
+
+fitness = st.lists(st.floats(-12, -1), min_size=1, max_size=8)
+
+
+@given(fitness, st.floats(0.01, 10))
+def test_posterior_without_evidence_is_the_global_softmax(values, temperature):
+    flat = consensus.Evidence(values, [0.0] * len(values))
+    assert consensus.weights("posterior", flat, temperature, 1) == pytest.approx(
+        consensus.weights("softmax", consensus.Evidence(values), temperature, 1))
+
+
+@given(fitness, st.floats(0.01, 10), st.data())
+def test_posterior_is_prior_times_likelihood(values, temperature, data):
+    evidence = data.draw(st.lists(st.floats(-60, 0), min_size=len(values), max_size=len(values)))
+    shares = consensus.weights("posterior", consensus.Evidence(values, evidence), temperature, 1)
+    prior = consensus.weights("softmax", consensus.Evidence(values), temperature, 1)
+    unnormalized = [p * math.exp(e) for p, e in zip(prior, evidence)]
+    assert sum(shares) == pytest.approx(1.0)
+    assert shares == pytest.approx([u / sum(unnormalized) for u in unnormalized], abs=1e-9)
+
+
+def test_routing_never_scores_the_first_token():
+    assert consensus.routing_split([5], 16) == ([5], [])
+    assert consensus.routing_split([1, 2, 3, 4], 2) == ([1, 2], [3, 4])
+    assert consensus.routing_split([1, 2, 3], 16) == ([1], [2, 3])
+
+
+def test_a_routed_colony_listens_to_the_agent_that_explains_the_prompt(tmp_path, bundles):
+    from genesis.colony.colony import Colony
+    from genesis.colony.settings import ColonySettings
+
+    colony = Colony.seed(tmp_path / "c", bundles, ColonySettings(consensus="posterior", routing_tokens=8))
+    agents = colony.agents()
+    context = colony.tokenizer.encode("The history of the city is long and the people of the town").ids
+    shares = colony.consensus_weights(agents, context)
+    before, recent = consensus.routing_split(context, 8)
+    log_likelihood = colony.continuation_probs(agents, before, recent).double().log().sum(dim=1)
+    expected = torch.softmax(torch.tensor([a.fitness for a in agents], dtype=torch.float64)
+                             / colony.settings.consensus_temperature + log_likelihood, dim=0)
+    assert shares == pytest.approx(expected.tolist())
+    answer = colony.ask("The history of the city", max_tokens=3, seed=1)
+    assert len(answer.agents) == len(answer.weights) and sum(answer.weights) == pytest.approx(1.0)
+
+
+def test_topics_cluster_articles_and_round_trip_exactly(data_folder):
+    from genesis.train.data import read_texts
+
+    texts, _ = read_texts(data_folder)
+    train = articles(texts["train"])
+    assert len(train) == 60 and all(a.startswith(" = ") for a in train)
+    model = fit_topics(train, 4)
+    labels = model.topics(train)
+    assert sorted(labels.count(t) for t in range(4)) == [9, 11, 18, 22]  # every topic holds articles
+    again = TopicModel.from_json(model.to_json())
+    assert again == model and again.topics(articles(texts["test"])) == model.topics(articles(texts["test"]))
+    with pytest.raises(ValueError):
+        TopicModel.from_json('{"vocabulary": ["a"], "idf": [1.0], "centroids": [[1.0, 2.0]]}')
+
+
+def test_topic_orders_take_equal_shares_in_blocks_or_in_turn():
+    chunks = [[[t, i] for i in range(5)] for t in range(3)]
+    blocks = ordered(chunks, 6, "blocks", 0)
+    assert [t for _, t in blocks] == [0, 0, 1, 1, 2, 2]
+    assert [t for _, t in ordered(chunks, 6, "interleaved", 0)] == [0, 1, 2, 0, 1, 2]
+    later = ordered(chunks, 6, "blocks", 1)  # another replay: another first topic, further chunks
+    assert [t for _, t in later] == [1, 1, 2, 2, 0, 0] and later[0][0] == [1, 2]
+
+
+def test_specialization_is_zero_for_one_mixture_and_the_topic_entropy_for_perfect_routing():
+    assert specialization([{"a": 0.5, "b": 0.5}] * 4, [0, 1, 0, 1]) == pytest.approx(0.0)
+    routed = [{"a": 1.0}, {"b": 1.0}, {"a": 1.0}, {"b": 1.0}]
+    assert specialization(routed, [0, 1, 0, 1]) == pytest.approx(1.0)
+
+
+def test_a_topic_replay_records_topics_and_specialization_and_keeps_its_clustering(tmp_path, bundles, data_folder):
+    from genesis.colony.colony import Colony
+    from genesis.colony.settings import ColonySettings
+    from genesis.colony.simulate import simulate
+
+    colony = Colony.seed(tmp_path / "c", bundles, ColonySettings(consensus="posterior"))
+    summary = simulate(colony, data_folder, chunks=8, prompt_tokens=16, continuation_tokens=8, order="blocks",
+                       topics=4)
+    topics = [p["topic"] for p in summary["series"]]
+    assert topics == sorted(topics) and len(set(topics)) == 4  # one topic after another
+    assert all(sum(p["weights"].values()) == pytest.approx(1.0) for p in summary["series"])
+    assert summary["specialization_bits"]["whole"] >= 0 and len(summary["specialization_bits"]["quarters"]) == 4
+    from genesis.errors import GenesisError
+
+    with pytest.raises(GenesisError, match="saved clustering has 4 topics"):
+        simulate(colony, data_folder, chunks=4, order="interleaved", topics=3)
