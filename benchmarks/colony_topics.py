@@ -1,0 +1,145 @@
+"""Colony science on a stream with structure: does routing let specialists be heard, and
+do division and selection add anything?
+
+Three champions of the default space (`quick`) are trained and exported (or taken from
+`--bundles`). For each of `--replays` replays, four colonies of the three champions as
+adapter agents (two identities each, cap 6) are seeded afresh and replay the held-out
+articles in topic blocks (`genesis colony simulate --order blocks`: tf-idf + k-means
+topics of the train split, one topic after another; replay r starts at another topic and
+another stretch of each):
+
+- "global": the fitness softmax (the baseline consensus);
+- "routed": the posterior consensus (fitness prior x each agent's likelihood of the
+  prompt's last 16 tokens);
+- "routed, division off" (Θ = 10^6: no agent ever divides);
+- "routed, selection off" (cap 1000: no agent ever retires).
+
+The arms of one replay read the same chunks from the same champions, so their online
+perplexities are compared per replay (paired differences, mean and 95% t-interval). Also
+per arm: the best agent frozen and learning alone (from the replay itself), the
+specialization index (mutual information of consensus weights and topic, bits) over the
+replay and by quarter, and Fisher's correlation.
+
+    python benchmarks/colony_topics.py --data /path/to/wikitext-2 --replays 8
+
+Resumable: each replay is appended to --work/replays.jsonl as it ends. Writes
+benchmarks/results/colony_topics.json and the table in benchmarks/README.md.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+
+from colony import interval
+from common import benchmark_parser, machine, rendered_only, table, update_readme, write_results
+
+ARMS = {  # name -> ColonySettings fields over the shared ones
+    "global": {"consensus": "softmax"},
+    "routed": {"consensus": "posterior"},
+    "routed, division off": {"consensus": "posterior", "division_threshold": 1_000_000},
+    "routed, selection off": {"consensus": "posterior", "population_cap": 1000},
+}
+SHARED = {"agent_weights": "adapter", "population_cap": 6}
+PAIRS = (("global", "routed"), ("routed, division off", "routed"), ("routed, selection off", "routed"))
+
+
+def champions(data: str, work: Path, given: list[str] | None) -> list[Path]:
+    """Three bundles: given, made before in `work`, or trained and exported now."""
+    import genesis
+
+    if given:
+        return [Path(b) for b in given]
+    folder = work / "bundles"
+    if folder.is_dir():
+        return sorted(folder.iterdir())
+    run = genesis.evolve(population=6, generations=1, data=data, output=work / "runs", noise_probes=0, confirm=0,
+                         threads=1)
+    return genesis.export_champions(run.path, top=3, out=folder)
+
+
+def main() -> None:
+    parser = benchmark_parser(__doc__)
+    parser.add_argument("--replays", type=int, default=8)
+    parser.add_argument("--chunks", type=int, default=80, help="chunks per replay (an equal share per topic)")
+    parser.add_argument("--topics", type=int, default=4)
+    parser.add_argument("--bundles", nargs="*", help="three agent bundles to use instead of training them")
+    parser.add_argument("--work", default=str(Path.home() / ".cache/genesis/benchmarks/colony_topics"),
+                        help="folder for the champions and the replays so far (resumable)")
+    args = parser.parse_args()
+    if rendered_only(parser, args, "colony_topics", render):
+        return
+    import genesis
+
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    bundles = champions(args.data, work, args.bundles)
+    log = work / "replays.jsonl"
+    settings_key = {"chunks": args.chunks, "topics": args.topics, "bundles": [str(b) for b in bundles]}
+    done = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+    done = [r for r in done if r["settings"] == settings_key]
+    for replay in range(args.replays):
+        for arm, fields in ARMS.items():
+            if any(r["replay"] == replay and r["arm"] == arm for r in done):
+                continue
+            colony = genesis.Colony.seed(work / f"colony-{replay}-{len(done)}", bundles,
+                                         genesis.ColonySettings(**{**SHARED, **fields}), copies=2)
+            summary = genesis.simulate(colony, args.data, chunks=args.chunks, start=replay, order="blocks",
+                                       topics=args.topics, out=work / "out")
+            summary.pop("series")
+            row = {"settings": settings_key, "replay": replay, "arm": arm, "summary": summary}
+            with log.open("a") as out:
+                out.write(json.dumps(row) + "\n")
+            done.append(row)
+            print(arm, replay, summary["online_ppl"], summary["specialization_bits"]["whole"], flush=True)
+    results = {"machine": machine(), "chunks": args.chunks, "topics": args.topics,
+               "champions": [genesis.load_bundle(b).genome.describe() for b in bundles],
+               "replays": {arm: [r["summary"] for r in sorted(done, key=lambda r: r["replay"]) if r["arm"] == arm]
+                           for arm in ARMS}}
+    path = write_results("colony_topics", results)
+    update_readme("colony_topics", render(results))
+    print(f"wrote {path}")
+
+
+def _cell(values: list[float], digits: int = 1) -> str:
+    mean, low, high = interval(values)
+    return f"{mean:.{digits}f} [{low:.{digits}f}-{high:.{digits}f}]"
+
+
+def render(results: dict) -> str:
+    """The README tables of a results dict."""
+    m, replays = results["machine"], results["replays"]
+    count = min(len(v) for v in replays.values())
+    head = (f"Measured {m['measured']} on {m['cpu']} ({m['cores']} cores); champions: "
+            f"{', '.join(results['champions'])} (two adapter identities each, cap 6); {count} replays of "
+            f"{results['chunks']} chunks of 32 + 16 tokens in {results['topics']} topic blocks; online perplexity "
+            "(each chunk predicted before anything learns from it), mean [95% t-interval].")
+    rows = []
+    for arm, runs in replays.items():
+        online = [r["online_ppl"] for r in runs]
+        index = [r["specialization_bits"] for r in runs]
+        rows.append([arm, _cell([o["consensus"] for o in online]), _cell([o["frozen_best"] for o in online]),
+                     _cell([o["learning_best"] for o in online]), _cell([i["whole"] for i in index], 3),
+                     " / ".join(f"{statistics.fmean(q):.3f}" for q in zip(*[i["quarters"] for i in index])),
+                     _cell([r["divisions"] for r in runs], 0), _cell([r["retirements"] for r in runs], 0),
+                     _cell([r["fisher"]["correlation_of_mean_fitness_rise_with_variance"] or 0.0 for r in runs], 2)])
+    arms = table(["colony", "consensus ppl", "best frozen", "best learning alone", "specialization (bits)",
+                  "by quarter", "divisions", "retirements", "Fisher r"], rows)
+    paired = []
+    for baseline, treatment in PAIRS:
+        gains = [b["online_ppl"]["consensus"] - t["online_ppl"]["consensus"]
+                 for b, t in zip(replays[baseline], replays[treatment])]
+        mean, low, high = interval(gains)
+        paired.append([f"{treatment} vs {baseline}", f"{mean:.2f} [{low:.2f}-{high:.2f}]",
+                       "yes" if low > 0 else "no"])
+    alone = [r["online_ppl"]["learning_best"] - r["online_ppl"]["consensus"] for r in replays["routed"]]
+    mean, low, high = interval(alone)
+    paired.append(["routed vs the best agent learning alone", f"{mean:.2f} [{low:.2f}-{high:.2f}]",
+                   "yes" if low > 0 else "no"])
+    return "\n\n".join([head, arms, table(["comparison (perplexity gained, paired per replay)",
+                                           "mean [95% CI]", "beyond its interval"], paired)])
+
+
+if __name__ == "__main__":
+    main()
