@@ -10,7 +10,8 @@ another stretch of each):
 
 - "global": the fitness softmax (the baseline consensus);
 - "routed": the posterior consensus (fitness prior x each agent's likelihood of the
-  prompt's last 16 tokens);
+  prompt's last 16 tokens, tempered by the default τ = 16: see
+  benchmarks/colony_routing_temperature.py);
 - "routed, division off" (Θ = 10^6: no agent ever divides);
 - "routed, selection off" (cap 1000: no agent ever retires).
 
@@ -28,6 +29,7 @@ benchmarks/results/colony_topics.json and the table in benchmarks/README.md.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import statistics
 from pathlib import Path
@@ -76,7 +78,9 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     bundles = champions(args.data, work, args.bundles)
     log = work / "replays.jsonl"
-    settings_key = {"chunks": args.chunks, "topics": args.topics, "bundles": [str(b) for b in bundles]}
+    settings_key = {"chunks": args.chunks, "topics": args.topics, "bundles": [str(b) for b in bundles],
+                    "arms": {arm: dataclasses.asdict(genesis.ColonySettings(**{**SHARED, **fields}))
+                             for arm, fields in ARMS.items()}}
     done = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
     done = [r for r in done if r["settings"] == settings_key]
     for replay in range(args.replays):

@@ -26,9 +26,10 @@ def test_posterior_without_evidence_is_the_global_softmax(values, temperature):
 @given(fitness, st.floats(0.01, 10), st.data())
 def test_posterior_is_prior_times_likelihood(values, temperature, data):
     evidence = data.draw(st.lists(st.floats(-60, 0), min_size=len(values), max_size=len(values)))
-    shares = consensus.weights("posterior", consensus.Evidence(values, evidence), temperature, 1)
+    tau = data.draw(st.sampled_from([1.0, 4.0, 16.0]))
+    shares = consensus.weights("posterior", consensus.Evidence(values, evidence), temperature, 1, tau)
     prior = consensus.weights("softmax", consensus.Evidence(values), temperature, 1)
-    unnormalized = [p * math.exp(e) for p, e in zip(prior, evidence)]
+    unnormalized = [p * math.exp(e / tau) for p, e in zip(prior, evidence)]
     assert sum(shares) == pytest.approx(1.0)
     assert shares == pytest.approx([u / sum(unnormalized) for u in unnormalized], abs=1e-9)
 
@@ -50,7 +51,8 @@ def test_a_routed_colony_listens_to_the_agent_that_explains_the_prompt(tmp_path,
     before, recent = consensus.routing_split(context, 8)
     log_likelihood = colony.continuation_probs(agents, before, recent).double().log().sum(dim=1)
     expected = torch.softmax(torch.tensor([a.fitness for a in agents], dtype=torch.float64)
-                             / colony.settings.consensus_temperature + log_likelihood, dim=0)
+                             / colony.settings.consensus_temperature
+                             + log_likelihood / colony.settings.routing_temperature, dim=0)
     assert shares == pytest.approx(expected.tolist())
     answer = colony.ask("The history of the city", max_tokens=3, seed=1)
     assert len(answer.agents) == len(answer.weights) and sum(answer.weights) == pytest.approx(1.0)

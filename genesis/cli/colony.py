@@ -28,6 +28,8 @@ def colony_seed(
     consensus: str = typer.Option(ColonySettings.consensus, help="softmax (fitness-weighted), top_k, or posterior "
                                   "(routed per prompt by each agent's likelihood of its last tokens)."),
     routing_tokens: int = typer.Option(ColonySettings.routing_tokens, help="Prompt tokens that route a posterior consensus."),
+    routing_temperature: float = typer.Option(ColonySettings.routing_temperature,
+                                              help="τ: the posterior's evidence is divided by it (1: the plain posterior)."),
     temperature: float = typer.Option(ColonySettings.consensus_temperature, help="Temperature of the softmax over fitness."),
     top_k_agents: int = typer.Option(ColonySettings.consensus_top_k, help="Agents that answer in top_k mode."),
     learning_rate: float = typer.Option(ColonySettings.learning_rate, help="Continuous-learning learning rate."),
@@ -46,7 +48,8 @@ def colony_seed(
     from genesis.colony.colony import Colony
 
     settings = ColonySettings(division_threshold=theta, population_cap=cap, consensus=consensus,
-                              routing_tokens=routing_tokens, consensus_temperature=temperature, consensus_top_k=top_k_agents,
+                              routing_tokens=routing_tokens, routing_temperature=routing_temperature,
+                              consensus_temperature=temperature, consensus_top_k=top_k_agents,
                               learning_rate=learning_rate, adapt_steps=adapt_steps,
                               agent_weights=agent_weights, adapter_rank=rank, learn_from=learn_from,
                               recall=recall, memory_limit=memory_limit)

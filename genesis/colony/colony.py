@@ -8,8 +8,7 @@ each seed bundle's frozen base, the shared memory and the events.
 
 - **Agents** are, by default, low-rank adapters over their seed bundle's frozen weights
   (`genesis.colony.adapters`): tens of KB each, a consensus of many is one batched pass
-  of the base, and learning changes the adapter only. `agent_weights="full"` makes each
-  agent a whole model instead, for comparison.
+  of the base, learning changes the adapter only; or whole models (`agent_weights="full"`).
 - **Consensus:** an answer samples from Σ wᵢ·pᵢ, the agents' next-token distributions
   weighted by a policy (`genesis.colony.consensus`): softmax(fitness / temperature), the
   top-k agents, or routed by each agent's likelihood of the prompt.
@@ -181,13 +180,14 @@ class Colony:
     def consensus_weights(self, agents: Sequence[Agent], context: Sequence[int] = ()) -> list[float]:
         """Each agent's share of the consensus on a prompt (its token ids `context`), by the
         colony's policy (`genesis.colony.consensus`); the shares sum to one."""
-        before, recent = consensus.routing_split(context, self.settings.routing_tokens)
+        settings = self.settings
+        before, recent = consensus.routing_split(context, settings.routing_tokens)
         evidence = None  # a routed policy reads each agent's log-likelihood of the prompt's last tokens
-        if self.settings.consensus in consensus.ROUTED:
+        if settings.consensus in consensus.ROUTED:
             evidence = (self.continuation_probs(agents, before, recent).double().log().sum(dim=1).tolist()
                         if recent else [0.0] * len(agents))
-        return consensus.weights(self.settings.consensus, consensus.Evidence([a.fitness for a in agents], evidence),
-                                 self.settings.consensus_temperature, self.settings.consensus_top_k)
+        return consensus.weights(settings.consensus, consensus.Evidence([a.fitness for a in agents], evidence),
+                                 settings.consensus_temperature, settings.consensus_top_k, settings.routing_temperature)
 
     def ask(self, prompt: str, max_tokens: int = 30, temperature: float = 0.8, top_k: int = 40,
             seed: int | None = None, recall: int | None = None) -> Answer:

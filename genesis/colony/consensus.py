@@ -9,8 +9,10 @@ replay measures the consensus that is served.
 - **top_k**: the k fittest agents, equal shares.
 - **posterior** (context-routed, as cluster-BTM and Bayesian model averaging mix experts
   per prefix): prior softmax(fitness / T) times each agent's likelihood of the prompt's
-  last `routing_tokens` tokens, normalized, i.e. softmax(fitness / T + Σ log pᵢ(recent
-  tokens)). An agent that explains this kind of text best is heard most on it.
+  last `routing_tokens` tokens tempered by τ, normalized: softmax(fitness / T +
+  Σ log pᵢ(recent tokens) / τ). An agent that explains this kind of text best is heard
+  most on it. τ = 1 is the plain Bayesian posterior, which on 16 tokens is nearly a hard
+  choice and loses the ensemble (measured: benchmarks/colony_routing_temperature.py).
 """
 
 from __future__ import annotations
@@ -38,8 +40,11 @@ class Evidence:
     prompt_log_likelihood: Sequence[float] | None = None
 
 
-def weights(policy: str, evidence: Evidence, temperature: float, top_k: int) -> list[float]:
-    """Each agent's share of the consensus under `policy` (one of `POLICIES`)."""
+def weights(policy: str, evidence: Evidence, temperature: float, top_k: int,
+            routing_temperature: float = 1.0) -> list[float]:
+    """Each agent's share of the consensus under `policy` (one of `POLICIES`): the fitness
+    softmax at `temperature`, the `top_k` fittest, or the posterior with its evidence
+    tempered by `routing_temperature`."""
     fitness = torch.tensor(list(evidence.fitness), dtype=torch.float64)
     if policy == "top_k":
         chosen = set(torch.argsort(-fitness, stable=True)[:top_k].tolist())
@@ -48,7 +53,7 @@ def weights(policy: str, evidence: Evidence, temperature: float, top_k: int) -> 
     if policy == "posterior":
         if evidence.prompt_log_likelihood is None:
             raise ValueError("the posterior policy needs each agent's likelihood of the prompt")
-        logits = logits + torch.tensor(list(evidence.prompt_log_likelihood), dtype=torch.float64)
+        logits = logits + torch.tensor(list(evidence.prompt_log_likelihood), dtype=torch.float64) / routing_temperature
     elif policy != "softmax":
         raise ValueError(f"unknown consensus policy {policy!r}")
     return torch.softmax(logits, dim=0).tolist()

@@ -26,6 +26,7 @@ class ColonySettings:
         consensus_temperature: temperature of the softmax over fitness.
         consensus_top_k: agents that answer in top_k mode.
         routing_tokens: the prompt's last tokens whose likelihood routes a posterior consensus.
+        routing_temperature: τ, how much that likelihood is tempered (1: the plain posterior).
         fitness_smoothing: α of the running fitness estimate f ← (1-α)·f + α·loglik.
         learning_rate: AdamW learning rate of continuous learning.
         adapt_steps: optimizer steps each agent takes after feedback (0: no learning).
@@ -46,6 +47,7 @@ class ColonySettings:
     consensus_temperature: float = 0.1
     consensus_top_k: int = 2
     routing_tokens: int = 16
+    routing_temperature: float = 16.0
     fitness_smoothing: float = 0.2
     learning_rate: float = 1e-4
     adapt_steps: int = 1
@@ -98,8 +100,8 @@ CHOICES = {"consensus": POLICIES, "agent_weights": ("adapter", "full"),
 # The range of every numeric setting; bounded so that no stored colony makes a process
 # loop, learn or allocate without limit.
 RANGES = {"division_threshold": (1, 1_000_000), "population_cap": (1, 100_000), "consensus_top_k": (1, 100_000),
-          "routing_tokens": (1, 4096),
+          "routing_tokens": (1, 4096), "routing_temperature": (0.0, 1e6),
           "consensus_temperature": (0.0, 1e6), "fitness_smoothing": (0.0, 1.0), "learning_rate": (0.0, 1.0),
           "adapt_steps": (0, 1000), "memory_window": (1, 1000), "adapter_rank": (1, MAX_RANK),
           "recall": (0, 64), "memory_limit": (1, 10_000_000)}
-POSITIVE = ("consensus_temperature", "fitness_smoothing")  # zero excluded
+POSITIVE = ("consensus_temperature", "fitness_smoothing", "routing_temperature")  # zero excluded
