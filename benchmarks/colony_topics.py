@@ -13,7 +13,9 @@ another stretch of each):
   prompt's last 16 tokens, tempered by the default τ = 16: see
   benchmarks/colony_routing_temperature.py);
 - "routed, division off" (Θ = 10^6: no agent ever divides);
-- "routed, selection off" (cap 1000: no agent ever retires).
+- "routed, selection off" (cap 1000: no agent ever retires);
+- "routed, species selection": above the cap the weakest of the most populous
+  architecture retires (`genesis.colony.niches`), so each champion keeps a line.
 
 The arms of one replay read the same chunks from the same champions, so their online
 perplexities are compared per replay (paired differences, mean and 95% t-interval). Also
@@ -42,9 +44,11 @@ ARMS = {  # name -> ColonySettings fields over the shared ones
     "routed": {"consensus": "posterior"},
     "routed, division off": {"consensus": "posterior", "division_threshold": 1_000_000},
     "routed, selection off": {"consensus": "posterior", "population_cap": 1000},
+    "routed, species selection": {"consensus": "posterior", "selection": "species"},
 }
 SHARED = {"agent_weights": "adapter", "population_cap": 6}
-PAIRS = (("global", "routed"), ("routed, division off", "routed"), ("routed, selection off", "routed"))
+PAIRS = (("global", "routed"), ("routed, division off", "routed"), ("routed, selection off", "routed"),
+         ("routed", "routed, species selection"), ("routed, division off", "routed, species selection"))
 
 
 def champions(data: str, work: Path, given: list[str] | None) -> list[Path]:
@@ -82,7 +86,9 @@ def main() -> None:
                     "arms": {arm: dataclasses.asdict(genesis.ColonySettings(**{**SHARED, **fields}))
                              for arm, fields in ARMS.items()}}
     done = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
-    done = [r for r in done if r["settings"] == settings_key]
+    same = {k: v for k, v in settings_key.items() if k != "arms"}
+    done = [r for r in done if {k: v for k, v in r["settings"].items() if k != "arms"} == same
+            and r["arm"] in ARMS and _same_arm(r["settings"]["arms"][r["arm"]], settings_key["arms"][r["arm"]])]
     for replay in range(args.replays):
         for arm, fields in ARMS.items():
             if any(r["replay"] == replay and r["arm"] == arm for r in done):
@@ -104,6 +110,16 @@ def main() -> None:
     path = write_results("colony_topics", results)
     update_readme("colony_topics", render(results))
     print(f"wrote {path}")
+
+
+def _same_arm(stored: dict, current: dict) -> bool:
+    """Whether a replay's stored colony settings are the arm's now: equal where both name a
+    setting, and a setting added since at its default (so older replays still count)."""
+    import genesis
+
+    defaults = dataclasses.asdict(genesis.ColonySettings())
+    return (all(current.get(k) == v for k, v in stored.items())
+            and all(v == defaults[k] for k, v in current.items() if k not in stored))
 
 
 def _cell(values: list[float], digits: int = 1) -> str:

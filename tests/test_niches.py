@@ -104,3 +104,25 @@ def test_a_topic_replay_records_topics_and_specialization_and_keeps_its_clusteri
 
     with pytest.raises(GenesisError, match="saved clustering has 4 topics"):
         simulate(colony, data_folder, chunks=4, order="interleaved", topics=3)
+
+
+@given(st.lists(st.sampled_from("abc"), min_size=1, max_size=12), st.integers(1, 12))
+def test_species_selection_keeps_every_species_while_the_cap_allows(species, cap):
+    from genesis.colony.niches import retiring
+
+    alive = [(f"agent{i}", s) for i, s in enumerate(species)]  # weakest first
+    gone = retiring(alive, cap, "species")
+    kept = [s for (a, s) in alive if a not in gone]
+    assert len(kept) == min(cap, len(alive))
+    assert len(set(kept)) == min(len(set(species)), cap)
+    assert retiring(alive, cap, "fitness") == [a for a, _ in alive[:max(0, len(alive) - cap)]]
+
+
+def test_a_colony_with_species_selection_keeps_each_champion(tmp_path, bundles):
+    from genesis.colony.colony import Colony
+    from genesis.colony.settings import ColonySettings
+
+    colony = Colony.seed(tmp_path / "c", bundles, ColonySettings(population_cap=2, selection="species"), copies=1)
+    for _ in range(3):  # each division pushes the colony above its cap of 2
+        colony.divide(colony.agents()[0].id)
+    assert len({a.genome.training_id for a in colony.agents()}) == 2 == len(colony.agents())

@@ -28,6 +28,8 @@ def colony_seed(
     consensus: str = typer.Option(ColonySettings.consensus, help="softmax (fitness-weighted), top_k, or posterior "
                                   "(routed per prompt by each agent's likelihood of its last tokens)."),
     routing_tokens: int = typer.Option(ColonySettings.routing_tokens, help="Prompt tokens that route a posterior consensus."),
+    selection: str = typer.Option(ColonySettings.selection, help="Who retires above the cap: fitness (the lowest) "
+                                  "or species (the weakest of the most populous architecture)."),
     routing_temperature: float = typer.Option(ColonySettings.routing_temperature,
                                               help="τ: the posterior's evidence is divided by it (1: the plain posterior)."),
     temperature: float = typer.Option(ColonySettings.consensus_temperature, help="Temperature of the softmax over fitness."),
@@ -48,7 +50,7 @@ def colony_seed(
     from genesis.colony.colony import Colony
 
     settings = ColonySettings(division_threshold=theta, population_cap=cap, consensus=consensus,
-                              routing_tokens=routing_tokens, routing_temperature=routing_temperature,
+                              routing_tokens=routing_tokens, routing_temperature=routing_temperature, selection=selection,
                               consensus_temperature=temperature, consensus_top_k=top_k_agents,
                               learning_rate=learning_rate, adapt_steps=adapt_steps,
                               agent_weights=agent_weights, adapter_rank=rank, learn_from=learn_from,

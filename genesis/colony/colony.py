@@ -17,7 +17,7 @@ each seed bundle's frozen base, the shared memory and the events.
 - **Division:** after Θ interactions an agent divides: the child gets the parent's current
   adapter (or weights) plus N(0, σ²) (σ is the genome's own trait), drawn from a new
   identity seed from the OS entropy pool, recorded, so every birth replays.
-- **Selection:** above the population cap the lowest-fitness agents retire.
+- **Selection:** above the cap the lowest-fitness agents retire (or by species: `niches`).
 
 Processes on one or many machines may share a colony: every read-modify-write is one
 transaction under its write lock, and learning saves weights only on top of the version it
@@ -40,7 +40,7 @@ import torch
 from sqlalchemy.engine import Connection
 from tokenizers import Tokenizer
 
-from genesis.colony import consensus, memory
+from genesis.colony import consensus, memory, niches
 from genesis.colony.bundle import load_agent, same_tokenizer
 from genesis.colony.database import (
     AGENT_COLUMNS,
@@ -62,6 +62,7 @@ from genesis.colony.database import (
 )
 from genesis.colony.settings import ColonySettings
 from genesis.colony.weights import make_weights
+from genesis.core.genome import Genome
 from genesis.errors import GenesisError, NotFound
 from genesis.train.generate import generate_with
 
@@ -255,9 +256,8 @@ class Colony:
         """A score in (0, 1] for the answer stored as memory `memory_id`: the agents that
         gave it and are still alive move toward their fitness + log(2·score).
 
-        On the fitness scale (a mean log-likelihood, about -5.6) 0.5 is neutral, a score
-        above it raises fitness and a lower one lowers it, at most as far as `MIN_SCORE`
-        does (1e-320 once moved it by -736). Retired agents keep their last fitness.
+        On the fitness scale (a mean log-likelihood) 0.5 is neutral; a score moves fitness
+        at most as far as `MIN_SCORE` does. Retired agents keep their last fitness.
 
         Returns:
             The value each updated agent's fitness moved toward.
@@ -296,11 +296,7 @@ class Colony:
                        .values(fitness=(1 - alpha) * agents_table.c.fitness + alpha * value))
 
     def memory_prompt(self, memory_id: int) -> str:
-        """The prompt of a stored interaction.
-
-        Raises:
-            NotFound: no memory with that id.
-        """
+        """The prompt of a stored interaction (`NotFound`: no memory with that id)."""
         with self.store.read() as db:
             return memory.row(db, memory_id)[0]
 
@@ -375,11 +371,12 @@ class Colony:
         return child_id
 
     def _select(self, db: Connection) -> None:
-        alive = db.execute(sa.select(agents_table.c.id, agents_table.c.fitness)
+        alive = db.execute(sa.select(agents_table.c.id, agents_table.c.fitness, agents_table.c.genome)
                            .where(agents_table.c.status == "alive")
                            .order_by(agents_table.c.fitness, agents_table.c.born.desc(), agents_table.c.id)).all()
-        retiring = alive[: max(0, len(alive) - self.settings.population_cap)]
-        for agent_id, fitness in retiring:
+        retiring = set(niches.retiring([(a, Genome.from_json(g).training_id) for a, _, g in alive],
+                                       self.settings.population_cap, self.settings.selection))
+        for agent_id, fitness, _ in (row for row in alive if row[0] in retiring):
             db.execute(agents_table.update().where(agents_table.c.id == agent_id)
                        .values(status="retired", retired=now()))
             event(db, "retirement", agent_id, {"fitness": fitness})

@@ -7,6 +7,7 @@ import math
 from dataclasses import dataclass
 
 from genesis.colony.consensus import POLICIES
+from genesis.colony.niches import SELECTIONS
 from genesis.errors import GenesisError
 
 MAX_RANK = 64  # an adapter file above it is refused: a colony folder may come from someone else
@@ -39,6 +40,8 @@ class ColonySettings:
         learn_from: "similar" (the memories most like the newest feedback) or "recent".
         recall: memories put before a prompt as context when asked (0: none).
         memory_limit: memories kept; beyond it the oldest are forgotten.
+        selection: who retires above the cap: "fitness" (the lowest) or "species" (the
+            weakest of the most populous architecture; `genesis.colony.niches`).
     """
 
     division_threshold: int = 25
@@ -57,6 +60,7 @@ class ColonySettings:
     learn_from: str = "similar"
     recall: int = 0
     memory_limit: int = 10_000
+    selection: str = "fitness"
 
     @classmethod
     def from_stored(cls, stored: dict) -> ColonySettings:
@@ -96,7 +100,7 @@ class ColonySettings:
 
 
 CHOICES = {"consensus": POLICIES, "agent_weights": ("adapter", "full"),
-           "learn_from": ("similar", "recent")}
+           "learn_from": ("similar", "recent"), "selection": SELECTIONS}
 # The range of every numeric setting; bounded so that no stored colony makes a process
 # loop, learn or allocate without limit.
 RANGES = {"division_threshold": (1, 1_000_000), "population_cap": (1, 100_000), "consensus_top_k": (1, 100_000),
