@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 import statistics
 from pathlib import Path
 
@@ -71,6 +72,7 @@ def main() -> None:
     parser.add_argument("--chunks", type=int, default=80, help="chunks per replay (an equal share per topic)")
     parser.add_argument("--topics", type=int, default=4)
     parser.add_argument("--bundles", nargs="*", help="three agent bundles to use instead of training them")
+    parser.add_argument("--arms", nargs="*", choices=list(ARMS), help="replay only these arms (default: all)")
     parser.add_argument("--work", default=str(Path.home() / ".cache/genesis/benchmarks/colony_topics"),
                         help="folder for the champions and the replays so far (resumable)")
     args = parser.parse_args()
@@ -91,10 +93,11 @@ def main() -> None:
             and r["arm"] in ARMS and _same_arm(r["settings"]["arms"][r["arm"]], settings_key["arms"][r["arm"]])]
     for replay in range(args.replays):
         for arm, fields in ARMS.items():
-            if any(r["replay"] == replay and r["arm"] == arm for r in done):
+            if any(r["replay"] == replay and r["arm"] == arm for r in done) or (args.arms and arm not in args.arms):
                 continue
-            colony = genesis.Colony.seed(work / f"colony-{replay}-{len(done)}", bundles,
-                                         genesis.ColonySettings(**{**SHARED, **fields}), copies=2)
+            folder = work / f"colony-{replay}-{list(ARMS).index(arm)}"
+            shutil.rmtree(folder, ignore_errors=True)  # scratch of a replay that did not finish
+            colony = genesis.Colony.seed(folder, bundles, genesis.ColonySettings(**{**SHARED, **fields}), copies=2)
             summary = genesis.simulate(colony, args.data, chunks=args.chunks, start=replay, order="blocks",
                                        topics=args.topics, out=work / "out")
             summary.pop("series")
@@ -103,6 +106,9 @@ def main() -> None:
                 out.write(json.dumps(row) + "\n")
             done.append(row)
             print(arm, replay, summary["online_ppl"], summary["specialization_bits"]["whole"], flush=True)
+    if any(sum(r["arm"] == arm for r in done) < args.replays for arm in ARMS):
+        print("some arms still lack replays: run again without --arms to write the results")
+        return
     results = {"machine": machine(), "chunks": args.chunks, "topics": args.topics,
                "champions": [genesis.load_bundle(b).genome.describe() for b in bundles],
                "replays": {arm: [r["summary"] for r in sorted(done, key=lambda r: r["replay"]) if r["arm"] == arm]

@@ -215,7 +215,7 @@ def test_division_adds_noise_of_scale_sigma_and_records_lineage(tmp_path, bundle
 
 
 def test_population_cap_holds_and_the_weakest_retire(tmp_path, bundles):
-    colony = _colony(tmp_path, bundles, division_threshold=1, population_cap=3, adapt_steps=0)
+    colony = _colony(tmp_path, bundles, division_threshold=1, population_cap=3, adapt_steps=0, selection="fitness")
     for seed in range(3):
         colony.ask("The", max_tokens=2, seed=seed)
         assert len(colony.agents()) <= 3

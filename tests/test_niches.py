@@ -126,3 +126,10 @@ def test_a_colony_with_species_selection_keeps_each_champion(tmp_path, bundles):
     for _ in range(3):  # each division pushes the colony above its cap of 2
         colony.divide(colony.agents()[0].id)
     assert len({a.genome.training_id for a in colony.agents()}) == 2 == len(colony.agents())
+
+
+def test_new_colonies_select_by_species_and_older_ones_keep_selecting_by_fitness():
+    from genesis.colony.settings import ColonySettings
+
+    assert ColonySettings().selection == "species"
+    assert ColonySettings.from_stored({"division_threshold": 25}).selection == "fitness"

@@ -40,8 +40,9 @@ class ColonySettings:
         learn_from: "similar" (the memories most like the newest feedback) or "recent".
         recall: memories put before a prompt as context when asked (0: none).
         memory_limit: memories kept; beyond it the oldest are forgotten.
-        selection: who retires above the cap: "fitness" (the lowest) or "species" (the
-            weakest of the most populous architecture; `genesis.colony.niches`).
+        selection: who retires above the cap: "species" (the weakest of the most populous
+            architecture, `genesis.colony.niches`: measured better on a topic stream,
+            benchmarks/README.md) or "fitness" (the lowest, whatever it is).
     """
 
     division_threshold: int = 25
@@ -60,14 +61,14 @@ class ColonySettings:
     learn_from: str = "similar"
     recall: int = 0
     memory_limit: int = 10_000
-    selection: str = "fitness"
+    selection: str = "species"
 
     @classmethod
     def from_stored(cls, stored: dict) -> ColonySettings:
         """The settings a colony's database holds, checked (`validate`): a colony may come
-        from someone else. Colonies seeded before adapters and retrieval existed lack
-        those fields: they hold whole models and learn from the most recent memories, so
-        those are their defaults, not this class's.
+        from someone else. Colonies seeded before adapters, retrieval and species existed
+        lack those fields: they hold whole models, learn from the most recent memories and
+        retire the least fit, so those are their defaults, not this class's.
 
         Raises:
             GenesisError: an unknown setting, or a value out of its range.
@@ -77,7 +78,7 @@ class ColonySettings:
         unknown = sorted(set(stored) - {field.name for field in dataclasses.fields(cls)})
         if unknown:
             raise GenesisError(f"the colony's settings hold an unknown setting '{unknown[0]}'")
-        settings = cls(**{"agent_weights": "full", "learn_from": "recent", **stored})
+        settings = cls(**{"agent_weights": "full", "learn_from": "recent", "selection": "fitness", **stored})
         settings.validate()
         return settings
 
