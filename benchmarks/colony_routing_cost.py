@@ -43,7 +43,7 @@ def main() -> None:
         scratch = Path(scratch)
         bundle = Path(args.bundle) if args.bundle else champion_bundle(args.data, scratch)
         colony = Colony.seed(scratch / "colony", [bundle], ColonySettings(
-            population_cap=10_000, division_threshold=10**9, adapt_steps=0), copies=AGENTS)
+            population_cap=10_000, division_threshold=1_000_000, adapt_steps=0), copies=AGENTS)
         latency = {}
         for name, fields in POLICIES.items():
             colony.settings = dataclasses.replace(colony.settings, **fields)

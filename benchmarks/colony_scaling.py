@@ -61,7 +61,7 @@ def ask_latency(bundle: Path, folder: Path, kind: str, rounds: int) -> dict[str,
 
     latency = {}
     colony = Colony.seed(folder, [bundle], ColonySettings(agent_weights=kind, population_cap=10_000,
-                                                          division_threshold=10**9, adapt_steps=0),
+                                                          division_threshold=1_000_000, adapt_steps=0),
                          copies=max(CONSENSUS_SIZES))
     for k in CONSENSUS_SIZES:
         colony.settings = dataclasses.replace(colony.settings, consensus="top_k", consensus_top_k=k)
@@ -80,7 +80,7 @@ def at_scale(bundle: Path, folder: Path, agents: int) -> dict:
 
     before = resident_mib()
     started = time.perf_counter()
-    colony = Colony.seed(folder, [bundle], ColonySettings(population_cap=agents, division_threshold=10**9,
+    colony = Colony.seed(folder, [bundle], ColonySettings(population_cap=agents, division_threshold=1_000_000,
                                                           consensus="top_k", consensus_top_k=8),
                          copies=agents)
     seed_s = time.perf_counter() - started
