@@ -145,13 +145,14 @@ def render(results: dict) -> str:
     for arm, runs in replays.items():
         online = [r["online_ppl"] for r in runs]
         index = [r["specialization_bits"] for r in runs]
+        growth = [i["cumulative_quarters"] for i in index if "cumulative_quarters" in i]
         rows.append([arm, _cell([o["consensus"] for o in online]), _cell([o["frozen_best"] for o in online]),
                      _cell([o["learning_best"] for o in online]), _cell([i["whole"] for i in index], 3),
-                     " / ".join(f"{statistics.fmean(q):.3f}" for q in zip(*[i["quarters"] for i in index])),
+                     " / ".join(f"{statistics.fmean(q):.3f}" for q in zip(*growth)) if growth else "-",
                      _cell([r["divisions"] for r in runs], 0), _cell([r["retirements"] for r in runs], 0),
                      _cell([r["fisher"]["correlation_of_mean_fitness_rise_with_variance"] or 0.0 for r in runs], 2)])
     arms = table(["colony", "consensus ppl", "best frozen", "best learning alone", "specialization (bits)",
-                  "by quarter", "divisions", "retirements", "Fisher r"], rows)
+                  "over 1/4, 1/2, 3/4 of the replay", "divisions", "retirements", "Fisher r"], rows)
     paired = []
     for baseline, treatment in PAIRS:
         gains = [b["online_ppl"]["consensus"] - t["online_ppl"]["consensus"]

@@ -99,7 +99,9 @@ def test_a_topic_replay_records_topics_and_specialization_and_keeps_its_clusteri
     topics = [p["topic"] for p in summary["series"]]
     assert topics == sorted(topics) and len(set(topics)) == 4  # one topic after another
     assert all(sum(p["weights"].values()) == pytest.approx(1.0) for p in summary["series"])
-    assert summary["specialization_bits"]["whole"] >= 0 and len(summary["specialization_bits"]["quarters"]) == 4
+    index = summary["specialization_bits"]
+    assert index["whole"] >= 0 and len(index["cumulative_quarters"]) == 4
+    assert index["cumulative_quarters"][0] == 0.0 and index["cumulative_quarters"][-1] == index["whole"]
     from genesis.errors import GenesisError
 
     with pytest.raises(GenesisError, match="saved clustering has 4 topics"):

@@ -187,7 +187,7 @@ def colony_simulate(
     if summary.get("specialization_bits"):
         index = summary["specialization_bits"]
         console.print(f"Specialization (mutual information of consensus weights and topic): {index['whole']:.3f} "
-                      f"bits; by quarter {', '.join(f'{q:.3f}' for q in index['quarters'])}")
+                      f"bits; over the first quarter, half, ... {', '.join(f'{q:.3f}' for q in index['cumulative_quarters'])}")
     console.print(f"summary: {(out or colony.folder) / SIMULATION_FILE}")
 
 

@@ -232,13 +232,14 @@ def _summarize(colony, series, seconds, prompt_tokens, continuation_tokens, spli
 
 def _specialization(series: list[dict]) -> dict[str, Any] | None:
     """The specialization index (`genesis.colony.topics.specialization`) over the whole
-    replay and over each quarter of it; None in stream order (no topics)."""
+    replay and over its first quarter, half, three quarters (so it can grow over time even
+    in topic blocks, where one quarter holds one topic); None in stream order (no topics)."""
     if not series or series[0]["topic"] is None:
         return None
-    quarter = max(1, len(series) // 4)
-    parts = [series[i:i + quarter] for i in range(0, len(series), quarter)][:4]
+    ends = [max(1, round(len(series) * q / 4)) for q in (1, 2, 3, 4)]
     return {"whole": specialization([p["weights"] for p in series], [p["topic"] for p in series]),
-            "quarters": [specialization([p["weights"] for p in part], [p["topic"] for p in part]) for part in parts]}
+            "cumulative_quarters": [specialization([p["weights"] for p in series[:end]],
+                                                   [p["topic"] for p in series[:end]]) for end in ends]}
 
 
 def _plot(series, path: Path) -> None:
