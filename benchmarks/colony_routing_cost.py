@@ -2,7 +2,7 @@
 against one agent's ask, on one base.
 
 A colony of 64 adapter agents over one champion (`--bundle`, or one trained now under
-`quick`) answers the same 32-token prompt with 16 new tokens: by one agent (top-k, k = 1),
+`quick`) answers the same prompt (23 tokens) with 16 new tokens: by one agent (top-k, k = 1),
 by all 64 under the global fitness softmax, and by all 64 under the posterior consensus
 (which reads each agent's likelihood of the prompt's last 16 tokens first: one batched
 pass of the base). Median of `--rounds`, all in one process, as ratios to one agent.
