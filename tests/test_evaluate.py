@@ -42,7 +42,7 @@ def test_in_process_and_process_pool_give_identical_records(tmp_path, data_folde
     assert _comparable(in_process) == _comparable(pooled)
     assert pooled.config["evaluator"] == {"backend": "processes", "workers": 2, "threads": 1,
                                           "ray_address": None, "device": "cpu", "rungs": [1.0],
-                                          "early_stop": 0.0, "replicates": 1}
+                                          "early_stop": 0.0, "replicates": 1, "race": False}
 
 
 @pytest.fixture

@@ -20,8 +20,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
-import torch
-
 POLICIES = ("softmax", "top_k", "posterior")
 ROUTED = ("posterior",)  # the policies that need each agent's likelihood of the prompt
 
@@ -45,6 +43,8 @@ def weights(policy: str, evidence: Evidence, temperature: float, top_k: int,
     """Each agent's share of the consensus under `policy` (one of `POLICIES`): the fitness
     softmax at `temperature`, the `top_k` fittest, or the posterior with its evidence
     tempered by `routing_temperature`."""
+    import torch  # here, not above: the settings read POLICIES, and the CLI starts without torch
+
     fitness = torch.tensor(list(evidence.fitness), dtype=torch.float64)
     if policy == "top_k":
         chosen = set(torch.argsort(-fitness, stable=True)[:top_k].tolist())
