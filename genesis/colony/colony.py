@@ -374,8 +374,9 @@ class Colony:
         alive = db.execute(sa.select(agents_table.c.id, agents_table.c.fitness, agents_table.c.genome)
                            .where(agents_table.c.status == "alive")
                            .order_by(agents_table.c.fitness, agents_table.c.born.desc(), agents_table.c.id)).all()
-        retiring = set(niches.retiring([(a, Genome.from_json(g).training_id) for a, _, g in alive],
-                                       self.settings.population_cap, self.settings.selection))
+        cap = self.settings.population_cap  # species are read only when someone must retire: this runs on every ask
+        retiring = set(niches.retiring([(a, Genome.from_json(g).training_id) for a, _, g in alive], cap,
+                                       self.settings.selection) if len(alive) > cap else ())
         for agent_id, fitness, _ in (row for row in alive if row[0] in retiring):
             db.execute(agents_table.update().where(agents_table.c.id == agent_id)
                        .values(status="retired", retired=now()))

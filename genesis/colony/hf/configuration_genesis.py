@@ -24,6 +24,9 @@ class GenesisConfig(PretrainedConfig):
     """
 
     model_type = "genesis-ulm"
+    # the names other tools (lm-eval, pipelines) look for, as GPT2Config maps them
+    attribute_map = {"max_position_embeddings": "n_positions", "hidden_size": "n_embd",
+                     "num_hidden_layers": "n_layer", "num_attention_heads": "n_head"}
 
     def __init__(self, vocab_size=4096, n_positions=64, n_layer=1, n_head=1, n_embd=64,
                  activation_function="gelu", normalization="layernorm", ffn_mult=4,
@@ -36,19 +39,3 @@ class GenesisConfig(PretrainedConfig):
         self.dropout, self.weight_precision = dropout, weight_precision
         kwargs.setdefault("use_cache", False)  # the model recomputes its short context each step
         super().__init__(tie_word_embeddings=tie_word_embeddings, **kwargs)
-
-    @property
-    def max_position_embeddings(self):
-        return self.n_positions
-
-    @property
-    def hidden_size(self):
-        return self.n_embd
-
-    @property
-    def num_hidden_layers(self):
-        return self.n_layer
-
-    @property
-    def num_attention_heads(self):
-        return self.n_head
