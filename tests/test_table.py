@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 from conftest import CURVES, SMALL_SPACE, TINY
@@ -62,6 +63,19 @@ def test_an_interrupted_sweep_resumes_to_the_same_table(table, tmp_path, data_fo
 def test_a_sweep_folder_of_another_plan_is_refused(table, data_folder):
     with pytest.raises(GenesisError, match="another"):
         genesis.sweep(search_space=SMALL_SPACE, recipe=TINY, data=data_folder, seeds=3, output=table)
+
+
+def test_a_table_begun_before_a_recipe_option_existed_still_resumes(table, tmp_path, data_folder):
+    folder = tmp_path / "older"
+    shutil.copytree(table, folder)
+    meta = json.loads((folder / "table.json").read_text())
+    for option in ("optimizer", "muon_lr", "lr_base_width"):  # written before these existed
+        del meta["recipe"][option]
+    (folder / "table.json").write_text(json.dumps(meta))
+    rows = (folder / "table.csv").read_text()
+    genesis.sweep(search_space=SMALL_SPACE, recipe=TINY, data=data_folder, seeds=4, output=folder,
+                  device="cpu", threads=1)
+    assert (folder / "table.csv").read_text() == rows  # nothing left to train, nothing refused
 
 
 def _table_run(tmp_path, table, seed=0, **kwargs):

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from genesis.core.genome import TRAINING_NEUTRAL, Genome
-from genesis.core.recipe import DEFAULT_RECIPE
+from genesis.core.recipe import DEFAULT_RECIPE, parse_recipe
 from genesis.core.records import Outcome, training_seed
 from genesis.core.space import DEFAULT_SEARCH_SPACE, ChoiceDomain, IntDomain, SearchSpace
 from genesis.errors import GenesisError
@@ -131,9 +131,12 @@ def open_sweep(folder: str | Path, plan: SweepPlan) -> set[tuple[str, int]]:
 
 def _plan_key(meta: dict[str, Any]) -> dict[str, Any]:
     """What makes two sweeps the same: everything but library versions and where the
-    search space file happened to live (and the corpus's baselines, which older tables lack)."""
+    search space file happened to live (and the corpus's baselines, which older tables lack).
+    The recipe is compared with today's defaults filled in, so a table begun before a recipe
+    option existed still resumes."""
     key = {k: v for k, v in meta.items() if k not in ("versions", "baselines")}
     key["search_space"] = {k: v for k, v in meta["search_space"].items() if k != "source"}
+    key["recipe"] = parse_recipe(meta["recipe"], "the sweep's recipe").to_dict()
     return key
 
 
