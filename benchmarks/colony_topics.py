@@ -2,20 +2,24 @@
 do division and selection add anything?
 
 Three champions of the default space (`quick`) are trained and exported (or taken from
-`--bundles`). For each of `--replays` replays, four colonies of the three champions as
-adapter agents (two identities each, cap 6) are seeded afresh and replay the held-out
-articles in topic blocks (`genesis colony simulate --order blocks`: tf-idf + k-means
-topics of the train split, one topic after another; replay r starts at another topic and
-another stretch of each):
+`--bundles`). For each of `--replays` replays, colonies of the three champions as adapter
+agents (two identities each, cap 6) are seeded afresh and replay the held-out articles in
+topic blocks (`genesis colony simulate --order blocks`: tf-idf + k-means topics of the
+train split, one topic after another; replay r starts at another topic and another
+stretch of each):
 
-- "global": the fitness softmax (the baseline consensus);
+- "global": the fitness softmax (the baseline consensus), the least fit retire;
 - "routed": the posterior consensus (fitness prior x each agent's likelihood of the
   prompt's last 16 tokens, tempered by the default τ = 16: see
   benchmarks/colony_routing_temperature.py);
-- "routed, division off" (Θ = 10^6: no agent ever divides);
-- "routed, selection off" (cap 1000: no agent ever retires);
 - "routed, species selection": above the cap the weakest of the most populous
-  architecture retires (`genesis.colony.niches`), so each champion keeps a line.
+  architecture retires (`genesis.colony.niches`), so each champion keeps a line;
+- "niches": 4 niches (clusters of the memories' tf-idf vectors): the consensus listens to
+  each agent by its fitness in the prompt's niche, an agent divides only while it leads a
+  niche and its child learns on that niche's memories, and the weakest of the agents
+  dominated in every niche retires (`genesis.colony.lifecycle`);
+- "niches, division off" (Θ = 10^6: no agent ever divides) and "niches, selection off"
+  (cap 1000: no agent ever retires): the life cycle's ablations.
 
 The arms of one replay read the same chunks from the same champions, so their online
 perplexities are compared per replay (paired differences, mean and 95% t-interval). Also
@@ -41,15 +45,16 @@ from colony import interval
 from common import benchmark_parser, machine, rendered_only, table, update_readme, write_results
 
 ARMS = {  # name -> ColonySettings fields over the shared ones
-    "global": {"consensus": "softmax"},
-    "routed": {"consensus": "posterior"},
-    "routed, division off": {"consensus": "posterior", "division_threshold": 1_000_000},
-    "routed, selection off": {"consensus": "posterior", "population_cap": 1000},
+    "global": {"consensus": "softmax", "selection": "fitness"},
+    "routed": {"consensus": "posterior", "selection": "fitness"},
     "routed, species selection": {"consensus": "posterior", "selection": "species"},
+    "niches": {"consensus": "niche", "selection": "niche", "niches": 4},
+    "niches, division off": {"consensus": "niche", "selection": "niche", "niches": 4, "division_threshold": 1_000_000},
+    "niches, selection off": {"consensus": "niche", "selection": "niche", "niches": 4, "population_cap": 1000},
 }
 SHARED = {"agent_weights": "adapter", "population_cap": 6}
-PAIRS = (("global", "routed"), ("routed, division off", "routed"), ("routed, selection off", "routed"),
-         ("routed", "routed, species selection"), ("routed, division off", "routed, species selection"))
+PAIRS = (("global", "routed"), ("routed", "routed, species selection"), ("global", "niches"),
+         ("routed", "niches"), ("niches, division off", "niches"), ("niches, selection off", "niches"))
 
 
 def champions(data: str, work: Path, given: list[str] | None) -> list[Path]:
@@ -160,10 +165,11 @@ def render(results: dict) -> str:
         mean, low, high = interval(gains)
         paired.append([f"{treatment} vs {baseline}", f"{mean:.2f} [{low:.2f}-{high:.2f}]",
                        "yes" if low > 0 else "no"])
-    alone = [r["online_ppl"]["learning_best"] - r["online_ppl"]["consensus"] for r in replays["routed"]]
-    mean, low, high = interval(alone)
-    paired.append(["routed vs the best agent learning alone", f"{mean:.2f} [{low:.2f}-{high:.2f}]",
-                   "yes" if low > 0 else "no"])
+    for arm in ("routed", "niches"):
+        alone = [r["online_ppl"]["learning_best"] - r["online_ppl"]["consensus"] for r in replays[arm]]
+        mean, low, high = interval(alone)
+        paired.append([f"{arm} vs the best agent learning alone", f"{mean:.2f} [{low:.2f}-{high:.2f}]",
+                       "yes" if low > 0 else "no"])
     return "\n\n".join([head, arms, table(["comparison (perplexity gained, paired per replay)",
                                            "mean [95% CI]", "beyond its interval"], paired)])
 

@@ -20,7 +20,7 @@ import genesis
 from genesis.cli import app
 from genesis.colony.bundle import load_bundle
 from genesis.colony.colony import Colony
-from genesis.colony.database import recently_retired
+from genesis.colony.database import recently_retired, scores_table
 from genesis.colony.settings import ColonySettings
 from genesis.errors import NotFound
 
@@ -54,9 +54,13 @@ def _run_together(tmp_path, code: str, arguments: list[list[str]]) -> None:
         assert process.returncode == 0, stderr
 
 
-def test_concurrent_learners_lose_no_memory_and_no_update(location, tmp_path, bundles):
+NICHES = {"niches": 2, "consensus": "niche", "selection": "niche"}
+
+
+@pytest.mark.parametrize("niches", [False, True], ids=["global", "niches"])
+def test_concurrent_learners_lose_no_memory_and_no_update(location, tmp_path, bundles, niches):
     colony = Colony.seed(location, bundles, ColonySettings(adapt_steps=5, division_threshold=1000,
-                                                           learning_rate=1e-3))
+                                                           learning_rate=1e-3, **(NICHES if niches else {})))
     code = ("from genesis.colony.colony import Colony; c = Colony.open(sys.argv[3]); "
             "a = c.ask('The history of', max_tokens=2, seed=int(sys.argv[4])); "
             "c.feedback('The history of', ' the city', memory_id=a.memory_id); "
@@ -66,6 +70,26 @@ def test_concurrent_learners_lose_no_memory_and_no_update(location, tmp_path, bu
     assert [colony.version(agent) for agent in colony.agents()] == [8, 8]
     status = colony.status(events=100)
     assert status["memories"] == 8 and all(a["total_interactions"] == 4 for a in status["agents"])
+    if niches:  # every agent's score on every taught memory, none lost
+        with colony.store.read() as db:
+            assert len(db.execute(scores_table.select()).all()) == 8 * 2
+
+
+def test_concurrent_niche_colonies_divide_and_select_without_losing_anything(location, tmp_path, bundles):
+    colony = Colony.seed(location, bundles, ColonySettings(division_threshold=1, population_cap=4, adapt_steps=1,
+                                                           **NICHES))
+    code = ("from genesis.colony.colony import Colony; c = Colony.open(sys.argv[3]); "
+            "[c.feedback(f'Prompt {sys.argv[4]}', f' continued {i}', memory_id=c.ask(f'Prompt {sys.argv[4]}', "
+            "max_tokens=2, seed=i).memory_id) for i in range(2)]")
+    _run_together(tmp_path, code, [[location, str(i)] for i in range(4)])
+    status = colony.status(events=10_000)
+    events = status["events"]
+    divisions = [e for e in events if e["kind"] == "division"]
+    assert status["memories"] == 8 and divisions and len(colony.agents()) <= 4
+    assert len(colony.agents(alive_only=False)) == 2 + len(divisions) == sum(e["kind"] == "birth" for e in events)
+    with colony.store.read() as db:
+        scored = {m for (m, _, _) in db.execute(scores_table.select()).all()}
+    assert scored == set(range(1, 9))  # every taught answer scored
 
 
 def test_concurrent_asks_lose_no_memory_and_no_agent(location, tmp_path, bundles):

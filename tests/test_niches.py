@@ -1,11 +1,15 @@
-"""Context-routed consensus and the topic stream: the posterior policy, the topic model,
-the topic-ordered replay and its specialization index."""
+"""Context-routed consensus, the topic stream and niches: the posterior and niche policies,
+the topic model, the topic-ordered replay and its specialization index, niche fitness,
+division by niche leaders and selection that keeps specialists."""
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
+
 import pytest
+import sqlalchemy as sa
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
@@ -135,3 +139,121 @@ def test_new_colonies_select_by_species_and_older_ones_keep_selecting_by_fitness
 
     assert ColonySettings().selection == "species"
     assert ColonySettings.from_stored({"division_threshold": 25}).selection == "fitness"
+
+
+@given(st.integers(2, 4), st.integers(0, 3))
+def test_niches_separate_texts_of_disjoint_words_and_fit_the_same_every_time(groups, shift):
+    from genesis.colony.niches import fit_niches
+
+    texts = [[100 * g + (i + shift) % 7, 100 * g + (i * 3) % 7, 100 * g + 7, 999] for g in range(groups)
+             for i in range(5)]  # every text shares token 999; each group has words of its own
+    fitted = fit_niches(texts, 1000, groups)
+    labels = fitted.assign(texts).tolist()
+    assert len({tuple(labels[g * 5:(g + 1) * 5]) for g in range(groups)}) == groups  # one niche per group
+    assert all(len(set(labels[g * 5:(g + 1) * 5])) == 1 for g in range(groups))
+    again = fit_niches(texts, 1000, groups)
+    assert np.array_equal(again.centroids, fitted.centroids) and fitted.assign([[1, 7]]).tolist() == [labels[0]]
+
+
+@given(st.data())
+def test_niche_fitness_is_the_running_mean_of_each_agents_scores_in_each_niche(data):
+    from genesis.colony.niches import niche_fitness
+
+    memories = data.draw(st.lists(st.tuples(st.integers(0, 2), st.dictionaries(
+        st.sampled_from(["a", "b", "c"]), st.floats(-9, -1), max_size=3)), max_size=12))
+    fallback = [-5.0, -6.0, -7.0]
+    table = niche_fitness([n for n, _ in memories], [s for _, s in memories], ["a", "b", "c"], fallback, 3, 0.25)
+    for row, agent in enumerate("abc"):
+        for niche in range(3):
+            seen = [s[agent] for n, s in memories if n == niche and agent in s]
+            expected = fallback[row]
+            for i, value in enumerate(seen):
+                expected = value if i == 0 else 0.75 * expected + 0.25 * value
+            assert table[row, niche] == pytest.approx(expected)
+
+
+@given(st.integers(2, 4), st.integers(1, 8), st.data())
+def test_niche_selection_keeps_every_niche_leader_and_retires_the_dominated_first(niches_count, agents, data):
+    from genesis.colony.niches import dominated, retiring
+
+    values = data.draw(st.lists(st.floats(-9, -1), min_size=agents * niches_count, max_size=agents * niches_count,
+                                unique=True))
+    table = np.array(values).reshape(agents, niches_count)
+    cap = data.draw(st.integers(niches_count, niches_count + 2))
+    alive = [(f"a{i}", "one species") for i in range(agents)]
+    gone = retiring(alive, cap, "niche", table)
+    kept = [i for i, (a, _) in enumerate(alive) if a not in gone]
+    assert len(kept) == min(cap, agents)
+    assert {int(np.argmax(table[:, n])) for n in range(niches_count)} <= set(kept)
+    if len(dominated(table, range(agents))) >= len(gone):  # enough dominated ones: only they retire
+        assert {int(a[1:]) for a in gone} <= set(dominated(table, range(agents)))
+    assert retiring(alive, cap, "niche", None) == retiring(alive, cap, "fitness")
+
+
+def _niche_colony(tmp_path, bundles, **fields):
+    from genesis.colony.colony import Colony
+    from genesis.colony.settings import ColonySettings
+
+    settings = ColonySettings(niches=2, consensus="niche", selection="niche", division_threshold=1000, **fields)
+    colony = Colony.seed(tmp_path / "c", bundles, settings, copies=2)
+    for _ in range(2):  # two kinds of text, taught in turn
+        colony.teach("The match ended when the team", " scored a goal in the final minute of the game")
+        colony.teach("The album was recorded by the band", " and the song reached the top of the chart")
+    return colony
+
+
+def test_a_niche_colony_listens_to_each_agents_fitness_in_the_prompts_niche(tmp_path, bundles):
+    from genesis.colony import lifecycle
+    from genesis.colony.database import scores_table
+
+    colony = _niche_colony(tmp_path, bundles)
+    agents = colony.agents()
+    with colony.store.read() as db:
+        view = lifecycle.niche_view(colony, db)
+        assert len(db.execute(scores_table.select()).all()) == 4 * len(agents)  # every agent on every memory
+    prompt = colony.tokenizer.encode("The team scored a goal in the match").ids
+    niche = int(view.niches.assign([prompt])[0])
+    assert niche == view.labels[0] != view.labels[1]  # the sports niche, not the music one
+    fitness = torch.tensor([view.fitness_in(niche)[a.id] for a in agents], dtype=torch.float64)
+    expected = torch.softmax(fitness / colony.settings.consensus_temperature, dim=0)
+    assert colony.consensus_weights(agents, prompt) == pytest.approx(expected.tolist())
+    answer = colony.ask("The team scored a goal in the match", max_tokens=2, seed=3)
+    assert sum(answer.weights) == pytest.approx(1.0)
+
+
+def test_in_a_niche_colony_only_niche_leaders_divide_and_their_children_learn_the_niche(tmp_path, bundles):
+    from genesis.colony import lifecycle
+
+    colony = _niche_colony(tmp_path, bundles, population_cap=100)
+    with colony.store.read() as db:
+        leaders = lifecycle.niche_view(colony, db).leads()
+    with colony.store.write() as db:  # every agent is past Θ at once
+        db.execute(sa.text("UPDATE agents SET interactions = 1000"))
+    colony.interact([])
+    divisions = [e for e in colony.status(events=100)["events"] if e["kind"] == "division"]
+    assert {e["agent"] for e in divisions} == set(leaders) and 1 <= len(leaders) <= 2
+    assert all(e["detail"]["niche"] == leaders[e["agent"]] for e in divisions)
+    children = [a for a in colony.agents() if a.parent is not None]
+    assert len(children) == len(leaders) and all(colony.version(c) == 1 for c in children)  # learned its niche
+    forced = colony.divide(colony.agents()[0].id)  # a division by hand learns nothing yet
+    assert colony.version(next(a for a in colony.agents() if a.id == forced)) == 0
+
+
+def test_a_niche_colony_forgets_the_scores_of_forgotten_memories(tmp_path, bundles):
+    from genesis.colony.database import scores_table
+
+    colony = _niche_colony(tmp_path, bundles, memory_limit=3)
+    with colony.store.read() as db:
+        kept = {m for (m,) in db.execute(sa.text("SELECT id FROM memories")).all()}
+        scored = {m for (m, _, _) in db.execute(scores_table.select()).all()}
+    assert len(kept) == 3 and scored == kept
+
+
+def test_niche_policies_need_niches():
+    from genesis.colony.settings import ColonySettings
+    from genesis.errors import GenesisError
+
+    for fields in ({"consensus": "niche"}, {"selection": "niche"}):
+        with pytest.raises(GenesisError, match="need niches"):
+            ColonySettings(**fields).validate()
+    assert ColonySettings.from_stored({}).niches == 0

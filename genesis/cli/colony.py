@@ -25,11 +25,15 @@ def colony_seed(
     bundles: list[Path] = typer.Argument(..., help="Agent bundles (one tokenizer)."),
     theta: int = typer.Option(ColonySettings.division_threshold, help="Θ: interactions after which an agent divides."),
     cap: int = typer.Option(ColonySettings.population_cap, help="Population cap: above it the weakest retire."),
-    consensus: str = typer.Option(ColonySettings.consensus, help="softmax (fitness-weighted), top_k, or posterior "
-                                  "(routed per prompt by each agent's likelihood of its last tokens)."),
+    consensus: str = typer.Option(ColonySettings.consensus, help="softmax (fitness-weighted), top_k, posterior "
+                                  "(routed per prompt by each agent's likelihood of its last tokens) or niche "
+                                  "(by each agent's fitness in the prompt's niche; needs --niches)."),
     routing_tokens: int = typer.Option(ColonySettings.routing_tokens, help="Prompt tokens that route a posterior consensus."),
-    selection: str = typer.Option(ColonySettings.selection, help="Who retires above the cap: fitness (the lowest) "
-                                  "or species (the weakest of the most populous architecture)."),
+    selection: str = typer.Option(ColonySettings.selection, help="Who retires above the cap: fitness (the lowest), "
+                                  "species (the weakest of the most populous architecture) or niche (the weakest "
+                                  "of those dominated in every niche; needs --niches)."),
+    niches: int = typer.Option(ColonySettings.niches, help="Niches: clusters of the memory vectors, each with its "
+                               "own fitness per agent; agents divide only while they lead one (0: none)."),
     routing_temperature: float = typer.Option(ColonySettings.routing_temperature,
                                               help="τ: the posterior's evidence is divided by it (1: the plain posterior)."),
     temperature: float = typer.Option(ColonySettings.consensus_temperature, help="Temperature of the softmax over fitness."),
@@ -51,7 +55,7 @@ def colony_seed(
 
     settings = ColonySettings(division_threshold=theta, population_cap=cap, consensus=consensus,
                               routing_tokens=routing_tokens, routing_temperature=routing_temperature, selection=selection,
-                              consensus_temperature=temperature, consensus_top_k=top_k_agents,
+                              niches=niches, consensus_temperature=temperature, consensus_top_k=top_k_agents,
                               learning_rate=learning_rate, adapt_steps=adapt_steps,
                               agent_weights=agent_weights, adapter_rank=rank, learn_from=learn_from,
                               recall=recall, memory_limit=memory_limit)

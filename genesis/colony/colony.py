@@ -11,13 +11,12 @@ each seed bundle's frozen base, the shared memory and the events.
   of the base, learning changes the adapter only; or whole models (`agent_weights="full"`).
 - **Consensus:** an answer samples from Σ wᵢ·pᵢ, the agents' next-token distributions
   weighted by a policy (`genesis.colony.consensus`): softmax(fitness / temperature), the
-  top-k agents, or routed by each agent's likelihood of the prompt.
-- **Fitness:** a running mean of each agent's per-token log-likelihood on feedback text.
+  top-k agents, or routed by each agent's likelihood of the prompt or by its niche.
+- **Fitness:** a running mean of each agent's per-token log-likelihood on feedback text
+  (and, with niches, one per niche: `genesis.colony.niches`).
 - **Continuous learning:** after feedback every agent takes a few steps on shared memories.
-- **Division:** after Θ interactions an agent divides: the child gets the parent's current
-  adapter (or weights) plus N(0, σ²) (σ is the genome's own trait), drawn from a new
-  identity seed from the OS entropy pool, recorded, so every birth replays.
-- **Selection:** above the cap the lowest-fitness agents retire (or by species: `niches`).
+- **Division and selection** (`genesis.colony.lifecycle`): after Θ interactions an agent
+  divides (child = parent + N(0, σ²)); above the cap a selection policy retires agents.
 
 Processes on one or many machines may share a colony: every read-modify-write is one
 transaction under its write lock, and learning saves weights only on top of the version it
@@ -40,7 +39,7 @@ import torch
 from sqlalchemy.engine import Connection
 from tokenizers import Tokenizer
 
-from genesis.colony import consensus, memory, niches
+from genesis.colony import consensus, lifecycle, memory
 from genesis.colony.bundle import load_agent, same_tokenizer
 from genesis.colony.database import (
     AGENT_COLUMNS,
@@ -50,10 +49,8 @@ from genesis.colony.database import (
     agent_from_row,
     agents_table,
     event,
-    forget_retired_weights,
     insert_agent,
     new_identity,
-    now,
     read_settings,
     recent_events,
     recently_retired,
@@ -62,8 +59,7 @@ from genesis.colony.database import (
 )
 from genesis.colony.settings import ColonySettings
 from genesis.colony.weights import make_weights
-from genesis.core.genome import Genome
-from genesis.errors import GenesisError, NotFound
+from genesis.errors import GenesisError
 from genesis.train.generate import generate_with
 
 
@@ -165,9 +161,10 @@ class Colony:
             query = query.where(sa.or_(agents_table.c.status == "alive", agents_table.c.id.in_(list(retired))))
         with self.store.read() as db:
             rows = db.execute(query).all()
-        return [self._agent(r) for r in rows]
+        return [self.checked_agent(r) for r in rows]
 
-    def _agent(self, row: Sequence[Any]) -> Agent:
+    def checked_agent(self, row: Sequence[Any]) -> Agent:
+        """An agents row (`AGENT_COLUMNS`) as an `Agent`, checked (`GenesisError` if it is invalid)."""
         return agent_from_row(row, self.tokenizer.get_vocab_size(), self.location)
 
     def model(self, agent: Agent) -> torch.nn.Module:
@@ -187,7 +184,15 @@ class Colony:
         if settings.consensus in consensus.ROUTED:
             evidence = (self.continuation_probs(agents, before, recent).double().log().sum(dim=1).tolist()
                         if recent else [0.0] * len(agents))
-        return consensus.weights(settings.consensus, consensus.Evidence([a.fitness for a in agents], evidence),
+        in_niche = None  # the niche policy reads each agent's fitness in the prompt's niche
+        if settings.consensus == "niche":
+            with self.store.read() as db:
+                view = lifecycle.niche_view(self, db)
+            if view is not None:
+                niche = int(view.niches.assign([list(context)])[0])
+                column = view.fitness_in(niche)
+                in_niche = [column.get(a.id, a.fitness) for a in agents]
+        return consensus.weights(settings.consensus, consensus.Evidence([a.fitness for a in agents], evidence, in_niche),
                                  settings.consensus_temperature, settings.consensus_top_k, settings.routing_temperature)
 
     def ask(self, prompt: str, max_tokens: int = 30, temperature: float = 0.8, top_k: int = 40,
@@ -210,8 +215,10 @@ class Colony:
                              top_k, seed if seed is not None else secrets.randbits(63))
         ids = tuple(a.id for a, _ in members)
         with self.store.write() as db:
-            memory_id = memory.add(db, prompt, ids, self.settings.memory_limit, response=text)
-            self._count_interactions(db, ids)
+            memory_id = memory.add(db, prompt, ids, self.settings.memory_limit, response=text,
+                                   scored=self.settings.niches > 0)
+            children = lifecycle.count_interactions(self, db, ids)
+        lifecycle.train_children(self, children)
         return Answer(text, memory_id, ids, tuple(w for _, w in members))
 
     def feedback(self, prompt: str, continuation: str | None = None, score: float | None = None,
@@ -245,8 +252,10 @@ class Colony:
                 memory.update(db, memory_id, continuation=continuation)
             else:
                 memory_id = memory.add(db, prompt, sorted(received), self.settings.memory_limit,
-                                       continuation=continuation)
+                                       continuation=continuation, scored=self.settings.niches > 0)
             memory.store_vector(db, memory_id, vector)
+            if self.settings.niches > 0:  # the scores that place its fitness in the memory's niche
+                memory.store_scores(db, memory_id, received)
             self._move_fitness(db, received)
         if self.settings.adapt_steps > 0:
             self.adapt(vector)
@@ -326,63 +335,25 @@ class Colony:
             with self.store.read() as db:
                 first = db.execute(sa.select(*AGENT_COLUMNS).order_by(agents_table.c.born, agents_table.c.id)
                                    .limit(1)).first()
-            self._embedding = self.weights.embedding(self._agent(first))
+            self._embedding = self.weights.embedding(self.checked_agent(first))
         return memory.embed(self._embedding, self.tokenizer.encode(text).ids)
 
     def _similar(self, prompt: str, count: int) -> list[str]:
         with self.store.read() as db:
             return memory.similar_texts(db, self._vector(prompt), count)
 
-    def _count_interactions(self, db: Connection, agent_ids: Sequence[str]) -> None:
-        alive = agents_table.c.status == "alive"
-        db.execute(agents_table.update().where(agents_table.c.id.in_(list(agent_ids)), alive)
-                   .values(interactions=agents_table.c.interactions + 1,
-                           total_interactions=agents_table.c.total_interactions + 1))
-        ready = db.execute(sa.select(agents_table.c.id).order_by(agents_table.c.id).where(
-            alive, agents_table.c.interactions >= self.settings.division_threshold)).scalars().all()
-        for agent_id in ready:
-            self._divide(db, agent_id)
-        self._select(db)
-
     def interact(self, agent_ids: Sequence[str]) -> None:
         """Count one interaction for each agent (division and selection may follow)."""
         with self.store.write() as db:
-            self._count_interactions(db, agent_ids)
+            children = lifecycle.count_interactions(self, db, agent_ids)
+        lifecycle.train_children(self, children)
 
     def divide(self, agent_id: str) -> str:
         """Make `agent_id` divide now; returns the child's id."""
         with self.store.write() as db:
-            child = self._divide(db, agent_id)
-            self._select(db)
+            child = lifecycle.divide(self, db, agent_id)
+            lifecycle.select(self, db)
         return child
-
-    def _divide(self, db: Connection, parent_id: str) -> str:
-        row = db.execute(sa.select(*AGENT_COLUMNS).where(agents_table.c.id == parent_id)).first()
-        if row is None:
-            raise NotFound(f"{self.location} has no agent {parent_id}")
-        agent = self._agent(row)
-        genome, block_size = agent.genome, agent.block_size
-        child_id, identity = new_identity(db)
-        self.weights.divide(db, agent, child_id, identity)
-        insert_agent(db, child_id, parent_id, genome, block_size, agent.fitness, identity)
-        db.execute(agents_table.update().where(agents_table.c.id == parent_id).values(interactions=0))
-        event(db, "division", parent_id, {"child": child_id, "sigma": genome.sigma})
-        event(db, "birth", child_id, {"parent": parent_id, "identity_seed": str(identity)})
-        return child_id
-
-    def _select(self, db: Connection) -> None:
-        alive = db.execute(sa.select(agents_table.c.id, agents_table.c.fitness, agents_table.c.genome)
-                           .where(agents_table.c.status == "alive")
-                           .order_by(agents_table.c.fitness, agents_table.c.born.desc(), agents_table.c.id)).all()
-        cap = self.settings.population_cap  # species are read only when someone must retire: this runs on every ask
-        retiring = set(niches.retiring([(a, Genome.from_json(g).training_id) for a, _, g in alive], cap,
-                                       self.settings.selection) if len(alive) > cap else ())
-        for agent_id, fitness, _ in (row for row in alive if row[0] in retiring):
-            db.execute(agents_table.update().where(agents_table.c.id == agent_id)
-                       .values(status="retired", retired=now()))
-            event(db, "retirement", agent_id, {"fitness": fitness})
-        if retiring:  # only a retirement can push older retired agents' weights out
-            forget_retired_weights(db, keep=self.settings.population_cap)
 
     def status(self, events: int = 10, retired: int = 50) -> dict[str, Any]:
         """The living and the `retired` last retired agents (lineage, learning version), the

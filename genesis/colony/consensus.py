@@ -13,6 +13,8 @@ replay measures the consensus that is served.
   Σ log pᵢ(recent tokens) / τ). An agent that explains this kind of text best is heard
   most on it. τ = 1 is the plain Bayesian posterior, which on 16 tokens is nearly a hard
   choice and loses the ensemble (measured: benchmarks/colony_routing_temperature.py).
+- **niche** (routed by the prompt's niche, `genesis.colony.niches`): softmax(fitness in
+  the niche of the prompt / T); the global softmax while the colony has no niches yet.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
-POLICIES = ("softmax", "top_k", "posterior")
+POLICIES = ("softmax", "top_k", "posterior", "niche")
 ROUTED = ("posterior",)  # the policies that need each agent's likelihood of the prompt
 
 
@@ -32,20 +34,23 @@ class Evidence:
         fitness: each agent's fitness (a running mean log-likelihood per token).
         prompt_log_likelihood: each agent's summed log-probability of the prompt's last
             tokens given the ones before them; None when the policy does not route.
+        niche_fitness: each agent's fitness in the prompt's niche; None without niches.
     """
 
     fitness: Sequence[float]
     prompt_log_likelihood: Sequence[float] | None = None
+    niche_fitness: Sequence[float] | None = None
 
 
 def weights(policy: str, evidence: Evidence, temperature: float, top_k: int,
             routing_temperature: float = 1.0) -> list[float]:
     """Each agent's share of the consensus under `policy` (one of `POLICIES`): the fitness
-    softmax at `temperature`, the `top_k` fittest, or the posterior with its evidence
-    tempered by `routing_temperature`."""
+    softmax at `temperature` (for niche, of the fitness in the prompt's niche), the `top_k`
+    fittest, or the posterior with its evidence tempered by `routing_temperature`."""
     import torch  # here, not above: the settings read POLICIES, and the CLI starts without torch
 
-    fitness = torch.tensor(list(evidence.fitness), dtype=torch.float64)
+    fitness = torch.tensor(list(evidence.niche_fitness if policy == "niche" and evidence.niche_fitness is not None
+                                else evidence.fitness), dtype=torch.float64)
     if policy == "top_k":
         chosen = set(torch.argsort(-fitness, stable=True)[:top_k].tolist())
         return [1.0 / len(chosen) if i in chosen else 0.0 for i in range(len(fitness))]
@@ -54,7 +59,7 @@ def weights(policy: str, evidence: Evidence, temperature: float, top_k: int,
         if evidence.prompt_log_likelihood is None:
             raise ValueError("the posterior policy needs each agent's likelihood of the prompt")
         logits = logits + torch.tensor(list(evidence.prompt_log_likelihood), dtype=torch.float64) / routing_temperature
-    elif policy != "softmax":
+    elif policy not in ("softmax", "niche"):
         raise ValueError(f"unknown consensus policy {policy!r}")
     return torch.softmax(logits, dim=0).tolist()
 

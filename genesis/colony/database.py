@@ -58,6 +58,9 @@ memories_table = sa.Table(
     sa.Column("created", sa.Text, nullable=False), sqlite_autoincrement=True)
 vectors_table = sa.Table("memory_vectors", schema, sa.Column("memory", sa.Integer, primary_key=True),
                           sa.Column("vector", sa.LargeBinary, nullable=False))
+scores_table = sa.Table(  # each agent's mean log-likelihood of a memory's continuation (colonies with niches)
+    "memory_scores", schema, sa.Column("memory", sa.Integer, primary_key=True),
+    sa.Column("agent", sa.Text, primary_key=True), sa.Column("log_likelihood", sa.Float, nullable=False))
 events_table = sa.Table(
     "events", schema, sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("kind", sa.Text, nullable=False), sa.Column("agent", sa.Text, nullable=False),

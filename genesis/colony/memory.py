@@ -2,10 +2,10 @@
 database, found again by similarity, and kept bounded.
 
 A memory with its true continuation gets a vector: the mean of the base model's token
-embeddings of its text, normalized. Learning trains on the memories most similar to the
-newest one (or on the most recent, as colonies did before), `ask` may put the most
-similar ones before a prompt as context, and beyond `memory_limit` the oldest memories
-are forgotten.
+embeddings of its text, normalized (and, in a colony with niches, every agent's score on
+it). Learning trains on the memories most similar to the newest one (or on the most
+recent, as colonies did before), `ask` may put the most similar ones before a prompt as
+context, and beyond `memory_limit` the oldest memories are forgotten.
 """
 
 from __future__ import annotations
@@ -17,18 +17,19 @@ import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from genesis.colony.database import memories_table, now, vectors_table
+from genesis.colony.database import memories_table, now, scores_table, vectors_table
 from genesis.errors import NotFound
 
 
 def add(db: Connection, prompt: str, agents: Sequence[str], limit: int, response: str | None = None,
-        continuation: str | None = None) -> int:
+        continuation: str | None = None, scored: bool = False) -> int:
     """Store a memory and forget the oldest beyond `limit` (every write path goes through
-    here, so the memory never outgrows its limit); returns its id."""
+    here, so the memory never outgrows its limit); returns its id. `scored`: the colony
+    keeps scores (it has niches), so forgetting drops them too."""
     memory_id = db.execute(memories_table.insert().values(prompt=prompt, response=response, continuation=continuation,
                                                     agents=json.dumps(list(agents)), created=now())
                            .returning(memories_table.c.id)).scalar_one()
-    forget_beyond(db, limit)
+    forget_beyond(db, limit, scored)
     return memory_id
 
 
@@ -91,10 +92,48 @@ def recent_texts(db: Connection, limit: int) -> list[str]:
     return [prompt + continuation for prompt, continuation in reversed(rows)]
 
 
-def forget_beyond(db: Connection, limit: int) -> int:
-    """Drop the oldest memories (and their vectors) beyond `limit`; returns how many."""
+def store_scores(db: Connection, memory_id: int, scores: dict[str, float]) -> None:
+    """Keep each agent's mean log-likelihood of a memory's continuation (replacing earlier ones)."""
+    db.execute(scores_table.delete().where(scores_table.c.memory == memory_id))
+    if scores:
+        db.execute(scores_table.insert(), [{"memory": memory_id, "agent": agent, "log_likelihood": value}
+                                           for agent, value in sorted(scores.items())])
+
+
+def scored_memories(db: Connection, limit: int) -> tuple[list[int], list[str], list[dict[str, float]]]:
+    """The `limit` newest memories with scores, oldest first: their ids, their texts
+    (prompt + continuation) and each one's scores by agent."""
+    rows = db.execute(sa.select(memories_table.c.id, memories_table.c.prompt + memories_table.c.continuation)
+                      .where(memories_table.c.continuation.is_not(None),
+                             memories_table.c.id.in_(sa.select(scores_table.c.memory)))
+                      .order_by(memories_table.c.id.desc()).limit(limit)).all()[::-1]
+    if not rows:
+        return [], [], []
+    ids = [r[0] for r in rows]
+    scores: dict[int, dict[str, float]] = {i: {} for i in ids}
+    for memory_id, agent, value in db.execute(sa.select(scores_table.c.memory, scores_table.c.agent,
+                                                        scores_table.c.log_likelihood)
+                                              .where(scores_table.c.memory >= ids[0])):
+        if memory_id in scores:
+            scores[memory_id][agent] = value
+    return ids, [r[1] for r in rows], [scores[i] for i in ids]
+
+
+def texts(db: Connection, memory_ids: Sequence[int]) -> list[str]:
+    """Texts (prompt + continuation) of the memories `memory_ids` that have feedback, in that order."""
+    found = dict(db.execute(sa.select(memories_table.c.id, memories_table.c.prompt + memories_table.c.continuation)
+                            .where(memories_table.c.id.in_(list(memory_ids)),
+                                   memories_table.c.continuation.is_not(None))).all())
+    return [found[i] for i in memory_ids if i in found]
+
+
+def forget_beyond(db: Connection, limit: int, scored: bool = False) -> int:
+    """Drop the oldest memories (their vectors, and with `scored` their scores) beyond
+    `limit`; returns how many."""
     cutoff = db.execute(sa.select(memories_table.c.id).order_by(memories_table.c.id.desc()).limit(1).offset(limit)).scalar()
     if cutoff is None:
         return 0
     db.execute(vectors_table.delete().where(vectors_table.c.memory <= cutoff))
+    if scored:
+        db.execute(scores_table.delete().where(scores_table.c.memory <= cutoff))
     return db.execute(memories_table.delete().where(memories_table.c.id <= cutoff)).rowcount

@@ -21,9 +21,10 @@ class ColonySettings:
         division_threshold: Θ, interactions after which an agent divides.
         population_cap: most agents alive; above it the lowest-fitness ones retire.
         consensus: "softmax" (all agents, weights softmax(fitness / temperature)),
-            "top_k" (the `consensus_top_k` fittest agents, equal weights) or "posterior"
+            "top_k" (the `consensus_top_k` fittest agents, equal weights), "posterior"
             (routed per prompt: the softmax prior times each agent's likelihood of the
-            prompt's last `routing_tokens` tokens; `genesis.colony.consensus`).
+            prompt's last `routing_tokens` tokens; `genesis.colony.consensus`) or "niche"
+            (the softmax of each agent's fitness in the prompt's niche; needs `niches`).
         consensus_temperature: temperature of the softmax over fitness.
         consensus_top_k: agents that answer in top_k mode.
         routing_tokens: the prompt's last tokens whose likelihood routes a posterior consensus.
@@ -42,7 +43,12 @@ class ColonySettings:
         memory_limit: memories kept; beyond it the oldest are forgotten.
         selection: who retires above the cap: "species" (the weakest of the most populous
             architecture, `genesis.colony.niches`: measured better on a topic stream,
-            benchmarks/README.md) or "fitness" (the lowest, whatever it is).
+            benchmarks/README.md), "fitness" (the lowest, whatever it is) or "niche" (the
+            weakest of those dominated in every niche; needs `niches`).
+        niches: clusters of the memory vectors that are the colony's niches (0: none).
+            With niches every agent's fitness is also kept per niche, an agent that reaches
+            Θ divides only while it leads a niche, and its child learns on that niche's
+            memories (`genesis.colony.lifecycle`).
     """
 
     division_threshold: int = 25
@@ -62,6 +68,7 @@ class ColonySettings:
     recall: int = 0
     memory_limit: int = 10_000
     selection: str = "species"
+    niches: int = 0
 
     @classmethod
     def from_stored(cls, stored: dict) -> ColonySettings:
@@ -98,6 +105,8 @@ class ColonySettings:
                     or not low <= value <= high or (field.name in POSITIVE and value == 0)):
                 bound = f"({low}, {high}]" if field.name in POSITIVE else f"[{low}, {high}]"
                 raise GenesisError(f"{field.name} must be a finite {field.type} in {bound}, not {value!r}")
+        if self.niches == 0 and "niche" in (self.consensus, self.selection):
+            raise GenesisError("niche consensus and niche selection need niches (set niches to 2 or more)")
 
 
 CHOICES = {"consensus": POLICIES, "agent_weights": ("adapter", "full"),
@@ -108,5 +117,5 @@ RANGES = {"division_threshold": (1, 1_000_000), "population_cap": (1, 100_000), 
           "routing_tokens": (1, 4096), "routing_temperature": (0.0, 1e6),
           "consensus_temperature": (0.0, 1e6), "fitness_smoothing": (0.0, 1.0), "learning_rate": (0.0, 1.0),
           "adapt_steps": (0, 1000), "memory_window": (1, 1000), "adapter_rank": (1, MAX_RANK),
-          "recall": (0, 64), "memory_limit": (1, 10_000_000)}
+          "recall": (0, 64), "memory_limit": (1, 10_000_000), "niches": (0, 64)}
 POSITIVE = ("consensus_temperature", "fitness_smoothing", "routing_temperature")  # zero excluded

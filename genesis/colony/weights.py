@@ -64,14 +64,16 @@ class FullWeights:
         with self.store.reading(db) as reader:
             return {row[0]: tuple(row[1:]) for row in reader.execute(query)}
 
-    def load_many(self, agents: Sequence[Agent], db: Connection | None = None) -> dict[str, tuple[int, torch.nn.Module]]:
+    def load_many(self, agents: Sequence[Agent], db: Connection | None = None,
+                  skip_missing: bool = False) -> dict[str, tuple[int, torch.nn.Module]]:
         """Each agent's current version and a fresh model of it (not cached, free to
-        change), read in one query."""
+        change), read in one query; with `skip_missing`, only those that still have
+        weights (another process may have retired an agent and dropped them meanwhile)."""
         found = self._rows([a.id for a in agents], (weights_table.c.version, weights_table.c.data), db)
         for agent in agents:
-            if agent.id not in found:
+            if agent.id not in found and not skip_missing:
                 raise GenesisError(f"{self.store.name}: agent {agent.id} has no weights")
-        return {a.id: (found[a.id][0], self.build(a, found[a.id][1], db)) for a in agents}
+        return {a.id: (found[a.id][0], self.build(a, found[a.id][1], db)) for a in agents if a.id in found}
 
     def load(self, agent: Agent, db: Connection | None = None) -> tuple[int, torch.nn.Module]:
         """The agent's current version and a fresh model of it (not cached, free to change)."""
@@ -148,10 +150,14 @@ class FullWeights:
         raise GenesisError(f"{self.store.name}: {len(pending)} agents kept changing under learning; try again")
 
     def _learn(self, agents: Sequence[Agent], sequences, steps: int, learning_rate: float) -> list[Agent]:
-        """One round of learning; returns the agents whose save lost a race."""
+        """One round of learning; returns the agents whose save lost a race (an agent
+        whose weights are gone meanwhile retired long ago: it learns no more)."""
         lost = []
         for agent in agents:
-            version, model = self.load(agent)
+            loaded = self.load_many([agent], skip_missing=True)
+            if not loaded:
+                continue
+            version, model = loaded[agent.id]
             adapt_model(model, sequences, steps, learning_rate)
             if not self._save([(agent, version, model)]):
                 lost.append(agent)
@@ -212,9 +218,17 @@ class AdapterWeights(FullWeights):
             self._base_ids[agent_id] = base_id
         return {a.id: self._base_ids[a.id] for a in agents}
 
-    def load_many(self, agents: Sequence[Agent], db: Connection | None = None) -> dict[str, tuple[int, torch.nn.Module]]:
+    def load_many(self, agents: Sequence[Agent], db: Connection | None = None,
+                  skip_missing: bool = False) -> dict[str, tuple[int, torch.nn.Module]]:
+        if skip_missing:
+            agents = self._with_weights(agents)
         self.bases_of(agents, db)  # one query for the base ids the models are built on
-        return super().load_many(agents, db)
+        return super().load_many(agents, db, skip_missing)
+
+    def _with_weights(self, agents: Sequence[Agent]) -> list[Agent]:
+        """The agents whose weights are still stored."""
+        present = self.versions(agents)
+        return [a for a in agents if a.id in present]
 
     def base(self, agent: Agent, db: Connection | None = None) -> tuple[GPT, dict[str, lora.LoRALinear]]:
         """The agent's base model (frozen, with its adapter wrappers), loaded once."""
@@ -291,6 +305,7 @@ class AdapterWeights(FullWeights):
         """As `FullWeights._learn`, but `LEARN_TOGETHER` agents of a base at a time in one
         batched pass (the same updates as one by one)."""
         groups: dict[str, list[Agent]] = {}
+        agents = self._with_weights(agents)  # the others retired long ago meanwhile: they learn no more
         bases = self.bases_of(agents)
         for agent in agents:
             groups.setdefault(bases[agent.id], []).append(agent)
@@ -301,8 +316,11 @@ class AdapterWeights(FullWeights):
             if batch is None:
                 continue
             for start in range(0, len(group), LEARN_TOGETHER):
-                chunk = group[start:start + LEARN_TOGETHER]
-                loaded = list(self.load_many(chunk).values())
+                found = self.load_many(group[start:start + LEARN_TOGETHER], skip_missing=True)
+                chunk = [agent for agent in group[start:start + LEARN_TOGETHER] if agent.id in found]
+                loaded = [found[agent.id] for agent in chunk]
+                if not chunk:
+                    continue
                 learned = lora.learn_together(base, wrappers, [model.tensors() for _, model in loaded], batch,
                                               steps, learning_rate)
                 saved = {a.id for a in self._save([(agent, version, lora.AdaptedModel(base, wrappers, adapter).eval())
