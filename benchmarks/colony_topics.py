@@ -19,7 +19,9 @@ stretch of each):
   niche and its child learns on that niche's memories, and the weakest of the agents
   dominated in every niche retires (`genesis.colony.lifecycle`);
 - "niches, division off" (Θ = 10^6: no agent ever divides) and "niches, selection off"
-  (cap 1000: no agent ever retires): the life cycle's ablations.
+  (cap 1000: no agent ever retires): the life cycle's ablations;
+- "niches, species selection": niches, but the one that retires comes from the most
+  populous architecture (the member another one dominates in every niche, else its weakest).
 
 The arms of one replay read the same chunks from the same champions, so their online
 perplexities are compared per replay (paired differences, mean and 95% t-interval). Also
@@ -51,10 +53,12 @@ ARMS = {  # name -> ColonySettings fields over the shared ones
     "niches": {"consensus": "niche", "selection": "niche", "niches": 4},
     "niches, division off": {"consensus": "niche", "selection": "niche", "niches": 4, "division_threshold": 1_000_000},
     "niches, selection off": {"consensus": "niche", "selection": "niche", "niches": 4, "population_cap": 1000},
+    "niches, species selection": {"consensus": "niche", "selection": "species", "niches": 4},
 }
 SHARED = {"agent_weights": "adapter", "population_cap": 6}
 PAIRS = (("global", "routed"), ("routed", "routed, species selection"), ("global", "niches"),
-         ("routed", "niches"), ("niches, division off", "niches"), ("niches, selection off", "niches"))
+         ("routed", "niches"), ("niches, division off", "niches"), ("niches, selection off", "niches"),
+         ("niches", "niches, species selection"), ("routed, species selection", "niches, species selection"))
 
 
 def champions(data: str, work: Path, given: list[str] | None) -> list[Path]:

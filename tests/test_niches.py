@@ -112,16 +112,22 @@ def test_a_topic_replay_records_topics_and_specialization_and_keeps_its_clusteri
         simulate(colony, data_folder, chunks=4, order="interleaved", topics=3)
 
 
-@given(st.lists(st.sampled_from("abc"), min_size=1, max_size=12), st.integers(1, 12))
-def test_species_selection_keeps_every_species_while_the_cap_allows(species, cap):
-    from genesis.colony.niches import retiring
+@given(st.lists(st.sampled_from("abc"), min_size=1, max_size=12), st.integers(1, 12), st.booleans(), st.data())
+def test_species_selection_keeps_every_species_while_the_cap_allows(species, cap, with_niches, data):
+    from genesis.colony.niches import dominated, retiring
 
     alive = [(f"agent{i}", s) for i, s in enumerate(species)]  # weakest first
-    gone = retiring(alive, cap, "species")
+    table = (np.array(data.draw(st.lists(st.floats(-9, -1), min_size=2 * len(species), max_size=2 * len(species))))
+             .reshape(len(species), 2) if with_niches else None)
+    gone = retiring(alive, cap, "species", table)
     kept = [s for (a, s) in alive if a not in gone]
     assert len(kept) == min(cap, len(alive))
     assert len(set(kept)) == min(len(set(species)), cap)
     assert retiring(alive, cap, "fitness") == [a for a, _ in alive[:max(0, len(alive) - cap)]]
+    if table is not None and len(gone) == 1:  # the one to go: dominated within the most populous species, if any is
+        largest = max(species.count(s) for s in species)
+        crowded = [i for i, s in enumerate(species) if species.count(s) == largest]
+        assert int(gone[0][5:]) == (dominated(table, crowded) or crowded)[0]
 
 
 def test_a_colony_with_species_selection_keeps_each_champion(tmp_path, bundles):
@@ -257,3 +263,20 @@ def test_niche_policies_need_niches():
         with pytest.raises(GenesisError, match="need niches"):
             ColonySettings(**fields).validate()
     assert ColonySettings.from_stored({}).niches == 0
+
+
+def test_the_cli_seeds_a_niche_colony_and_refuses_niche_policies_without_niches(tmp_path, bundles):
+    from typer.testing import CliRunner
+
+    from genesis.cli import app
+    from genesis.colony.colony import Colony
+
+    runner = CliRunner()
+    folder = tmp_path / "niched"
+    done = runner.invoke(app, ["colony", "seed", str(folder), *map(str, bundles), "--niches", "4",
+                               "--consensus", "niche", "--selection", "niche"])
+    assert done.exit_code == 0, done.output
+    settings = Colony.open(folder).settings
+    assert (settings.niches, settings.consensus, settings.selection) == (4, "niche", "niche")
+    refused = runner.invoke(app, ["colony", "seed", str(tmp_path / "not"), *map(str, bundles), "--consensus", "niche"])
+    assert refused.exit_code == 2 and "need niches" in refused.output and not (tmp_path / "not").exists()

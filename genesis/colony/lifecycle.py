@@ -151,7 +151,7 @@ def select(colony: Colony, db: Connection) -> None:
     cap, policy = colony.settings.population_cap, colony.settings.selection
     if len(alive) <= cap:  # the common case, and it runs on every ask: read nothing more
         return
-    view = niche_view(colony, db) if policy == "niche" else None
+    view = niche_view(colony, db) if policy in ("niche", "species") else None
     table = None if view is None else view.table  # rows in `alive`'s order: the same query
     retiring = set(niches.retiring([(a, Genome.from_json(g).training_id) for a, _, g in alive], cap, policy, table))
     for agent_id, fitness, _ in (row for row in alive if row[0] in retiring):

@@ -13,7 +13,9 @@ Selection policies (who retires when a colony is above its cap):
   architecture (the genome's training identity) are a species, and the one that retires
   is the weakest member of the most populous species. Every species keeps an agent while
   the cap allows, so a stream that drifts from one topic to another does not wipe out
-  the champion that is weak on the current topic but strong on the next.
+  the champion that is weak on the current topic but strong on the next. With niches, the
+  one that retires from that species is the weakest of its members that another member
+  dominates in every niche (else its weakest).
 - **niche**: the weakest agent that is dominated in every niche (another agent is at least
   as fit in each and fitter in one) retires first, so the cap keeps specialists rather
   than the globally best (`dominated`); when none is dominated, the weakest that leads no
@@ -153,8 +155,8 @@ def retiring(alive: Sequence[tuple[str, str]], cap: int, policy: str,
             order: fitness, then the younger, then the id).
         cap: the population cap.
         policy: one of `SELECTIONS`.
-        table: for "niche", each agent's fitness per niche, rows in `alive`'s order (None:
-            no niches yet, so it retires by fitness).
+        table: each agent's fitness per niche, rows in `alive`'s order, or None (no
+            niches, or none yet: "niche" then retires by fitness, "species" its weakest).
     """
     excess = len(alive) - cap
     if excess <= 0:
@@ -173,11 +175,12 @@ def retiring(alive: Sequence[tuple[str, str]], cap: int, policy: str,
     if policy != "species":
         raise ValueError(f"unknown selection {policy!r}")
     members = Counter(species for _, species in alive)
-    remaining, retired = list(alive), []
+    remaining, retired = list(range(len(alive))), []
     for _ in range(excess):
         largest = max(members.values())
-        victim = next(entry for entry in remaining if members[entry[1]] == largest)
+        crowded = [i for i in remaining if members[alive[i][1]] == largest]  # weakest first
+        victim = (dominated(table, crowded) or crowded)[0] if table is not None else crowded[0]
         remaining.remove(victim)
-        members[victim[1]] -= 1
-        retired.append(victim[0])
+        members[alive[victim][1]] -= 1
+        retired.append(alive[victim][0])
     return retired
