@@ -142,6 +142,11 @@ def _cell(values: list[float], digits: int = 1) -> str:
     return f"{mean:.{digits}f} [{low:.{digits}f}-{high:.{digits}f}]"
 
 
+def _verdict(low: float, high: float) -> str:
+    """Whether a paired gain is beyond its interval: better, worse, or neither."""
+    return "yes, better" if low > 0 else "yes, worse" if high < 0 else "no"
+
+
 def render(results: dict) -> str:
     """The README tables of a results dict."""
     m, replays = results["machine"], results["replays"]
@@ -168,12 +173,12 @@ def render(results: dict) -> str:
                  for b, t in zip(replays[baseline], replays[treatment])]
         mean, low, high = interval(gains)
         paired.append([f"{treatment} vs {baseline}", f"{mean:.2f} [{low:.2f}-{high:.2f}]",
-                       "yes" if low > 0 else "no"])
+                       _verdict(low, high)])
     for arm in ("routed", "niches"):
         alone = [r["online_ppl"]["learning_best"] - r["online_ppl"]["consensus"] for r in replays[arm]]
         mean, low, high = interval(alone)
         paired.append([f"{arm} vs the best agent learning alone", f"{mean:.2f} [{low:.2f}-{high:.2f}]",
-                       "yes" if low > 0 else "no"])
+                       _verdict(low, high)])
     return "\n\n".join([head, arms, table(["comparison (perplexity gained, paired per replay)",
                                            "mean [95% CI]", "beyond its interval"], paired)])
 
