@@ -109,7 +109,7 @@ def main() -> None:
                 out.write(json.dumps({"base": name, "chunks": args.chunks, "summary": summary}) + "\n")
             runs.append(summary)
             print(name, replay, summary["online_ppl"], flush=True)
-        results["bases"][name] = {"genome": genome.describe(), "val_loss": metrics["val_loss"],
+        results["bases"][name] = {"genome": bundle.genome.describe(), "val_loss": metrics["val_loss"],
                                   "base_bytes": metrics["size_bytes"], "params": metrics["params"], "replays": runs}
     path = write_results("colony_lightseed", results)
     update_readme("colony_lightseed", render(results))
@@ -128,11 +128,21 @@ def render(results: dict) -> str:
                      f"{2.718281828 ** base['val_loss']:.1f}",
                      f"{consensus[0]:.1f} [{consensus[1]:.1f}-{consensus[2]:.1f}]",
                      f"{frozen[0]:.1f} [{frozen[1]:.1f}-{frozen[2]:.1f}]"])
+    ternary = results["bases"]["ternary base"]["replays"]
+    paired = []
+    for name in ("fp32 base, same architecture", "fp32 base, same bytes"):
+        gains = [o["online_ppl"]["consensus"] - t["online_ppl"]["consensus"]
+                 for o, t in zip(results["bases"][name]["replays"], ternary)]
+        mean, low, high = interval(gains)
+        paired.append([f"ternary base vs {name}", f"{mean:.1f} [{low:.1f}-{high:.1f}]"])
     head = (f"Measured {m['measured']} on {m['cpu']} ({m['cores']} cores); {results['copies']} adapter identities "
             f"per colony, {len(next(iter(results['bases'].values()))['replays'])} replays of {results['chunks']} "
-            "chunks in topic blocks; online perplexity, mean [95% t-interval].")
-    return head + "\n\n" + table(["colony", "base", "base bytes (at its precision)", "adapters (all agents)",
-                                  "base val ppl", "consensus ppl", "base frozen ppl"], rows)
+            "chunks in topic blocks; online perplexity, mean [95% t-interval]. Base bytes count a "
+            "ternary weight at 1.58 bits (`size_bytes`); the colony stores the latent fp32 weights it was trained with.")
+    return "\n\n".join([head, table(["colony", "base", "base bytes (at its precision)", "adapters (all agents)",
+                                      "base val ppl", "consensus ppl", "base frozen ppl"], rows),
+                          table(["comparison (consensus perplexity gained, paired per replay)", "mean [95% CI]"],
+                                paired)])
 
 
 if __name__ == "__main__":
