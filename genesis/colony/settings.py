@@ -45,7 +45,7 @@ class ColonySettings:
             architecture, `genesis.colony.niches`: measured better on a topic stream,
             benchmarks/README.md), "fitness" (the lowest, whatever it is) or "niche" (the
             weakest of those dominated in every niche; needs `niches`).
-        niches: clusters of the memory vectors that are the colony's niches (0: none).
+        niches: clusters of the memories (their token tf-idf vectors): the colony's niches (0: none).
             With niches every agent's fitness is also kept per niche, an agent that reaches
             Θ divides only while it leads a niche, and its child learns on that niche's
             memories (`genesis.colony.lifecycle`).
