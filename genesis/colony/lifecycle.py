@@ -14,15 +14,18 @@ Every function but `train_children` runs inside the caller's write transaction.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Sequence
+from typing import Any, Protocol, Sequence
 
 import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
+from tokenizers import Tokenizer
 
 from genesis.colony import memory, niches
 from genesis.colony.database import (
     AGENT_COLUMNS,
+    Agent,
+    Store,
     agents_table,
     event,
     forget_retired_weights,
@@ -30,11 +33,26 @@ from genesis.colony.database import (
     new_identity,
     now,
 )
+from genesis.colony.settings import ColonySettings
+from genesis.colony.weights import FullWeights
 from genesis.core.genome import Genome
 from genesis.errors import NotFound
 
-if TYPE_CHECKING:
-    from genesis.colony.colony import Colony
+
+class Colony(Protocol):
+    """What the life cycle reads of a colony (`genesis.colony.colony.Colony` has it all;
+    a protocol here, so the colony depends on its life cycle and not the other way round)."""
+
+    settings: ColonySettings
+    tokenizer: Tokenizer
+    weights: FullWeights
+    store: Store
+    location: str
+
+    def checked_agent(self, row: Sequence[Any]) -> Agent: ...
+
+    def agents(self) -> list[Agent]: ...
+
 
 NICHE_MEMORIES = 512  # the newest memories the niches are fitted on (bounded work per call)
 
