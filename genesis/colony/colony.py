@@ -101,6 +101,7 @@ class Colony:
             raise GenesisError(f"{self.location} is not a readable colony: {type(error).__name__}: "
                                f"{error}".splitlines()[0]) from None
         vocab = self.tokenizer.get_vocab_size()
+        self._scored = self.settings.niches > 0  # a colony with niches keeps every agent's score on every memory
         self._embedding: np.ndarray | None = None  # token embeddings for memory vectors, loaded on use
         self.weights = make_weights(self.store, vocab, self.settings)
         self.agents(alive_only=False)  # every row is checked before anything is built from it
@@ -216,7 +217,7 @@ class Colony:
         ids = tuple(a.id for a, _ in members)
         with self.store.write() as db:
             memory_id = memory.add(db, prompt, ids, self.settings.memory_limit, response=text,
-                                   scored=self.settings.niches > 0)
+                                   scored=self._scored)
             children = lifecycle.count_interactions(self, db, ids)
         lifecycle.train_children(self, children)
         return Answer(text, memory_id, ids, tuple(w for _, w in members))
@@ -252,9 +253,9 @@ class Colony:
                 memory.update(db, memory_id, continuation=continuation)
             else:
                 memory_id = memory.add(db, prompt, sorted(received), self.settings.memory_limit,
-                                       continuation=continuation, scored=self.settings.niches > 0)
+                                       continuation=continuation, scored=self._scored)
             memory.store_vector(db, memory_id, vector)
-            if self.settings.niches > 0:  # the scores that place its fitness in the memory's niche
+            if self._scored:  # the scores that place its fitness in the memory's niche
                 memory.store_scores(db, memory_id, received)
             self._move_fitness(db, received)
         if self.settings.adapt_steps > 0:

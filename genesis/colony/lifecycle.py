@@ -181,14 +181,14 @@ def select(colony: Colony, db: Connection) -> None:
 def train_children(colony: Colony, children: Sequence[tuple[str, list[int]]]) -> None:
     """Each newborn child takes `adapt_steps` steps on its niche's memories (after the
     transaction that bore it: learning saves its weights in transactions of its own)."""
-    if colony.settings.adapt_steps == 0:
+    children = [(child_id, memory_ids) for child_id, memory_ids in children if memory_ids]
+    if colony.settings.adapt_steps == 0 or not children:
         return
-    for child_id, memory_ids in children:
-        if not memory_ids:
-            continue
-        with colony.store.read() as db:
-            texts = memory.texts(db, memory_ids)
-        child = [a for a in colony.agents() if a.id == child_id]  # it may have retired at once
-        if child and texts:
-            colony.weights.adapt(child, [colony.tokenizer.encode(t).ids for t in texts],
+    alive = {a.id: a for a in colony.agents()}  # a child may have retired at once
+    with colony.store.read() as db:
+        taught = [(alive[child_id], memory.texts(db, memory_ids)) for child_id, memory_ids in children
+                  if child_id in alive]
+    for child, texts in taught:
+        if texts:
+            colony.weights.adapt([child], [colony.tokenizer.encode(t).ids for t in texts],
                                  colony.settings.adapt_steps, colony.settings.learning_rate)
