@@ -14,14 +14,19 @@ and its ratio to random search's.
 
     python benchmarks/table_strategies.py --table benchmarks/results/table-quick --seeds 200
 
-Every run also confirms its champions as a default run does (the best 3 at selection,
-with the table's two other seeds as fresh seeds): the confirmed champion's test
-perplexity and true regret at the whole budget are the search-efficiency answer on what
-a user gets, not on the selection-time minimum.
+What a user gets is the *confirmed* champion: after each budget, the run's best 3 at
+selection so far are retrained on `--confirm-seeds` fresh table seeds, as a default run's
+confirmation does (looked up with the table backend's own seed order, so it is what a
+run stopped there would return), and the best mean test loss wins. Its compute counts
+every training and retraining; its true regret is judged on the table seeds that neither
+its selection nor its confirmation drew (the sweep's `--top` gives the best
+architectures enough of them; where none is left, all seeds, and the share of such
+fall-backs is recorded). Reported: that regret at the whole budget, and the compute to a
+confirmed champion within 1% (median over seeds, ratio to random search's).
 
 Runs are appended to benchmarks/results/table_strategies.jsonl as they finish (so an
 interrupted benchmark continues where it was); the summary goes to
-table_strategies-p<population>-b<budget>.json and a plot beside it.
+table_strategies[-TABLE]-p<population>-b<budget>.json and a plot beside it.
 """
 
 from __future__ import annotations
@@ -53,7 +58,7 @@ STRATEGIES = {  # name -> EvolutionConfig fields, and the `rungs` / `early_stop`
     "aging+race-2": {"strategy": "aging", "replicates": 2, "race": True},
 }
 EVALUATOR_FIELDS = {"rungs": (1.0,), "early_stop": 0.0, "replicates": 1, "race": False}  # genesis.evolve's
-BUDGETS = (8, 16, 24, 32, 64, 96)  # full trainings
+BUDGETS = (4, 8, 12, 16, 24, 32, 48, 64, 96)  # full trainings
 THRESHOLDS = (1.0, 2.0)  # regret in percent of perplexity
 
 
@@ -85,24 +90,22 @@ def true_quality(losses: dict[str, dict[int, float]], run_seed: int = 0, held_ou
 
 
 def run_one(task: tuple) -> dict:
-    """Replay strategy `name` with `seed` on the table; its regret trajectory."""
+    """Replay strategy `name` with `seed` on the table: its incumbent's regret trajectory,
+    and at each budget the champion that confirming the run's records up to it returns."""
     import genesis
     from genesis.search.loop import EvolutionConfig
 
-    name, seed, table, recipe, population, budget, losses, space, held_out = task
+    name, seed, table, recipe, population, budget, losses, space, held_out, confirm_seeds = task
     truth = true_quality(losses, seed, held_out)
     settings = dict(STRATEGIES[name])
     fidelity = {key: settings.pop(key, default) for key, default in EVALUATOR_FIELDS.items()}
     with tempfile.TemporaryDirectory() as output:
         # a converged population spends no compute (the cache answers), so generations are capped too
-        # confirmation as a default run does it, with the table's two other seeds as fresh
-        # seeds; none when the truth is a held-out seed (confirmation would train on it)
         run = genesis.evolve(population=population, generations=4 * budget // population, recipe=recipe,
                              search_space=space,
                              backend=f"table:{table}", seed=seed, output=output, storage="memory",
                              evolution=EvolutionConfig(**settings), budget_tokens=budget * recipe.tokens,
-                             noise_probes=0, confirm=0 if held_out else 3, confirm_seeds=2, **fidelity)
-        confirmed = run.summary()["confirmed"]
+                             noise_probes=0, confirm=0, **fidelity)
     best_true = min(truth.values())
     trajectory, spent, incumbent = [], 0, None
     for record in run.records:  # in (generation, index) order
@@ -111,12 +114,57 @@ def run_one(task: tuple) -> dict:
             incumbent = record
             regret = 100 * (math.exp(truth[incumbent.genome.training_id] - best_true) - 1)
             trajectory.append([spent / recipe.tokens, regret])
-    top = confirmed[0] if confirmed else None
-    return {"strategy": name, "seed": seed, "trajectory": trajectory,
-            "champion": incumbent.genome.training_id if incumbent else None,
-            "selection_val_ppl": incumbent.outcome.val_ppl if incumbent else None,
-            "confirmed_test_ppl": top["test_ppl"] if top else None,
-            "confirmed_true_regret": 100 * (math.exp(truth[top["training_id"]] - best_true) - 1) if top else None}
+    result = {"strategy": name, "seed": seed, "trajectory": trajectory,
+              "champion": incumbent.genome.training_id if incumbent else None,
+              "selection_val_ppl": incumbent.outcome.val_ppl if incumbent else None}
+    if not held_out:  # confirmation would train on the held-out seeds
+        result["confirmed"] = [confirm_at(run.records, b * recipe.tokens, seed, table, losses, fidelity["replicates"],
+                                          confirm_seeds, best_true, recipe.tokens)
+                               for b in BUDGETS if b <= budget]
+    return result
+
+
+_TABLES: dict = {}  # a worker's tables, read once
+
+
+def confirm_at(records: list, tokens: float, seed: int, table: str, losses: dict, replicates: int,
+               confirm_seeds: int, best_true: float, tokens_per_training: int) -> list:
+    """What a run that stopped searching after `tokens` would return: its best 3 at
+    selection among the records it had, each retrained on `confirm_seeds` fresh table
+    seeds, the best mean test loss of those confirmed. Returns [compute in full trainings,
+    search and confirmation together; the champion's true regret in %, judged on the
+    table seeds that neither its selection nor its confirmation drew (all of them when
+    none is left); whether it had to fall back to all]."""
+    from genesis.core.noise import Retraining, best_full, confirmed_champions, fresh_replicates
+    from genesis.core.records import training_seed
+    from genesis.runs.backends.base import Job
+    from genesis.runs.table import Table, TableBackend
+
+    prefix, spent = [], 0
+    for record in records:
+        if spent + record.compute_tokens > tokens:
+            break
+        spent += record.compute_tokens
+        prefix.append(record)
+    backend = TableBackend(_TABLES.setdefault(table, Table(table)), seed)
+    jobs = [Job(record.genome, training_seed(seed, record.genome.training_id, replicate), measure_test=True,
+                replicate=replicate)
+            for record in best_full(prefix, 3) for replicate in fresh_replicates((), replicates, confirm_seeds)]
+    retrainings = [Retraining("confirm", 0, job.genome, job.replicate, outcome) for job, outcome in backend.run(jobs)]
+    spent += sum(r.outcome.tokens for r in retrainings)
+    champions = confirmed_champions(prefix, retrainings, 3)
+    if not champions:
+        return [spent / tokens_per_training, None, False]
+    champion = champions[0]["training_id"]
+    selecting = next(r for r in prefix if r.genome.training_id == champion and not r.cached)
+    seeds = sorted(losses[champion])
+    base = training_seed(seed, champion) % len(seeds)
+    used = [*range(max(1, len(selecting.outcome.replicates))),
+            *(r.replicate for r in retrainings if r.genome.training_id == champion and r.outcome.status == "ok")]
+    drawn = {seeds[(base + r) % len(seeds)] for r in used}
+    unseen = [losses[champion][s] for s in seeds if s not in drawn]
+    truth = float(np.mean(unseen)) if unseen else float(np.mean(list(losses[champion].values())))
+    return [spent / tokens_per_training, 100 * (math.exp(truth - best_true) - 1), not unseen]
 
 
 def regret_at(trajectory: list, compute: float) -> float:
@@ -166,24 +214,30 @@ def summarize(runs: list[dict], budget: int) -> dict:
             if len(finite) > 1:
                 curve.append([float(g), float(finite.mean()), *_interval(finite, np.mean, 300)])
         entry["curve"] = curve
-        # the search-efficiency question on what a user gets: the confirmed champion at the
-        # whole budget, its test perplexity over fresh seeds and its true regret
-        confirmed = np.array([r["confirmed_test_ppl"] for r in mine if r.get("confirmed_test_ppl")])
-        regrets = np.array([r["confirmed_true_regret"] for r in mine if r.get("confirmed_true_regret") is not None])
-        selected = np.array([r["selection_val_ppl"] for r in mine if r.get("selection_val_ppl")])
-        if len(confirmed):
-            entry["confirmed_test_ppl"] = {"median": float(np.median(confirmed)),
-                                           "quartiles": [float(q) for q in np.quantile(confirmed, [0.25, 0.75])],
-                                           "mean_ci": _interval(confirmed, np.mean)}
-            entry["confirmed_true_regret_mean"] = float(regrets.mean())
-            entry["confirmed_true_regret_ci"] = _interval(regrets, np.mean)
-            entry["selection_val_ppl_median"] = float(np.median(selected))
+        # the question on what a user gets: the champion confirmed after each budget, its
+        # compute counting every training and retraining, and its true regret
+        if all("confirmed" in r for r in mine):
+            entry["confirmed"] = {}
+            for k, b in enumerate(b for b in BUDGETS if b <= budget):
+                regrets = np.array([r["confirmed"][k][1] for r in mine if r["confirmed"][k][1] is not None])
+                compute = np.array([r["confirmed"][k][0] for r in mine])
+                entry["confirmed"][b] = {"compute_median": float(np.median(compute)),
+                                         "mean_regret": float(regrets.mean()),
+                                         "mean_regret_ci": _interval(regrets, np.mean),
+                                         "within_1": float(np.mean(regrets <= 1.0)),
+                                         "fell_back": float(np.mean([r["confirmed"][k][2] for r in mine]))}
+            reach = np.array([next((c for c, regret, _ in r["confirmed"] if regret is not None and regret <= 1.0),
+                                   math.inf) for r in mine])
+            entry["confirmed_compute_to_1"] = {"median": float(np.median(reach)),
+                                               "median_ci": _interval(reach, np.median),
+                                               "reached_share": float(np.mean(np.isfinite(reach)))}
         summary[name] = entry
-    random_reach = summary.get("random", {}).get("compute_to_1", {}).get("median")
-    for entry in summary.values():
-        reach = entry["compute_to_1"]["median"]
-        entry["compute_to_1_vs_random"] = (reach / random_reach if random_reach and math.isfinite(random_reach)
-                                           and math.isfinite(reach) else None)
+    for key in ("compute_to_1", "confirmed_compute_to_1"):
+        random_reach = summary.get("random", {}).get(key, {}).get("median")
+        for entry in summary.values():
+            reach = entry.get(key, {}).get("median")
+            entry[f"{key}_vs_random"] = (reach / random_reach if random_reach and math.isfinite(random_reach)
+                                         and reach is not None and math.isfinite(reach) else None)
     return summary
 
 
@@ -223,6 +277,7 @@ def render(results: dict, tag: str) -> str:
 
     settings, summary = results["settings"], results["summary"]
     budgets = sorted({int(b) for e in summary.values() for b in e["budgets"]})
+    budget = settings["budget"]
 
     def cell(entry, b):
         row = entry["budgets"].get(str(b)) or entry["budgets"].get(b)
@@ -241,13 +296,20 @@ def render(results: dict, tag: str) -> str:
                 + (f", x{ratio:.2f} random's" if ratio else ""))
 
     def confirmed(entry):
-        c = entry.get("confirmed_test_ppl")
+        c = entry.get("confirmed")
         if not c:
             return "-", "-"
-        q1, q3 = c["quartiles"]
-        low, high = entry["confirmed_true_regret_ci"]
-        return (f"{c['median']:.1f} [{q1:.1f}-{q3:.1f}]",
-                f"{entry['confirmed_true_regret_mean']:.2f} [{low:.2f}-{high:.2f}]")
+        last = c.get(str(budget)) or c.get(budget)
+        low, high = last["mean_regret_ci"]
+        r = entry["confirmed_compute_to_1"]
+        ratio = entry.get("confirmed_compute_to_1_vs_random")
+        if r["median"] is None or not math.isfinite(r["median"]):
+            reached = f"not in half the runs ({r['reached_share']:.0%} reach it)"
+        else:
+            low_c, high_c = r["median_ci"]
+            reached = (f"{r['median']:.1f} [{low_c:.1f}-{'-' if high_c is None else f'{high_c:.1f}'}]"
+                       + (f", x{ratio:.2f} random's" if ratio else ""))
+        return (f"{last['mean_regret']:.2f} [{low:.2f}-{high:.2f}] ({last['within_1']:.0%})", reached)
 
     rows = [[name, str(entry["seeds"]), *[cell(entry, b) for b in budgets], reach(entry), *confirmed(entry)]
             for name, entry in sorted(summary.items(), key=lambda item: item[1]["compute_to_1"]["median"] or 1e9)]
@@ -265,7 +327,8 @@ def render(results: dict, tag: str) -> str:
         "",
         table(["strategy", "runs", *[f"regret at {b} trainings" for b in budgets],
                "trainings to reach 1% regret (median [95% CI])",
-               "confirmed champion: test ppl, median [quartiles]", "its true regret, mean [95% CI]"], rows),
+               f"champion confirmed after {budget} trainings: true regret, mean [95% CI] (share within 1%)",
+               "compute to a confirmed champion within 1%, search and confirmation (median [95% CI])"], rows),
         "",
         f"![regret against compute](results/{tag}.png)",
     ])
@@ -283,6 +346,8 @@ def main() -> None:
     parser.add_argument("--held-out", type=int, default=0,
                         help="judge on the table's seeds that selection with at most this many replicates "
                         "never trains on (racing and replicates included); no confirmation then")
+    parser.add_argument("--confirm-seeds", type=int, default=3,
+                        help="fresh table seeds per confirmed champion (a default run's 3)")
     args = parser.parse_args()
     import genesis
 
@@ -291,14 +356,17 @@ def main() -> None:
     losses = test_losses(args.table)
     truth = true_quality(losses)
     log = RESULTS / f"{NAME}.jsonl"
-    settings = {"table": str(Path(args.table).resolve().relative_to(BENCHMARKS.parent)),
+    settings = {"format": 2, "table": str(Path(args.table).resolve().relative_to(BENCHMARKS.parent)),
                 "population": args.population, "budget": args.budget, "search_space": args.search_space}
     if args.held_out:
         settings["held_out"] = args.held_out
+    else:
+        settings["confirm_seeds"] = args.confirm_seeds
     runs = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
     runs = [r for r in runs if r.get("settings") == settings]
     done = {(r["strategy"], r["seed"]) for r in runs}
-    tasks = [(name, seed, args.table, recipe, args.population, args.budget, losses, args.search_space, args.held_out)
+    tasks = [(name, seed, args.table, recipe, args.population, args.budget, losses, args.search_space, args.held_out,
+              args.confirm_seeds)
              for name in args.strategies.split(",") for seed in range(args.seeds) if (name, seed) not in done]
     with multiprocessing.get_context("spawn").Pool(args.workers) as pool, log.open("a") as out:
         for result in pool.imap_unordered(run_one, tasks):
@@ -313,7 +381,9 @@ def main() -> None:
                "architectures_within_1": sum(math.exp(v - truth[best]) - 1 <= 0.01 for v in truth.values()),
                "architectures_within_2": sum(math.exp(v - truth[best]) - 1 <= 0.02 for v in truth.values()),
                "summary": summary}
-    tag = f"{NAME}-p{args.population}-b{args.budget}" + (f"-h{args.held_out}" if args.held_out else "")
+    table_name = Path(args.table).name.removeprefix("table-")
+    tag = (f"{NAME}{'' if table_name == 'quick' else '-' + table_name}-p{args.population}-b{args.budget}"
+           + (f"-h{args.held_out}" if args.held_out else ""))
     (RESULTS / f"{tag}.json").write_text(json.dumps(_finite(results), indent=2) + "\n")
     plot(summary, RESULTS / f"{tag}.png")
     from common import update_readme

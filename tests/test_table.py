@@ -78,6 +78,38 @@ def test_a_table_begun_before_a_recipe_option_existed_still_resumes(table, tmp_p
     assert (folder / "table.csv").read_text() == rows  # nothing left to train, nothing refused
 
 
+def test_a_sweep_gives_its_top_architectures_more_seeds(table, tmp_path, data_folder):
+    folder = tmp_path / "top"
+    shutil.copytree(table, folder)
+    base = genesis.load_table(folder)
+    means = base[base["status"] == "ok"].groupby("training_id")["val_loss"].mean()
+    best = sorted(means.index, key=lambda tid: (means[tid], tid))[:2]
+    kwargs = dict(search_space=SMALL_SPACE, recipe=TINY, data=data_folder, seeds=4, output=folder,
+                  device="cpu", threads=1)
+    genesis.sweep(top=2, top_seeds=6, **kwargs)
+    frame = genesis.load_table(folder)
+    extra = frame[frame["seed"] >= 4]
+    assert sorted(extra["training_id"]) == sorted(best * 2) and set(extra["seed"]) == {4, 5}
+    assert len(set(frame["training_seed"])) == len(frame)  # every training its own seed
+    assert frame[frame["seed"] < 4].drop(columns="curve").equals(base.drop(columns="curve"))
+    assert json.loads((folder / "table.json").read_text())["top"]["training_ids"] == best
+    rows = (folder / "table.csv").read_text()
+    genesis.sweep(top=2, top_seeds=6, **kwargs)  # resumed: nothing left to train
+    assert (folder / "table.csv").read_text() == rows
+    with pytest.raises(GenesisError, match="same --top"):
+        genesis.sweep(top=3, top_seeds=6, **kwargs)
+    with pytest.raises(GenesisError, match="more than --seeds"):
+        genesis.sweep(top=2, top_seeds=4, **{**kwargs, "output": tmp_path / "new"})
+    assert not (tmp_path / "new").exists()
+    # a replay confirms on as many fresh seeds as the top holds; others on what they have
+    run = _table_run(tmp_path / "runs", folder, confirm=3, confirm_seeds=5)
+    for retraining in run.retrainings:
+        holds = 6 if retraining.genome.training_id in best else 4
+        assert (retraining.outcome.status == "ok") == (retraining.replicate < holds)
+    with pytest.raises(GenesisError, match="its best 6"):
+        _table_run(tmp_path / "more", folder, confirm=3, confirm_seeds=6)
+
+
 def _table_run(tmp_path, table, seed=0, **kwargs):
     return genesis.evolve(population=4, generations=3, search_space=SMALL_SPACE, recipe=TINY,
                           backend=f"table:{table}", output=tmp_path, seed=seed, **kwargs)
@@ -134,6 +166,10 @@ def test_cli_sweep_writes_a_table(tmp_path, data_folder):
                                  "--data", str(data_folder), "--device", "cpu"])
     assert result.exit_code == 0, result.output
     assert len(genesis.load_table(tmp_path / "t")) == 3
+    result = runner.invoke(app, ["sweep", "--output", str(tmp_path / "t"), "--search-space", str(SMALL_SPACE),
+                                 "--recipe", str(TINY), "--seeds", "1", "--sample", "3", "--top", "2",
+                                 "--data", str(data_folder), "--device", "cpu"])
+    assert result.exit_code == 2 and "go together" in result.output
 
 
 FIDELITIES = {"halving": {"rungs": (0.25, 0.5, 1.0)}, "early-stop": {"early_stop": 0.5},

@@ -190,6 +190,9 @@ def sweep(
     seeds: int = typer.Option(DEFAULT_SEEDS, help="Trainings per architecture, each with its own seed."),
     sample: Optional[int] = typer.Option(
         None, help="Train only this many architectures, spread over (n_layer, activation) cells."),
+    top: Optional[int] = typer.Option(
+        None, help="Then give this many best architectures (by mean validation loss) more seeds."),
+    top_seeds: Optional[int] = typer.Option(None, help="The seeds each of the --top architectures ends with."),
     seed: int = typer.Option(0, help="Sweep seed: fixes every training seed and the sample."),
     data: Optional[Path] = typer.Option(None, envvar="GENESIS_DATA", help=DATA_HELP),
     device: str = typer.Option(EvaluatorSettings.device, help="Torch device: cpu, cuda, or auto."),
@@ -214,8 +217,8 @@ def sweep(
     try:
         with progress:
             folder = run_sweep(search_space=search_space, recipe=recipe, data=data, seeds=seeds,
-                               seed=seed, sample=sample, output=output, device=device,
-                               backend=backend, workers=workers, threads=threads,
+                               seed=seed, sample=sample, top=top, top_seeds=top_seeds, output=output,
+                               device=device, backend=backend, workers=workers, threads=threads,
                                on_start=started, on_row=finished)
     except GenesisError as error:
         fail(str(error))

@@ -5,9 +5,15 @@ search can be replayed against by lookup (`genesis.runs.table.TableBackend`) and
 effect of each trait can be read from without search bias. A sweep folder holds:
 
     table.json   what produced the table: search space, recipe, data key, seeds, threads,
-                 library versions; a resumed sweep must match it
+                 library versions; a resumed sweep must match it. With `top`, the
+                 architectures that were given more seeds, too
     table.csv    one row per (architecture, seed), appended and flushed as trainings
                  finish, so a sweep killed at any moment resumes where it was
+
+A sweep can then give its `top` best architectures (by mean validation loss over the
+first `seeds` seeds) more seeds, up to `top_seeds`: where the ranking is close a replay
+can confirm a champion on as many fresh seeds as it asks for, and the top's true quality
+is known to a fraction of the seed noise.
 
 Architectures are the distinct *training identities* of the space (`Genome.training_id`):
 σ and other colony-only genes do not change training, so they are set aside.
@@ -21,7 +27,7 @@ import itertools
 import math
 import os
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -97,11 +103,14 @@ class SweepPlan:
     seeds: int
     seed: int  # the sweep seed: with an architecture and a seed index, it fixes the training seed
     meta: dict[str, Any]
+    top: tuple[Genome, ...] = ()  # architectures given seeds up to top_seeds
+    top_seeds: int = 0
 
     def jobs(self) -> list[tuple[Genome, int]]:
         """(architecture, seed index) pairs, seed by seed, so a partial table already
-        covers every architecture once."""
-        return [(genome, index) for index in range(self.seeds) for genome in self.genomes]
+        covers every architecture once; then the top's further seeds."""
+        return ([(genome, index) for index in range(self.seeds) for genome in self.genomes]
+                + [(genome, index) for index in range(self.seeds, self.top_seeds) for genome in self.top])
 
 
 def open_sweep(folder: str | Path, plan: SweepPlan) -> set[tuple[str, int]]:
@@ -134,7 +143,7 @@ def _plan_key(meta: dict[str, Any]) -> dict[str, Any]:
     search space file happened to live (and the corpus's baselines, which older tables lack).
     The recipe is compared with today's defaults filled in, so a table begun before a recipe
     option existed still resumes."""
-    key = {k: v for k, v in meta.items() if k not in ("versions", "baselines")}
+    key = {k: v for k, v in meta.items() if k not in ("versions", "baselines", "top")}
     key["search_space"] = {k: v for k, v in meta["search_space"].items() if k != "source"}
     key["recipe"] = parse_recipe(meta["recipe"], "the sweep's recipe").to_dict()
     return key
@@ -176,6 +185,53 @@ def plan_sweep(space: SearchSpace, recipe, data_key: str, seeds: int, seed: int 
             "architectures": len(genomes), "threads": threads, "versions": versions(),
             "baselines": baselines}
     return SweepPlan(tuple(genomes), seeds, seed, meta)
+
+
+def plan_top(plan: SweepPlan, folder: str | Path, top: int, top_seeds: int) -> SweepPlan:
+    """`plan` extended by seeds up to `top_seeds` for its `top` best architectures, by mean
+    validation loss over the plan's seeds in the table at `folder` (failed trainings left
+    out), and recorded in the folder's metadata; a folder whose top was chosen before must
+    be asked for the same.
+
+    Raises:
+        GenesisError: top or top_seeds out of range, or a top other than the recorded one.
+    """
+    recorded = _check_top(folder, plan.seeds, top, top_seeds)
+    losses: dict[str, list[float]] = {}
+    for row in _read_rows(Path(folder) / TABLE_FILE):
+        if row["status"] == "ok" and int(row["seed"]) < plan.seeds:
+            losses.setdefault(row["training_id"], []).append(float(row["val_loss"]))
+    by_id = {genome.training_id: genome for genome in plan.genomes}
+    if recorded is None:
+        ranked = sorted((tid for tid in losses if tid in by_id),
+                        key=lambda tid: (sum(losses[tid]) / len(losses[tid]), tid))
+        chosen = {"architectures": top, "seeds": top_seeds, "training_ids": ranked[:top]}
+        write_json_atomic(Path(folder) / META_FILE, {**read_meta(folder), "top": chosen})
+    else:
+        chosen = recorded  # the top chosen when the base was complete, not today's order
+    genomes = tuple(by_id[tid] for tid in chosen["training_ids"] if tid in by_id)
+    return replace(plan, meta={**plan.meta, "top": chosen}, top=genomes, top_seeds=top_seeds)
+
+
+def _check_top(folder: str | Path, seeds: int, top: int, top_seeds: int) -> dict[str, Any] | None:
+    """The top the sweep at `folder` recorded (None: not chosen yet), after checking that
+    `top` and `top_seeds` are in range and the same as the recorded ones."""
+    _check_top_range(seeds, top, top_seeds)
+    recorded = read_meta(folder).get("top")
+    if recorded is not None and not (isinstance(recorded, dict) and isinstance(recorded.get("training_ids"), list)
+                                     and all(isinstance(tid, str) for tid in recorded["training_ids"])):
+        raise GenesisError(f"{folder}/{META_FILE}: its top is corrupt")
+    if recorded is not None and (recorded.get("architectures"), recorded.get("seeds")) != (top, top_seeds):
+        raise GenesisError(f"{folder} gave its top {recorded.get('architectures')} architectures "
+                           f"{recorded.get('seeds')} seeds; ask for the same --top and --top-seeds")
+    return recorded
+
+
+def _check_top_range(seeds: int, top: int, top_seeds: int) -> None:
+    if top < 1:
+        raise GenesisError("--top must be at least 1")
+    if top_seeds <= seeds:
+        raise GenesisError(f"--top-seeds must be more than --seeds ({seeds})")
 
 
 def run_sweep(plan: SweepPlan, folder: str | Path, backend, done: set[tuple[str, int]],
@@ -248,6 +304,8 @@ def sweep(
     seeds: int = DEFAULT_SEEDS,
     seed: int = 0,
     sample: int | None = None,
+    top: int | None = None,
+    top_seeds: int | None = None,
     output: str | Path = "tables/quick",
     device: str = EvaluatorSettings.device,
     cache_dir: str | Path | None = None,
@@ -268,6 +326,8 @@ def sweep(
         seed: the sweep seed (fixes every training seed, and the sample).
         sample: train only this many architectures, spread evenly over the
             (n_layer, activation) cells; None: all of them.
+        top, top_seeds: once every architecture has its `seeds`, give the `top` best
+            (by mean validation loss) seeds up to `top_seeds` (both or neither).
         output: the sweep folder (created; an existing one must hold the same sweep).
         device, cache_dir, backend, workers, threads: as for `genesis.evolve`.
         on_start: called once with (trainings to run, trainings already in the table).
@@ -282,6 +342,10 @@ def sweep(
     from genesis.train.data import TokenData, check_fits, default_cache_dir, load_data
     from genesis.train.model import check_size, largest_genome
 
+    if (top is None) != (top_seeds is None):
+        raise GenesisError("--top and --top-seeds go together")
+    if top is not None:
+        _check_top_range(seeds, top, top_seeds)
     space = search_space if isinstance(search_space, SearchSpace) else load_search_space(search_space)
     recipe = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
     check_size(largest_genome(space.domains), recipe.vocab_size, recipe.seq_len, "the search space")
@@ -290,6 +354,8 @@ def sweep(
     check_fits(tokens, recipe.seq_len, recipe.batch_size)
     plan = plan_sweep(space, recipe, tokens.key, seeds, seed, sample, evaluator.threads, tokens.baselines)
     done = open_sweep(output, plan)
+    if top is not None:
+        _check_top(output, seeds, top, top_seeds)  # before the base, which may take hours
     if on_start is not None:
         on_start(len(plan.jobs()) - len(done), len(done))
     setup = TrainingSetup(recipe, tokens.key, str(cache_dir or default_cache_dir()),
@@ -297,6 +363,12 @@ def sweep(
     runner = make_backend(backend, setup, tokens, workers)
     try:
         run_sweep(plan, output, runner, done, on_row)
+        if top is not None:
+            done = open_sweep(output, plan)
+            plan = plan_top(plan, output, top, top_seeds)
+            if on_start is not None:
+                on_start(len(plan.jobs()) - len(done), len(done))
+            run_sweep(plan, output, runner, done, on_row)
     finally:
         runner.close()
     return Path(output)

@@ -200,8 +200,10 @@ def _settings(recipe) -> dict[str, Any]:
 def open_table_backend(backend: str, space: SearchSpace, recipe, replicates: int = 1,
                        fresh_seeds: int = 0) -> Table | None:
     """The table of a `table:PATH` backend name, checked against the run's search space
-    and recipe, and holding enough seeds: `replicates` for selection and `fresh_seeds`
-    more, distinct ones, for each retrained model; None for any other backend.
+    and recipe, and holding enough seeds: `replicates` of every architecture for
+    selection, and `fresh_seeds` more, distinct ones, of the architectures with the most
+    seeds (a sweep's `top`); a model retrained beyond its architecture's seeds gets a
+    failed retraining that says so. None for any other backend.
 
     Raises:
         GenesisError: not a table, a table of another recipe, one that lacks some
@@ -215,9 +217,10 @@ def open_table_backend(backend: str, space: SearchSpace, recipe, replicates: int
                            f"{table.recipe.get('name')!r}, not this run's {recipe.name!r}; pass --recipe "
                            f"{table.recipe.get('name')}")
     table.check_covers(space)
-    seeds = min(len(table.seeds_of(g.training_id)) for g in architectures(space))
-    if replicates + fresh_seeds > seeds:
-        raise GenesisError(f"the table {table.folder} holds {seeds} seeds per architecture: {replicates} for "
-                           f"selection leave {max(0, seeds - replicates)} fresh ones, and this run asks for "
-                           f"{fresh_seeds} (lower --confirm-seeds and --noise-probes, or sweep more seeds)")
+    counts = [len(table.seeds_of(g.training_id)) for g in architectures(space)]
+    if replicates > min(counts) or replicates + fresh_seeds > max(counts):
+        raise GenesisError(f"the table {table.folder} holds {min(counts)} seeds per architecture (its best "
+                           f"{max(counts)}): {replicates} for selection leave {max(0, max(counts) - replicates)} "
+                           f"fresh ones at most, and this run asks for {fresh_seeds} (lower --confirm-seeds and "
+                           "--noise-probes, or sweep more seeds: genesis sweep --top --top-seeds)")
     return table
