@@ -25,6 +25,7 @@ learning rate instead (results/colony_adapter_lr.json, its own table).
 
 from __future__ import annotations
 
+import shutil
 import statistics
 import tempfile
 from pathlib import Path
@@ -45,6 +46,35 @@ def configs(adapter_learning_rates: list[float] | None) -> dict[str, tuple[int, 
         return {name: (*config, None) for name, config in CONFIGS.items()}
     return {f"{name}, lr {lr:g}": (*config, lr) for lr in adapter_learning_rates
             for name, config in CONFIGS.items() if config[2] == "adapter"}
+
+
+def one_architecture_space(folder: Path, genome) -> Path:
+    """A search space holding exactly one architecture (and its precision)."""
+    lines = ["[constraints]", "min_head_dim = 16"]
+    for trait, value in (("n_layer", genome.n_layer), ("n_head", genome.n_head), ("d_model", genome.d_model)):
+        lines += [f"[traits.{trait}]", 'type = "int"', f"values = [{value}]"]
+    for trait, value in (("activation", genome.activation), ("weight_precision", genome.weight_precision)):
+        lines += [f"[traits.{trait}]", 'type = "choice"', f'values = ["{value}"]']
+    lines += ["[traits.sigma]", 'type = "log_float"', "low = 0.001", "high = 0.01", "tau = 0.5"]
+    path = folder / f"{genome.training_id}.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def trained_bundle(data: str, work: Path, genome, recipe=None) -> Path:
+    """The genome trained under `recipe` (default `quick`) and exported; made once, kept
+    in `work` (under the architecture's training id, and the recipe's name if not quick)."""
+    import genesis
+
+    name = genome.training_id + (f"-{recipe.name}" if recipe is not None else "")
+    out = work / "bundles" / name
+    if out.is_dir():
+        return next(out.iterdir())
+    shutil.rmtree(work / "runs" / name, ignore_errors=True)
+    run = genesis.evolve(population=2, generations=1, data=data, output=work / "runs" / name,
+                         search_space=one_architecture_space(work, genome), noise_probes=0, confirm=0, threads=1,
+                         **({"recipe": recipe} if recipe is not None else {}))
+    return genesis.export_champions(run.path, top=1, out=out)[0]
 
 
 def interval(values: list[float]) -> tuple[float, float, float]:

@@ -22,23 +22,10 @@ import json
 import shutil
 from pathlib import Path
 
-from colony import interval
+from colony import interval, trained_bundle
 from common import benchmark_parser, machine, rendered_only, table, update_readme, write_results
 
 COPIES = 6
-
-
-def _space(folder: Path, genome) -> Path:
-    """A search space holding exactly one architecture (and its precision)."""
-    lines = ["[constraints]", "min_head_dim = 16"]
-    for trait, value in (("n_layer", genome.n_layer), ("n_head", genome.n_head), ("d_model", genome.d_model)):
-        lines += [f"[traits.{trait}]", 'type = "int"', f"values = [{value}]"]
-    for trait, value in (("activation", genome.activation), ("weight_precision", genome.weight_precision)):
-        lines += [f"[traits.{trait}]", 'type = "choice"', f'values = ["{value}"]']
-    lines += ["[traits.sigma]", 'type = "log_float"', "low = 0.001", "high = 0.01", "tau = 0.5"]
-    path = folder / f"{genome.training_id}.toml"
-    path.write_text("\n".join(lines) + "\n")
-    return path
 
 
 def _bytes_matched(target, vocab: int, block: int):
@@ -54,19 +41,6 @@ def _bytes_matched(target, vocab: int, block: int):
     goal = size(target)
     candidates = [g for g in architectures(genesis.load_search_space()) if g.activation == target.activation]
     return min(candidates, key=lambda g: (abs(size(g) - goal), g.training_id))
-
-
-def _bundle(data: str, work: Path, genome) -> Path:
-    """The genome trained under `quick` and exported (made once, kept in `work`)."""
-    import genesis
-
-    out = work / "bundles" / genome.training_id
-    if out.is_dir():
-        return next(out.iterdir())
-    shutil.rmtree(work / "runs" / genome.training_id, ignore_errors=True)
-    run = genesis.evolve(population=2, generations=1, data=data, output=work / "runs" / genome.training_id,
-                         search_space=_space(work, genome), noise_probes=0, confirm=0, threads=1)
-    return genesis.export_champions(run.path, top=1, out=out)[0]
 
 
 def main() -> None:
@@ -93,7 +67,7 @@ def main() -> None:
     done = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
     results = {"machine": machine(), "chunks": args.chunks, "copies": COPIES, "bases": {}}
     for name, genome in bases.items():
-        bundle = genesis.load_bundle(_bundle(args.data, work, genome))
+        bundle = genesis.load_bundle(trained_bundle(args.data, work, genome))
         metrics = bundle.manifest["metrics"]
         runs = [r["summary"] for r in done if r["base"] == name and r["chunks"] == args.chunks]
         for replay in range(len(runs), args.replays):

@@ -21,7 +21,16 @@ stretch of each):
 - "niches, division off" (Θ = 10^6: no agent ever divides) and "niches, selection off"
   (cap 1000: no agent ever retires): the life cycle's ablations;
 - "niches, species selection": niches, but the one that retires comes from the most
-  populous architecture (the member another one dominates in every niche, else its weakest).
+  populous architecture (the member another one dominates in every niche, else its weakest);
+- "niches, species selection, specialist children": as that, but a niche leader's child
+  takes 8 steps at learning rate 1e-3 on its niche's memories (`child_steps`,
+  `child_learning_rate`; the default is one step at 1e-4, like every agent's learning);
+- "routed, species selection, 2 answer": sparse routing (`answering = 2`, as cluster-BTM's
+  top-k experts): only the two agents with the largest posterior shares answer;
+- "one dense model": a single model of about the three champions' parameters together
+  (4L 4H 256d relu, 4.22M vs 4.19M) trained under `quick` for three times its steps (the
+  tokens of the three champions' trainings together), learning on the stream as one
+  adapter agent: what the colony's parameters and tokens buy as one model.
 
 The arms of one replay read the same chunks from the same champions, so their online
 perplexities are compared per replay (paired differences, mean and 95% t-interval). Also
@@ -43,7 +52,7 @@ import shutil
 import statistics
 from pathlib import Path
 
-from colony import interval
+from colony import interval, trained_bundle
 from common import benchmark_parser, machine, rendered_only, table, update_readme, write_results
 
 ARMS = {  # name -> ColonySettings fields over the shared ones
@@ -54,11 +63,21 @@ ARMS = {  # name -> ColonySettings fields over the shared ones
     "niches, division off": {"consensus": "niche", "selection": "niche", "niches": 4, "division_threshold": 1_000_000},
     "niches, selection off": {"consensus": "niche", "selection": "niche", "niches": 4, "population_cap": 1000},
     "niches, species selection": {"consensus": "niche", "selection": "species", "niches": 4},
+    "niches, species selection, specialist children": {"consensus": "niche", "selection": "species", "niches": 4,
+                                                       "child_steps": 8, "child_learning_rate": 1e-3},
+    "routed, species selection, 2 answer": {"consensus": "posterior", "selection": "species", "answering": 2},
+    "one dense model": {"division_threshold": 1_000_000},
 }
+DENSE_ARM = "one dense model"
+DENSE = {"n_layer": 4, "n_head": 4, "d_model": 256, "activation": "relu"}  # ~ the champions' parameters together
 SHARED = {"agent_weights": "adapter", "population_cap": 6}
 PAIRS = (("global", "routed"), ("routed", "routed, species selection"), ("global", "niches"),
          ("routed", "niches"), ("niches, division off", "niches"), ("niches, selection off", "niches"),
-         ("niches", "niches, species selection"), ("routed, species selection", "niches, species selection"))
+         ("niches", "niches, species selection"), ("routed, species selection", "niches, species selection"),
+         ("niches, species selection", "niches, species selection, specialist children"),
+         ("niches, division off", "niches, species selection, specialist children"),
+         ("routed, species selection", "routed, species selection, 2 answer"),
+         ("one dense model", "routed, species selection"), ("one dense model", "niches"))
 
 
 def champions(data: str, work: Path, given: list[str] | None) -> list[Path]:
@@ -73,6 +92,15 @@ def champions(data: str, work: Path, given: list[str] | None) -> list[Path]:
     run = genesis.evolve(population=6, generations=1, data=data, output=work / "runs", noise_probes=0, confirm=0,
                          threads=1)
     return genesis.export_champions(run.path, top=3, out=folder)
+
+
+def dense_bundle(data: str, work: Path) -> Path:
+    """The dense baseline: `DENSE` trained under `quick` for three times its steps."""
+    import genesis
+
+    quick = genesis.load_recipe("quick")
+    recipe = dataclasses.replace(quick, name="quick-x3", steps=3 * quick.steps, warmup_steps=3 * quick.warmup_steps)
+    return trained_bundle(data, work, genesis.Genome(**DENSE, sigma=0.001), recipe)
 
 
 def main() -> None:
@@ -92,6 +120,7 @@ def main() -> None:
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     bundles = champions(args.data, work, args.bundles)
+    dense = dense_bundle(args.data, work) if not args.arms or DENSE_ARM in args.arms else None
     log = work / "replays.jsonl"
     settings_key = {"chunks": args.chunks, "topics": args.topics, "bundles": [str(b) for b in bundles],
                     "arms": {arm: dataclasses.asdict(genesis.ColonySettings(**{**SHARED, **fields}))
@@ -106,7 +135,8 @@ def main() -> None:
                 continue
             folder = work / f"colony-{replay}-{list(ARMS).index(arm)}"
             shutil.rmtree(folder, ignore_errors=True)  # scratch of a replay that did not finish
-            colony = genesis.Colony.seed(folder, bundles, genesis.ColonySettings(**{**SHARED, **fields}), copies=2)
+            seeds, copies = ([dense], 1) if arm == DENSE_ARM else (bundles, 2)
+            colony = genesis.Colony.seed(folder, seeds, genesis.ColonySettings(**{**SHARED, **fields}), copies=copies)
             summary = genesis.simulate(colony, args.data, chunks=args.chunks, start=replay, order="blocks",
                                        topics=args.topics, out=work / "out")
             summary.pop("series")

@@ -237,6 +237,9 @@ def test_consensus_of_one_agent_is_that_agent_and_weights_sum_to_one(tmp_path, b
     assert sum(pair.consensus_weights(pair.agents())) == pytest.approx(1.0)
     top = Colony.seed(tmp_path / "top", bundles, ColonySettings(consensus="top_k", consensus_top_k=1))
     assert top.consensus_weights(top.agents()) == [1.0, 0.0]  # fittest first
+    sparse = Colony.seed(tmp_path / "sparse", bundles, ColonySettings(answering=1))
+    fittest = max(sparse.agents(), key=lambda a: a.fitness)
+    assert sparse.ask("The", max_tokens=2, seed=0).agents == (fittest.id,)  # only the one it keeps decodes
     mixed = mixture(torch.stack([probs, torch.roll(probs, 1)]), [3.0, 1.0])
     assert mixed.sum().item() == pytest.approx(1.0, abs=1e-5)
 

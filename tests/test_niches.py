@@ -38,6 +38,21 @@ def test_posterior_is_prior_times_likelihood(values, temperature, data):
     assert shares == pytest.approx([u / sum(unnormalized) for u in unnormalized], abs=1e-9)
 
 
+@given(fitness, st.floats(0.01, 10), st.data())
+def test_sparse_routing_keeps_the_largest_shares_renormalized(values, temperature, data):
+    policy = data.draw(st.sampled_from(["softmax", "posterior", "niche"]))
+    evidence = consensus.Evidence(values, data.draw(st.lists(st.floats(-60, 0), min_size=len(values),
+                                                             max_size=len(values))), values[::-1])
+    answering = data.draw(st.integers(1, len(values)))
+    full = consensus.weights(policy, evidence, temperature, 1, 4.0)
+    sparse = consensus.weights(policy, evidence, temperature, 1, 4.0, answering)
+    kept = [i for i, share in enumerate(sparse) if share > 0]
+    assert len(kept) <= answering and sum(sparse) == pytest.approx(1.0)
+    assert min(full[i] for i in kept) >= max((full[i] for i in range(len(full)) if i not in kept), default=0)
+    total = sum(full[i] for i in kept)
+    assert [sparse[i] for i in kept] == pytest.approx([full[i] / total for i in kept])
+
+
 def test_routing_never_scores_the_first_token():
     assert consensus.routing_split([5], 16) == ([5], [])
     assert consensus.routing_split([1, 2, 3, 4], 2) == ([1, 2], [3, 4])
@@ -106,10 +121,30 @@ def test_a_topic_replay_records_topics_and_specialization_and_keeps_its_clusteri
     index = summary["specialization_bits"]
     assert index["whole"] >= 0 and len(index["cumulative_quarters"]) == 4
     assert index["cumulative_quarters"][0] == 0.0 and index["cumulative_quarters"][-1] == index["whole"]
+    assert set(summary["fisher"]["by_topic"]) == {str(t) for t in topics}  # Fisher per topic, the stream's niches
+    assert all(p["topic_fitness"][1] >= 0 for p in summary["series"])
     from genesis.errors import GenesisError
 
     with pytest.raises(GenesisError, match="saved clustering has 4 topics"):
         simulate(colony, data_folder, chunks=4, order="interleaved", topics=3)
+
+
+@given(st.lists(st.lists(st.floats(-12, -1), min_size=2, max_size=2), min_size=1, max_size=6), st.floats(0.01, 1))
+def test_topic_fitness_is_a_running_mean_from_each_agents_first_score(scores, smoothing):
+    from types import SimpleNamespace
+
+    from genesis.colony.simulate import _topic_fitness
+
+    running, living = {}, [SimpleNamespace(id="a"), SimpleNamespace(id="b")]
+    for a, b in scores:
+        mean, variance = _topic_fitness(running, {"a": a, "b": b}, living, smoothing)
+    expected = []
+    for column in zip(*scores):
+        value = column[0]
+        for score in column[1:]:
+            value = (1 - smoothing) * value + smoothing * score
+        expected.append(value)
+    assert mean == pytest.approx(np.mean(expected)) and variance == pytest.approx(np.var(expected), abs=1e-9)
 
 
 @given(st.lists(st.sampled_from("abc"), min_size=1, max_size=12), st.integers(1, 12), st.booleans(), st.data())
@@ -145,6 +180,8 @@ def test_new_colonies_select_by_species_and_older_ones_keep_selecting_by_fitness
 
     assert ColonySettings().selection == "species"
     assert ColonySettings.from_stored({"division_threshold": 25}).selection == "fitness"
+    older = ColonySettings.from_stored({"adapt_steps": 3, "learning_rate": 1e-3})  # before children had their own
+    assert (older.child_steps, older.child_learning_rate) == (3, 1e-3)
 
 
 @given(st.integers(2, 4), st.integers(0, 3))

@@ -38,8 +38,14 @@ def colony_seed(
                                               help="τ: the posterior's evidence is divided by it (1: the plain posterior)."),
     temperature: float = typer.Option(ColonySettings.consensus_temperature, help="Temperature of the softmax over fitness."),
     top_k_agents: int = typer.Option(ColonySettings.consensus_top_k, help="Agents that answer in top_k mode."),
+    answering: int = typer.Option(ColonySettings.answering, help="Sparse routing: only this many agents with the "
+                                  "largest shares answer under softmax, posterior or niche (0: all)."),
     learning_rate: float = typer.Option(ColonySettings.learning_rate, help="Continuous-learning learning rate."),
     adapt_steps: int = typer.Option(ColonySettings.adapt_steps, help="Optimizer steps per feedback (0: no learning)."),
+    child_steps: int = typer.Option(ColonySettings.child_steps, help="Steps a niche leader's newborn child takes "
+                                    "on that niche's memories (0: none)."),
+    child_learning_rate: float = typer.Option(ColonySettings.child_learning_rate,
+                                              help="The learning rate of those steps."),
     agent_weights: str = typer.Option(
         ColonySettings.agent_weights, help="adapter (low-rank adapters over each bundle's frozen weights) "
         "or full (each agent a whole model)."),
@@ -56,7 +62,8 @@ def colony_seed(
     settings = ColonySettings(division_threshold=theta, population_cap=cap, consensus=consensus,
                               routing_tokens=routing_tokens, routing_temperature=routing_temperature, selection=selection,
                               niches=niches, consensus_temperature=temperature, consensus_top_k=top_k_agents,
-                              learning_rate=learning_rate, adapt_steps=adapt_steps,
+                              answering=answering, learning_rate=learning_rate, adapt_steps=adapt_steps,
+                              child_steps=child_steps, child_learning_rate=child_learning_rate,
                               agent_weights=agent_weights, adapter_rank=rank, learn_from=learn_from,
                               recall=recall, memory_limit=memory_limit)
     try:

@@ -194,7 +194,8 @@ class Colony:
                 column = view.fitness_in(niche)
                 in_niche = [column.get(a.id, a.fitness) for a in agents]
         return consensus.weights(settings.consensus, consensus.Evidence([a.fitness for a in agents], evidence, in_niche),
-                                 settings.consensus_temperature, settings.consensus_top_k, settings.routing_temperature)
+                                 settings.consensus_temperature, settings.consensus_top_k, settings.routing_temperature,
+                                 settings.answering)
 
     def ask(self, prompt: str, max_tokens: int = 30, temperature: float = 0.8, top_k: int = 40,
             seed: int | None = None, recall: int | None = None) -> Answer:

@@ -15,6 +15,11 @@ replay measures the consensus that is served.
   choice and loses the ensemble (measured: benchmarks/colony_routing_temperature.py).
 - **niche** (routed by the prompt's niche, `genesis.colony.niches`): softmax(fitness in
   the niche of the prompt / T); the global softmax while the colony has no niches yet.
+
+Sparse routing (`answering`, as cluster-BTM's top-k experts): under softmax, posterior or
+niche only the `answering` agents with the largest shares answer, their shares
+renormalized; the others never decode, which is what makes a routed consensus of many
+agents cost little more than a few (benchmarks/colony_routing_cost.py).
 """
 
 from __future__ import annotations
@@ -43,10 +48,11 @@ class Evidence:
 
 
 def weights(policy: str, evidence: Evidence, temperature: float, top_k: int,
-            routing_temperature: float = 1.0) -> list[float]:
+            routing_temperature: float = 1.0, answering: int = 0) -> list[float]:
     """Each agent's share of the consensus under `policy` (one of `POLICIES`): the fitness
     softmax at `temperature` (for niche, of the fitness in the prompt's niche), the `top_k`
-    fittest, or the posterior with its evidence tempered by `routing_temperature`."""
+    fittest, or the posterior with its evidence tempered by `routing_temperature`; with
+    `answering` > 0 only that many largest shares are kept, renormalized."""
     import torch  # here, not above: the settings read POLICIES, and the CLI starts without torch
 
     fitness = torch.tensor(list(evidence.niche_fitness if policy == "niche" and evidence.niche_fitness is not None
@@ -61,7 +67,13 @@ def weights(policy: str, evidence: Evidence, temperature: float, top_k: int,
         logits = logits + torch.tensor(list(evidence.prompt_log_likelihood), dtype=torch.float64) / routing_temperature
     elif policy not in ("softmax", "niche"):
         raise ValueError(f"unknown consensus policy {policy!r}")
-    return torch.softmax(logits, dim=0).tolist()
+    shares = torch.softmax(logits, dim=0)
+    if 0 < answering < len(shares):
+        kept = torch.zeros_like(shares)
+        chosen = torch.argsort(-shares, stable=True)[:answering]
+        kept[chosen] = shares[chosen]
+        shares = kept / kept.sum()
+    return shares.tolist()
 
 
 def routing_split(context: Sequence[int], tokens: int) -> tuple[list[int], list[int]]:

@@ -179,10 +179,11 @@ def select(colony: Colony, db: Connection) -> None:
 
 
 def train_children(colony: Colony, children: Sequence[tuple[str, list[int]]]) -> None:
-    """Each newborn child takes `adapt_steps` steps on its niche's memories (after the
-    transaction that bore it: learning saves its weights in transactions of its own)."""
+    """Each newborn child takes `child_steps` steps at `child_learning_rate` on its niche's
+    memories (after the transaction that bore it: learning saves its weights in
+    transactions of its own), so that it starts as that niche's specialist."""
     children = [(child_id, memory_ids) for child_id, memory_ids in children if memory_ids]
-    if colony.settings.adapt_steps == 0 or not children:
+    if colony.settings.child_steps == 0 or not children:
         return
     alive = {a.id: a for a in colony.agents()}  # a child may have retired at once
     with colony.store.read() as db:
@@ -191,4 +192,4 @@ def train_children(colony: Colony, children: Sequence[tuple[str, list[int]]]) ->
     for child, texts in taught:
         if texts:
             colony.weights.adapt([child], [colony.tokenizer.encode(t).ids for t in texts],
-                                 colony.settings.adapt_steps, colony.settings.learning_rate)
+                                 colony.settings.child_steps, colony.settings.child_learning_rate)

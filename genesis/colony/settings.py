@@ -29,9 +29,14 @@ class ColonySettings:
         consensus_top_k: agents that answer in top_k mode.
         routing_tokens: the prompt's last tokens whose likelihood routes a posterior consensus.
         routing_temperature: τ, how much that likelihood is tempered (1: the plain posterior).
+        answering: under softmax, posterior or niche, only this many agents with the
+            largest shares answer, their shares renormalized (sparse routing; 0: all).
         fitness_smoothing: α of the running fitness estimate f ← (1-α)·f + α·loglik.
         learning_rate: AdamW learning rate of continuous learning.
         adapt_steps: optimizer steps each agent takes after feedback (0: no learning).
+        child_steps: optimizer steps a niche leader's newborn child takes on that niche's
+            memories, at `child_learning_rate` (0: a child learns only as everyone does).
+            Colonies seeded before these existed take `adapt_steps` at `learning_rate`.
         memory_window: recent memories an adaptation trains on.
         agent_weights: "adapter" (each agent a low-rank adapter over its seed bundle's
             frozen base: small, batched, learns without touching the base) or "full"
@@ -58,9 +63,12 @@ class ColonySettings:
     consensus_top_k: int = 2
     routing_tokens: int = 16
     routing_temperature: float = 16.0
+    answering: int = 0
     fitness_smoothing: float = 0.2
     learning_rate: float = 1e-4
     adapt_steps: int = 1
+    child_steps: int = 1
+    child_learning_rate: float = 1e-4
     memory_window: int = 8
     agent_weights: str = "adapter"
     adapter_rank: int = 4
@@ -74,8 +82,9 @@ class ColonySettings:
     def from_stored(cls, stored: dict) -> ColonySettings:
         """The settings a colony's database holds, checked (`validate`): a colony may come
         from someone else. Colonies seeded before adapters, retrieval and species existed
-        lack those fields: they hold whole models, learn from the most recent memories and
-        retire the least fit, so those are their defaults, not this class's.
+        lack those fields: they hold whole models, learn from the most recent memories,
+        retire the least fit and teach children as they teach everyone, so those are
+        their defaults, not this class's.
 
         Raises:
             GenesisError: an unknown setting, or a value out of its range.
@@ -85,7 +94,10 @@ class ColonySettings:
         unknown = sorted(set(stored) - {field.name for field in dataclasses.fields(cls)})
         if unknown:
             raise GenesisError(f"the colony's settings hold an unknown setting '{unknown[0]}'")
-        settings = cls(**{"agent_weights": "full", "learn_from": "recent", "selection": "fitness", **stored})
+        older = {"agent_weights": "full", "learn_from": "recent", "selection": "fitness",
+                 "child_steps": stored.get("adapt_steps", cls.adapt_steps),
+                 "child_learning_rate": stored.get("learning_rate", cls.learning_rate)}
+        settings = cls(**{**older, **stored})
         settings.validate()
         return settings
 
@@ -114,8 +126,8 @@ CHOICES = {"consensus": POLICIES, "agent_weights": ("adapter", "full"),
 # The range of every numeric setting; bounded so that no stored colony makes a process
 # loop, learn or allocate without limit.
 RANGES = {"division_threshold": (1, 1_000_000), "population_cap": (1, 100_000), "consensus_top_k": (1, 100_000),
-          "routing_tokens": (1, 4096), "routing_temperature": (0.0, 1e6),
+          "routing_tokens": (1, 4096), "routing_temperature": (0.0, 1e6), "answering": (0, 100_000),
           "consensus_temperature": (0.0, 1e6), "fitness_smoothing": (0.0, 1.0), "learning_rate": (0.0, 1.0),
-          "adapt_steps": (0, 1000), "memory_window": (1, 1000), "adapter_rank": (1, MAX_RANK),
+          "child_learning_rate": (0.0, 1.0), "adapt_steps": (0, 1000), "child_steps": (0, 1000), "memory_window": (1, 1000), "adapter_rank": (1, MAX_RANK),
           "recall": (0, 64), "memory_limit": (1, 10_000_000), "niches": (0, 64)}
 POSITIVE = ("consensus_temperature", "fitness_smoothing", "routing_temperature")  # zero excluded

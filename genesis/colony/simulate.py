@@ -98,6 +98,7 @@ def simulate(
     if _soup(colony) is not None:
         nll["soup"] = 0.0
     counted, series = 0, []
+    by_topic: dict[int, dict[str, float]] = {}  # each agent's running fitness on each topic's chunks
     started = time.perf_counter()
     for index, (piece, topic) in enumerate(pieces):
         prompt = colony.tokenizer.decode(piece[:prompt_tokens])
@@ -116,14 +117,20 @@ def simulate(
             nll["soup"] -= float(continuation_token_probs(_soup(colony), context, target).double().log().sum())
         counted += len(target)
         # 2. learn: feedback, shared memory, adaptation, division and selection
-        colony.teach(prompt, continuation,
-                     measured={a.id: float(p.log().mean()) for a, p in zip(agents, per_agent)})
+        measured = {a.id: float(p.log().mean()) for a, p in zip(agents, per_agent)}
+        colony.teach(prompt, continuation, measured=measured)
         colony.interact([a.id for a in agents])
         # the learning baseline trains on the very memories the colony's agents learned from
         window = [colony.tokenizer.encode(t).ids for t in colony.learning_texts(prompt + continuation)]
         adapt_model(learner, window, colony.settings.adapt_steps, colony.settings.learning_rate)
-        fitness = np.array([a.fitness for a in colony.agents()])
+        living = colony.agents()
+        fitness = np.array([a.fitness for a in living])
+        topic_fitness = None
+        if topic is not None:
+            topic_fitness = _topic_fitness(by_topic.setdefault(topic, {}), measured, living,
+                                           colony.settings.fitness_smoothing)
         point = {"chunk": index + 1, "tokens": counted, "agents": len(fitness), "topic": topic,
+                 "topic_fitness": topic_fitness,
                  "weights": {a.id: float(w) for a, w in zip(agents, weights)},
                  "mean_fitness": float(fitness.mean()), "fitness_variance": float(fitness.var()),
                  **{f"{name}_ppl": math.exp(value / counted) for name, value in nll.items()}}
@@ -198,18 +205,36 @@ def _copy(model: torch.nn.Module) -> torch.nn.Module:
     return copy.deepcopy(model).eval()
 
 
+def _topic_fitness(running: dict[str, float], measured: dict[str, float], living, smoothing: float) -> list[float]:
+    """Move each agent's running fitness on this topic toward its score on the chunk (as
+    the colony's fitness moves, with the same α; an agent's first score on it sets it) and
+    return the [mean, variance] over the living agents that have one."""
+    for agent_id, score in measured.items():
+        running[agent_id] = score if agent_id not in running else (1 - smoothing) * running[agent_id] + smoothing * score
+    values = np.array([running[a.id] for a in living if a.id in running])
+    return [float(values.mean()), float(values.var())]
+
+
+def _fisher(means: np.ndarray, variances: np.ndarray) -> float | None:
+    """The correlation of the per-chunk rise of mean fitness with the fitness variance
+    before it (Fisher's fundamental theorem: selection raises mean fitness at the rate of
+    its variance); None where either does not vary."""
+    rises = np.diff(means)
+    return (float(np.corrcoef(rises, variances[:-1])[0, 1])
+            if len(rises) > 2 and rises.std() > 0 and variances[:-1].std() > 0 else None)
+
+
 def _summarize(colony, series, seconds, prompt_tokens, continuation_tokens, split, best_id) -> dict:
     if not series:
         return {"chunks": 0, "note": "the stream was too short for one chunk"}
     final = series[-1]
     events = colony.status(events=100000)["events"]
-    # Fisher's fundamental theorem: the rate of increase of mean fitness tracks the
-    # fitness variance. Compare the per-chunk change of mean fitness with the variance.
     means = np.array([p["mean_fitness"] for p in series])
     variances = np.array([p["fitness_variance"] for p in series])
-    rises = np.diff(means)
-    correlation = (float(np.corrcoef(rises, variances[:-1])[0, 1])
-                   if len(rises) > 2 and rises.std() > 0 and variances[:-1].std() > 0 else None)
+    # and per topic (the stream's niches), on its own chunks and the agents' fitness on it
+    topics = sorted({p["topic"] for p in series if p["topic"] is not None})
+    by_topic = {str(t): _fisher(*np.array([p["topic_fitness"] for p in series if p["topic"] == t]).T)
+                for t in topics}
     return {
         "chunks": final["chunk"],
         "tokens_scored": final["tokens"],
@@ -223,7 +248,8 @@ def _summarize(colony, series, seconds, prompt_tokens, continuation_tokens, spli
         "agents_at_end": final["agents"],
         "divisions": sum(1 for e in events if e["kind"] == "division"),
         "retirements": sum(1 for e in events if e["kind"] == "retirement"),
-        "fisher": {"correlation_of_mean_fitness_rise_with_variance": correlation,
+        "fisher": {"correlation_of_mean_fitness_rise_with_variance": _fisher(means, variances),
+                   "by_topic": by_topic,
                    "mean_fitness_start": float(means[0]), "mean_fitness_end": float(means[-1])},
         "specialization_bits": _specialization(series),
         "series": series,
