@@ -3,9 +3,11 @@ against one agent's ask, on one base.
 
 A colony of 64 adapter agents over one champion (`--bundle`, or one trained now under
 `quick`) answers the same prompt (23 tokens) with 16 new tokens: by one agent (top-k, k = 1),
-by all 64 under the global fitness softmax, and by all 64 under the posterior consensus
+by all 64 under the global fitness softmax, by all 64 under the posterior consensus
 (which reads each agent's likelihood of the prompt's last 16 tokens first: one batched
-pass of the base). Median of `--rounds`, all in one process, as ratios to one agent.
+pass of the base), and routed sparsely: the posterior read over all 64, but only the 4 or
+2 agents with the largest shares decode (`answering`). Median of `--rounds`, all in one
+process, as ratios to one agent.
 
     python benchmarks/colony_routing_cost.py --data /path/to/wikitext-2
 
@@ -25,7 +27,9 @@ AGENTS, NEW_TOKENS = 64, 16
 PROMPT = "The history of the city is long : it was founded by the Romans in the first century , and"
 POLICIES = {"one agent": {"consensus": "top_k", "consensus_top_k": 1},
             "64 agents, global softmax": {"consensus": "softmax"},
-            "64 agents, routed (posterior)": {"consensus": "posterior"}}
+            "64 agents, routed (posterior)": {"consensus": "posterior"},
+            "64 agents, routed (posterior), 4 answer": {"consensus": "posterior", "answering": 4},
+            "64 agents, routed (posterior), 2 answer": {"consensus": "posterior", "answering": 2}}
 
 
 def main() -> None:
@@ -67,9 +71,10 @@ def render(results: dict) -> str:
             f"{results['agents']} adapter agents, a {results['prompt_tokens']}-token prompt, "
             f"{results['new_tokens']} new tokens, median of {results['rounds']} asks.")
     rows = [[name, f"{seconds * 1000:.0f} ms", f"x{seconds / one:.2f}"] for name, seconds in latency.items()]
-    routed = latency["64 agents, routed (posterior)"] / one
-    rows.append(["target: routed consensus of 64 at most 3x one agent", f"x{routed:.2f}",
-                 "met" if routed <= 3 else "**not met**"])
+    for name in [n for n in latency if n.startswith("64 agents, routed")]:
+        routed = latency[name] / one
+        rows.append([f"target: {name[11:]} consensus of 64 at most 3x one agent", f"x{routed:.2f}",
+                     "met" if routed <= 3 else "**not met**"])
     return head + "\n\n" + table(["ask by", "latency", "vs one agent"], rows)
 
 

@@ -19,6 +19,7 @@ A fresh seed is a replicate number the run has not used for that architecture
 
 from __future__ import annotations
 
+import functools
 import math
 import statistics
 from dataclasses import dataclass
@@ -85,6 +86,7 @@ def pooled_sd(groups: Iterable[Sequence[float]]) -> tuple[float | None, int]:
     return (math.sqrt(squares / df), df) if df else (None, 0)
 
 
+@functools.lru_cache(maxsize=1024)
 def t_quantile(df: int, level: float = 0.95) -> float:
     """The two-sided Student t quantile for `df` degrees of freedom."""
     from scipy import stats
@@ -92,14 +94,19 @@ def t_quantile(df: int, level: float = 0.95) -> float:
     return float(stats.t.ppf(0.5 + level / 2, df))
 
 
+@functools.lru_cache(maxsize=1024)  # about 0.1 s a call: a run's summary asks for few distinct ones, often
+def _studentized_range(level: float, groups: int, df: int) -> float:
+    from scipy import stats
+
+    return float(stats.studentized_range.ppf(level, groups, df))
+
+
 def selection_margin(groups: int, df: int, sd: float, a: int, b: int, level: float = 0.95) -> float:
     """How far apart noise alone puts the best and the worst of `groups` means picked after
     the fact (means of `a` and `b` trainings with seed noise `sd` on `df` degrees of
     freedom): the studentized range's quantile (Tukey-Kramer). For two groups it is the
     pairwise t margin."""
-    from scipy import stats
-
-    q = float(stats.studentized_range.ppf(level, max(2, groups), df))
+    q = _studentized_range(level, max(2, groups), df)
     return q * sd * math.sqrt((1 / a + 1 / b) / 2)
 
 
