@@ -6,7 +6,11 @@ each candidate recipe with several seeds. Each candidate is scored on the panel'
 best validation loss, the share of the panel past the bigram baseline of the same text,
 the pooled and 95th-percentile per-architecture seed sd, tokens and wall time; with
 `--long`, also on the Spearman correlation of its panel means with the same recipe at 8x
-the steps (one seed).
+the steps (one seed). How far one training's ranking can be trusted: the mean Spearman
+correlation of the panel's ranking by one seed with its ranking by another seed ("seed vs
+seed"), and with the quick table's 3-seed means ("vs table": today's quick with its own
+data order per seed, so a recipe that lowers the seed noise by reading every training the
+same batches shows here whether its rankings still agree with the average over orders).
 
 Resumable: every training is one line of benchmarks/results/recipe_study/rows.jsonl,
 appended and fsynced as it ends; a rerun trains only what is missing. The order is seed by
@@ -60,6 +64,12 @@ CANDIDATES = {
     "muon-1e-2-b8x250-lr6e-3": {"optimizer": "muon", "muon_lr": 1e-2, "batch_size": 8, "steps": 250,
                                 "warmup_steps": 25, "lr": 6e-3, "min_lr": 6e-4},
 }
+QUICK = CANDIDATES["muon-1e-2-b8x250-lr6e-3"]  # the study's winner: today's `quick`
+CANDIDATES |= {  # second round, on today's quick
+    "quick+common-order": {**QUICK, "data_order": "common"},
+    "quick+init-0.5": {**QUICK, "init_scale": 0.5},
+}
+TRUTH_TABLE = RESULTS / "table-quick-muon" / "table.csv"  # today's quick, seeded order, 3 seeds of everything
 
 
 def panel() -> list[Genome]:
@@ -156,6 +166,7 @@ def summarize(data: str | None) -> dict:
         tokens = load_data(data)
         reference = baselines(tokens.train, tokens.valid, tokens.test, tokens.vocab_size).to_dict()
     panel_ids = [g.training_id for g in panel()]
+    truth = _truth()
     results = {}
     for name in CANDIDATES:
         mine = [r for r in rows if r["candidate"] == name]
@@ -169,6 +180,8 @@ def summarize(data: str | None) -> dict:
         pooled = math.sqrt(sum((len(v) - 1) * statistics.variance(v) for v in complete.values()
                                if len(v) >= 2 and all(map(math.isfinite, v)))
                            / max(1, sum(len(v) - 1 for v in complete.values() if len(v) >= 2))) if sds else None
+        by_seed = {seed: {r["training_id"]: r["val_loss"] for r in mine if r["status"] == "ok" and r["seed"] == seed}
+                    for seed in {r["seed"] for r in mine}}
         long_rows = {r["training_id"]: r["val_loss"] for r in rows
                      if r["candidate"] == f"{name}-long" and r["status"] == "ok"}
         shared = [tid for tid in means if tid in long_rows and math.isfinite(means[tid])]
@@ -186,9 +199,31 @@ def summarize(data: str | None) -> dict:
             "spearman_long": (float(spearmanr([means[t] for t in shared], [long_rows[t] for t in shared])[0])
                               if len(shared) >= 5 else None),
             "long_architectures": len(shared),
+            "seed_vs_seed": _mean_spearman([(a, b) for i, a in enumerate(by_seed.values())
+                                            for b in list(by_seed.values())[i + 1:]]),
+            "seed_vs_table": _mean_spearman([(one, truth) for one in by_seed.values()]),
         }
     return {"machine": machine(), "panel": [g.describe() for g in panel()], "baselines": reference,
             "candidates": results}
+
+
+def _truth() -> dict[str, float]:
+    """Mean validation loss per architecture over the quick table's first 3 seeds."""
+    losses: dict[str, list[float]] = {}
+    for row in csv.DictReader(TRUTH_TABLE.open()):
+        if row["status"] == "ok" and int(row["seed"]) < 3:
+            losses.setdefault(row["training_id"], []).append(float(row["val_loss"]))
+    return {tid: statistics.mean(v) for tid, v in losses.items()}
+
+
+def _mean_spearman(pairs: list[tuple[dict, dict]]) -> float | None:
+    """The mean Spearman correlation of each pair of rankings, over the architectures both hold."""
+    values = []
+    for a, b in pairs:
+        shared = [tid for tid in a if tid in b]
+        if len(shared) >= 5:
+            values.append(float(spearmanr([a[t] for t in shared], [b[t] for t in shared])[0]))
+    return statistics.mean(values) if values else None
 
 
 def render(results: dict) -> str:
@@ -198,13 +233,15 @@ def render(results: dict) -> str:
 
     rows = [[name, str(r["seeds"]), number(r["mean_val_loss"]), number(r["best_val_loss"]),
              number(r["past_bigram"], 2), number(r["pooled_sd"]), number(r["p95_sd"]), number(r["max_sd"]),
-             f"{r['tokens']:,}", number(r["median_wall_s"], 1), number(r["spearman_long"], 2)]
+             f"{r['tokens']:,}", number(r["median_wall_s"], 1), number(r["spearman_long"], 2),
+             number(r.get("seed_vs_seed"), 2), number(r.get("seed_vs_table"), 2)]
             for name, r in results["candidates"].items()]
     base = results.get("baselines") or {}
     return (f"Panel of {len(results['panel'])} architectures; bigram baseline (Kneser-Ney) "
             f"{number(base.get('bigram_val'))} nats, unigram {number(base.get('unigram_val'))}.\n\n"
             + table(["candidate", "seeds", "mean val loss", "best", "past bigram", "pooled sd", "p95 sd",
-                     "max sd", "tokens", "wall s (median)", "Spearman vs 8x"], rows))
+                     "max sd", "tokens", "wall s (median)", "Spearman vs 8x", "seed vs seed",
+                     "one seed vs table"], rows))
 
 
 def main() -> None:

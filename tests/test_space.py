@@ -45,6 +45,15 @@ def test_recipe_with_unknown_key_is_rejected(tmp_path):
         load_recipe(path)
 
 
+@pytest.mark.parametrize("line, message", [('data_order = "sorted"', "data_order must be one of seeded, common"),
+                                           ("init_scale = 0.0", r"init_scale must be in \(0, 10\]")])
+def test_recipe_with_an_unknown_data_order_or_init_scale_is_rejected(tmp_path, line, message):
+    path = tmp_path / "bad.toml"
+    path.write_text(line + "\n")
+    with pytest.raises(GenesisError, match=message):
+        load_recipe(path)
+
+
 def test_recipe_with_a_wrong_type_is_rejected(tmp_path):
     path = tmp_path / "bad.toml"
     path.write_text('steps = "many"\n')

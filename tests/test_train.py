@@ -36,6 +36,22 @@ def test_same_seed_same_outcome_different_seed_different(tokens, tiny_recipe):
     assert a.val_loss != c.val_loss
 
 
+def test_a_common_data_order_gives_every_seed_the_same_batches_and_init_scale_scales_the_start(tokens, tiny_recipe):
+    import torch
+
+    from genesis.train.trainer import batch_generator
+
+    def draw(recipe, seed):
+        return torch.randint(0, 1000, (8,), generator=batch_generator(recipe, seed)).tolist()
+
+    common = dataclasses.replace(tiny_recipe, data_order="common")
+    assert draw(common, 3) == draw(common, 4) and draw(tiny_recipe, 3) != draw(tiny_recipe, 4)
+    a, b = (train(GENOME, common, tokens, seed=s) for s in (3, 4))
+    assert a.val_loss != b.val_loss  # seeds still differ in their initialization
+    small = train(GENOME, dataclasses.replace(tiny_recipe, init_scale=0.25), tokens, seed=3)
+    assert small.init_grad_norm != train(GENOME, tiny_recipe, tokens, seed=3).init_grad_norm
+
+
 def test_a_diverging_training_is_an_outcome_not_a_crash(tokens, tiny_recipe):
     recipe = dataclasses.replace(tiny_recipe, steps=25, lr=1e8, min_lr=1e8, grad_clip=0.0)
     outcome = train(GENOME, recipe, tokens, seed=0)

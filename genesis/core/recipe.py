@@ -18,6 +18,7 @@ MAX_VOCAB_SIZE = 65536  # ids 0..65535: what the uint16 token arrays hold
 DEFAULT_RECIPE = "quick"
 PRECISIONS = ("fp32", "bf16", "auto")
 OPTIMIZERS = ("adamw", "muon")  # for the blocks' matrices; embeddings and vectors always use AdamW
+DATA_ORDERS = ("seeded", "common")
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,10 @@ class Recipe:
     optimizer: str = "adamw"  # for the blocks' matrices: adamw, or muon (see genesis/train/optim.py)
     muon_lr: float = 0.01  # Muon's peak rate, on AdamW's scale (match_rms_adamw)
     lr_base_width: int = 0  # 0: one rate; else AdamW matrices take lr * lr_base_width / d_model (µP)
+    # seeded: the training seed draws the batches too; common: every training reads the same
+    # batches (common random numbers: architectures compared on the same data, seeds differ in init)
+    data_order: str = "seeded"
+    init_scale: float = 1.0  # the initial weight matrices (embeddings included) scaled by this
 
     @property
     def tokens(self) -> int:
@@ -101,6 +106,10 @@ def parse_recipe(data: dict[str, Any], path: str) -> Recipe:
         raise GenesisError(f"{path}: precision must be one of {', '.join(PRECISIONS)}")
     if recipe.optimizer not in OPTIMIZERS:
         raise GenesisError(f"{path}: optimizer must be one of {', '.join(OPTIMIZERS)}")
+    if recipe.data_order not in DATA_ORDERS:
+        raise GenesisError(f"{path}: data_order must be one of {', '.join(DATA_ORDERS)}")
+    if not 0 < recipe.init_scale <= 10:
+        raise GenesisError(f"{path}: init_scale must be in (0, 10]")
     if recipe.vocab_size < 256 + 2:
         raise GenesisError(f"{path}: vocab_size must exceed the 256 byte tokens")
     if recipe.vocab_size > MAX_VOCAB_SIZE:

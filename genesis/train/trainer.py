@@ -107,12 +107,17 @@ def _train(genome, recipe, data, seed, device, on_step, started, weights_path, g
     torch.manual_seed(seed)
     config = GPTConfig.from_genome(genome, data.vocab_size, recipe.seq_len)
     model = GPT(config).to(device)
+    if recipe.init_scale != 1.0:
+        with torch.no_grad():
+            for parameter in model.parameters():
+                if parameter.dim() >= 2:
+                    parameter.mul_(recipe.init_scale)
     optimizers = make_optimizers(model, recipe, config.d_model)
     autocast = torch.autocast(device.split(":")[0], dtype=torch.bfloat16,
                               enabled=uses_bf16(recipe, device))
     step_model = torch.compile(model) if recipe.compile else model
     train_tokens = torch.from_numpy(data.train.astype(np.int64)).to(device)
-    generator = torch.Generator(device="cpu").manual_seed(seed)
+    generator = batch_generator(recipe, seed)
     parts = curve_parts(recipe.steps)
     # part end step -> (part start, early-stopping bound or None); only these steps wait
     # for the device: to give up a hopeless curve, and to stop at a non-finite loss
@@ -227,6 +232,15 @@ def inference_latency_ms(model: GPT, seq_len: int, device: str = "cpu", repeats:
             torch.cuda.synchronize()
         times.append(time.perf_counter() - started)
     return 1000 * sorted(times)[len(times) // 2]
+
+
+COMMON_DATA_SEED = 0
+
+
+def batch_generator(recipe, seed: int) -> torch.Generator:
+    """The generator that draws a training's batches: from its seed, or under
+    `data_order = "common"` the same for every training."""
+    return torch.Generator(device="cpu").manual_seed(COMMON_DATA_SEED if recipe.data_order == "common" else seed)
 
 
 def _random_batch(tokens: torch.Tensor, batch_size: int, seq_len: int, generator: torch.Generator):
