@@ -262,6 +262,13 @@ def test_a_niche_colony_listens_to_each_agents_fitness_in_the_prompts_niche(tmp_
     assert colony.consensus_weights(agents, prompt) == pytest.approx(expected.tolist())
     answer = colony.ask("The team scored a goal in the match", max_tokens=2, seed=3)
     assert sum(answer.weights) == pytest.approx(1.0)
+    with colony.store.read() as db:  # an ask changes no score: the view is reused
+        assert lifecycle.niche_view(colony, db) is view
+    colony.teach("The team won the match", " with a goal in the last minute")
+    with colony.store.read() as db:  # feedback does: computed again, as a fresh colony computes it
+        again = lifecycle.niche_view(colony, db)
+        fresh = lifecycle.niche_view(type(colony)(colony.location), db)
+    assert again is not view and again.memory_ids == fresh.memory_ids and np.array_equal(again.table, fresh.table)
 
 
 def test_in_a_niche_colony_only_niche_leaders_divide_and_their_children_learn_the_niche(tmp_path, bundles):

@@ -103,6 +103,7 @@ class Colony:
         vocab = self.tokenizer.get_vocab_size()
         self._scored = self.settings.niches > 0  # a colony with niches keeps every agent's score on every memory
         self._embedding: np.ndarray | None = None  # token embeddings for memory vectors, loaded on use
+        self.niche_views: dict[tuple, lifecycle.NicheView | None] = {}  # see `lifecycle.niche_view`
         self.weights = make_weights(self.store, vocab, self.settings)
         self.agents(alive_only=False)  # every row is checked before anything is built from it
 

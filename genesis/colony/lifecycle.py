@@ -48,6 +48,7 @@ class Colony(Protocol):
     weights: FullWeights
     store: Store
     location: str
+    niche_views: dict[tuple, NicheView | None]  # the newest niche view, by what it was computed from
 
     def checked_agent(self, row: Sequence[Any]) -> Agent: ...
 
@@ -99,20 +100,30 @@ def _alive_weakest_first(db: Connection) -> list[tuple[str, float, str]]:
 
 def niche_view(colony: Colony, db: Connection) -> NicheView | None:
     """The colony's niches fitted on its newest `NICHE_MEMORIES` scored memories; None
-    without niches, or while fewer memories than niches have feedback."""
+    without niches, or while fewer memories than niches have feedback.
+
+    A view is computed again only when a score or a living agent's fitness changed since
+    the last (`Colony.niche_views`): asks, and the consensus, division and selection of
+    one feedback, share one fit."""
     count = colony.settings.niches
     if count == 0:
         return None
-    ids, texts, scores = memory.scored_memories(db, NICHE_MEMORIES)
-    if len(ids) < count:
-        return None
-    tokens = [encoded.ids for encoded in colony.tokenizer.encode_batch(texts)]
-    fitted = niches.fit_niches(tokens, colony.tokenizer.get_vocab_size(), count)
-    labels = fitted.assign(tokens)
     alive = _alive_weakest_first(db)
-    table = niches.niche_fitness(labels.tolist(), scores, [a for a, _, _ in alive], [f for _, f, _ in alive],
-                                 len(fitted.centroids), colony.settings.fitness_smoothing)
-    return NicheView(fitted, ids, labels, [a for a, _, _ in alive], table)
+    stamp = (memory.scores_stamp(db), tuple(tuple(row) for row in alive))
+    if stamp in colony.niche_views:
+        return colony.niche_views[stamp]
+    ids, texts, scores = memory.scored_memories(db, NICHE_MEMORIES)
+    view = None
+    if len(ids) >= count:
+        tokens = [encoded.ids for encoded in colony.tokenizer.encode_batch(texts)]
+        fitted = niches.fit_niches(tokens, colony.tokenizer.get_vocab_size(), count)
+        labels = fitted.assign(tokens)
+        table = niches.niche_fitness(labels.tolist(), scores, [a for a, _, _ in alive], [f for _, f, _ in alive],
+                                     len(fitted.centroids), colony.settings.fitness_smoothing)
+        view = NicheView(fitted, ids, labels, [a for a, _, _ in alive], table)
+    colony.niche_views.clear()  # one view kept
+    colony.niche_views[stamp] = view
+    return view
 
 
 def count_interactions(colony: Colony, db: Connection, agent_ids: Sequence[str]) -> list[tuple[str, list[int]]]:

@@ -119,6 +119,13 @@ def scored_memories(db: Connection, limit: int) -> tuple[list[int], list[str], l
     return ids, [r[1] for r in rows], [scores[i] for i in ids]
 
 
+def scores_stamp(db: Connection) -> tuple:
+    """What changes whenever a score is stored or forgotten: their count, newest memory and
+    sum (one aggregate query; what a cached niche view is checked against)."""
+    return tuple(db.execute(sa.select(sa.func.count(), sa.func.max(scores_table.c.memory),
+                                      sa.func.sum(scores_table.c.log_likelihood))).one())
+
+
 def texts(db: Connection, memory_ids: Sequence[int]) -> list[str]:
     """Texts (prompt + continuation) of the memories `memory_ids` that have feedback, in that order."""
     found = dict(db.execute(sa.select(memories_table.c.id, memories_table.c.prompt + memories_table.c.continuation)
