@@ -244,6 +244,26 @@ def test_consensus_of_one_agent_is_that_agent_and_weights_sum_to_one(tmp_path, b
     assert mixed.sum().item() == pytest.approx(1.0, abs=1e-5)
 
 
+def test_an_ask_reads_the_agents_again_when_one_vanished_under_it(tmp_path, bundles, monkeypatch):
+    from genesis.errors import NotFound
+
+    colony = _colony(tmp_path, bundles, adapt_steps=0)
+    predictor, calls = colony.weights.predictor, []
+
+    def racing(agents, temperature, races=1):  # the first reads find an agent another process just forgot
+        calls.append(len(agents))
+        if len(calls) <= races:
+            raise NotFound("agent retired long ago; its weights are gone")
+        return predictor(agents, temperature)
+
+    monkeypatch.setattr(colony.weights, "predictor", racing)
+    assert colony.ask("The", max_tokens=2, seed=0).text is not None and len(calls) == 2
+    calls.clear()
+    monkeypatch.setattr(colony.weights, "predictor", lambda agents, temperature: racing(agents, temperature, 99))
+    with pytest.raises(NotFound):  # bounded: a race that never ends is an error, not a loop
+        colony.ask("The", max_tokens=2, seed=0)
+
+
 def test_feedback_moves_fitness_and_agents_learn(tmp_path, bundles):
     colony = _colony(tmp_path, bundles, fitness_smoothing=0.5, adapt_steps=2, learning_rate=1e-3)
     before = {a.id: a.fitness for a in colony.agents()}

@@ -59,7 +59,7 @@ from genesis.colony.database import (
 )
 from genesis.colony.settings import ColonySettings
 from genesis.colony.weights import make_weights
-from genesis.errors import GenesisError
+from genesis.errors import GenesisError, NotFound
 from genesis.train.generate import generate_with
 
 
@@ -74,6 +74,7 @@ class Answer:
 
 
 MAX_COPIES = 100_000  # agents per seed bundle
+ASK_TRIES = 3  # reads of the living agents an ask makes before a race with retirement is an error
 MIN_SCORE = 0.01  # a lower rating moves fitness as far as this one: log(0.02), about -3.9
 
 
@@ -206,14 +207,20 @@ class Colony:
         true continuations come first, as context. Counting may make agents divide and,
         above the cap, the weakest retire.
         """
-        agents = self.agents()
-        if not agents:
-            raise GenesisError(f"{self.location} has no living agent")
-        weights = self.consensus_weights(agents, self.tokenizer.encode(prompt).ids)
-        members = [(a, w) for a, w in zip(agents, weights) if w > 0]
         recall = self.settings.recall if recall is None else recall
         context = "".join(f"{text}\n" for text in self._similar(prompt, recall)) if recall > 0 else ""
-        predict = self.weights.predictor([a for a, _ in members], temperature)
+        for attempt in range(ASK_TRIES):
+            agents = self.agents()
+            if not agents:
+                raise GenesisError(f"{self.location} has no living agent")
+            try:
+                weights = self.consensus_weights(agents, self.tokenizer.encode(prompt).ids)
+                members = [(a, w) for a, w in zip(agents, weights) if w > 0]
+                predict = self.weights.predictor([a for a, _ in members], temperature)
+                break
+            except NotFound:  # other processes retired more than the cap and forgot their weights meanwhile
+                if attempt == ASK_TRIES - 1:
+                    raise
         text = generate_with(predict, [w for _, w in members], self.tokenizer, context + prompt, max_tokens,
                              top_k, seed if seed is not None else secrets.randbits(63))
         ids = tuple(a.id for a, _ in members)
