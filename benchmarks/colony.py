@@ -70,6 +70,7 @@ def trained_bundle(data: str, work: Path, genome, recipe=None) -> Path:
     out = work / "bundles" / name
     if out.is_dir():
         return next(out.iterdir())
+    work.mkdir(parents=True, exist_ok=True)
     shutil.rmtree(work / "runs" / name, ignore_errors=True)
     run = genesis.evolve(population=2, generations=1, data=data, output=work / "runs" / name,
                          search_space=one_architecture_space(work, genome), noise_probes=0, confirm=0, threads=1,

@@ -104,7 +104,7 @@ class Colony:
         vocab = self.tokenizer.get_vocab_size()
         self._scored = self.settings.niches > 0  # a colony with niches keeps every agent's score on every memory
         self._embedding: np.ndarray | None = None  # token embeddings for memory vectors, loaded on use
-        self.niche_views: dict[tuple, lifecycle.NicheView | None] = {}  # see `lifecycle.niche_view`
+        self.niche_cache: tuple[tuple, lifecycle.NicheView | None] | None = None  # see `lifecycle.niche_view`
         self.weights = make_weights(self.store, vocab, self.settings)
         self.agents(alive_only=False)  # every row is checked before anything is built from it
 
@@ -209,12 +209,13 @@ class Colony:
         """
         recall = self.settings.recall if recall is None else recall
         context = "".join(f"{text}\n" for text in self._similar(prompt, recall)) if recall > 0 else ""
+        prompt_ids = self.tokenizer.encode(prompt).ids
         for attempt in range(ASK_TRIES):
             agents = self.agents()
             if not agents:
                 raise GenesisError(f"{self.location} has no living agent")
             try:
-                weights = self.consensus_weights(agents, self.tokenizer.encode(prompt).ids)
+                weights = self.consensus_weights(agents, prompt_ids)
                 members = [(a, w) for a, w in zip(agents, weights) if w > 0]
                 predict = self.weights.predictor([a for a, _ in members], temperature)
                 break

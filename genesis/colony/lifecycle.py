@@ -48,7 +48,7 @@ class Colony(Protocol):
     weights: FullWeights
     store: Store
     location: str
-    niche_views: dict[tuple, NicheView | None]  # the newest niche view, by what it was computed from
+    niche_cache: tuple[tuple, NicheView | None] | None  # the newest niche view, with what it was computed from
 
     def checked_agent(self, row: Sequence[Any]) -> Agent: ...
 
@@ -103,15 +103,15 @@ def niche_view(colony: Colony, db: Connection) -> NicheView | None:
     without niches, or while fewer memories than niches have feedback.
 
     A view is computed again only when a score or a living agent's fitness changed since
-    the last (`Colony.niche_views`): asks, and the consensus, division and selection of
+    the last (`Colony.niche_cache`): asks, and the consensus, division and selection of
     one feedback, share one fit."""
     count = colony.settings.niches
     if count == 0:
         return None
     alive = _alive_weakest_first(db)
     stamp = (memory.scores_stamp(db), tuple(tuple(row) for row in alive))
-    if stamp in colony.niche_views:
-        return colony.niche_views[stamp]
+    if colony.niche_cache is not None and colony.niche_cache[0] == stamp:
+        return colony.niche_cache[1]
     ids, texts, scores = memory.scored_memories(db, NICHE_MEMORIES)
     view = None
     if len(ids) >= count:
@@ -121,8 +121,7 @@ def niche_view(colony: Colony, db: Connection) -> NicheView | None:
         table = niches.niche_fitness(labels.tolist(), scores, [a for a, _, _ in alive], [f for _, f, _ in alive],
                                      len(fitted.centroids), colony.settings.fitness_smoothing)
         view = NicheView(fitted, ids, labels, [a for a, _, _ in alive], table)
-    colony.niche_views.clear()  # one view kept
-    colony.niche_views[stamp] = view
+    colony.niche_cache = (stamp, view)
     return view
 
 

@@ -105,6 +105,11 @@ def fit_niches(token_lists: Sequence[Sequence[int]], vocab_size: int, count: int
     return Niches(idf, mean, centroids)
 
 
+def running_mean(previous: float | None, value: float, smoothing: float) -> float:
+    """f ← (1-α)·f + α·value, started at the first value (previous None)."""
+    return value if previous is None else (1 - smoothing) * previous + smoothing * value
+
+
 def niche_fitness(labels: Sequence[int], scores: Sequence[dict[str, float]], agents: Sequence[str],
                   fallback: Sequence[float], count: int, smoothing: float) -> np.ndarray:
     """Each agent's fitness in each niche, shape (agents, count): the running mean
@@ -125,7 +130,7 @@ def niche_fitness(labels: Sequence[int], scores: Sequence[dict[str, float]], age
         for agent, value in memory.items():
             i = row.get(agent)
             if i is not None:
-                table[i, label] = value if not seen[i, label] else (1 - smoothing) * table[i, label] + smoothing * value
+                table[i, label] = running_mean(table[i, label] if seen[i, label] else None, value, smoothing)
                 seen[i, label] = True
     return table
 

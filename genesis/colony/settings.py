@@ -128,6 +128,7 @@ CHOICES = {"consensus": POLICIES, "agent_weights": ("adapter", "full"),
 RANGES = {"division_threshold": (1, 1_000_000), "population_cap": (1, 100_000), "consensus_top_k": (1, 100_000),
           "routing_tokens": (1, 4096), "routing_temperature": (0.0, 1e6), "answering": (0, 100_000),
           "consensus_temperature": (0.0, 1e6), "fitness_smoothing": (0.0, 1.0), "learning_rate": (0.0, 1.0),
-          "child_learning_rate": (0.0, 1.0), "adapt_steps": (0, 1000), "child_steps": (0, 1000), "memory_window": (1, 1000), "adapter_rank": (1, MAX_RANK),
+          "child_learning_rate": (0.0, 1.0), "adapt_steps": (0, 1000), "child_steps": (0, 1000),
+          "memory_window": (1, 1000), "adapter_rank": (1, MAX_RANK),
           "recall": (0, 64), "memory_limit": (1, 10_000_000), "niches": (0, 64)}
 POSITIVE = ("consensus_temperature", "fitness_smoothing", "routing_temperature")  # zero excluded

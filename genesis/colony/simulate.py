@@ -36,6 +36,7 @@ import torch
 from genesis.colony.adapters import merged_average
 from genesis.colony.colony import Colony
 from genesis.colony.learning import adapt_model
+from genesis.colony.niches import running_mean
 from genesis.core.files import output_folder, replace_file, replace_text
 from genesis.errors import GenesisError
 from genesis.colony.topics import articles, colony_topics, ordered, specialization, topic_chunks
@@ -210,7 +211,7 @@ def _topic_fitness(running: dict[str, float], measured: dict[str, float], living
     the colony's fitness moves, with the same α; an agent's first score on it sets it) and
     return the [mean, variance] over the living agents that have one."""
     for agent_id, score in measured.items():
-        running[agent_id] = score if agent_id not in running else (1 - smoothing) * running[agent_id] + smoothing * score
+        running[agent_id] = running_mean(running.get(agent_id), score, smoothing)
     values = np.array([running[a.id] for a in living if a.id in running])
     return [float(values.mean()), float(values.var())]
 

@@ -364,7 +364,7 @@ def sweep(
     try:
         run_sweep(plan, output, runner, done, on_row)
         if top is not None:
-            done = open_sweep(output, plan)
+            done |= {(genome.training_id, index) for genome, index in plan.jobs()}  # the base is complete
             plan = plan_top(plan, output, top, top_seeds)
             if on_start is not None:
                 on_start(len(plan.jobs()) - len(done), len(done))
