@@ -68,7 +68,14 @@ QUICK = CANDIDATES["muon-1e-2-b8x250-lr6e-3"]  # the study's winner: today's `qu
 CANDIDATES |= {  # second round, on today's quick
     "quick+common-order": {**QUICK, "data_order": "common"},
     "quick+init-0.5": {**QUICK, "init_scale": 0.5},
+    # third round: qk-layernorm, an architecture trait, at quick's rates and at rates twice
+    # as high (the instability it cures is what limits the rate, Wortsman et al. 2023)
+    "quick+qk-norm": QUICK,
+    "quick+qk-norm-2x-lr": {**QUICK, "muon_lr": 2e-2, "lr": 1.2e-2, "min_lr": 1.2e-3},
 }
+# name -> traits every panel architecture takes under that candidate (rows keep the panel
+# architecture's training id, so candidates compare architecture by architecture)
+TRAIT_CHANGES = {"quick+qk-norm": {"qk_norm": "on"}, "quick+qk-norm-2x-lr": {"qk_norm": "on"}}
 TRUTH_TABLE = RESULTS / "table-quick-muon" / "table.csv"  # today's quick, seeded order, 3 seeds of everything
 
 
@@ -113,10 +120,12 @@ def _train_one(job: dict) -> dict:
 
     torch.set_num_threads(1)
     data = load_data(job["data"])
-    genome = Genome.from_dict(job["genome"])
+    architecture = Genome.from_dict(job["genome"])
+    genome = dataclasses.replace(architecture, **TRAIT_CHANGES.get(job["candidate"], {}))
     recipe = _recipe(job["candidate"], job["long"])
-    outcome = train(genome, recipe, data, training_seed(job["seed"], genome.training_id))
-    return {"candidate": recipe.name, "training_id": genome.training_id, "genome": job["genome"],
+    # the panel architecture's seed: a trait candidate trains from the same seed as the rest
+    outcome = train(genome, recipe, data, training_seed(job["seed"], architecture.training_id))
+    return {"candidate": recipe.name, "training_id": architecture.training_id, "genome": genome.to_dict(),
             "seed": job["seed"], "recipe": recipe.to_dict(), **outcome.to_dict()}
 
 
@@ -186,7 +195,7 @@ def summarize(data: str | None) -> dict:
                      if r["candidate"] == f"{name}-long" and r["status"] == "ok"}
         shared = [tid for tid in means if tid in long_rows and math.isfinite(means[tid])]
         results[name] = {
-            "changes": CANDIDATES[name], "trainings": len(mine),
+            "changes": CANDIDATES[name], "traits": TRAIT_CHANGES.get(name, {}), "trainings": len(mine),
             "failed": sum(r["status"] != "ok" for r in mine),
             "seeds": min(len(v) for v in complete.values()),
             "mean_val_loss": statistics.mean(means.values()), "best_val_loss": min(means.values()),

@@ -56,11 +56,12 @@ def test_tiny_evolve_end_to_end_writes_a_run_folder(tmp_path, data_folder):
 
 def test_optional_traits_evolve_end_to_end(tmp_path, data_folder):
     run = genesis.evolve(population=4, generations=2, search_space=FIXTURES / "rich_space.toml",
-                         recipe=TINY, data=data_folder, output=tmp_path, seed=3)
+                         recipe=TINY, data=data_folder, output=tmp_path, seed=4)
     assert all(r.outcome.status == "ok" for r in run.records)
     assert {r.genome.norm for r in run.records} == {"layernorm", "rmsnorm"}
+    assert {r.genome.qk_norm for r in run.records} == {"off", "on"}
     trial_params = genesis_study_params(run)
-    assert all({"norm", "ffn_mult"} <= set(p) for p in trial_params)
+    assert all({"norm", "ffn_mult", "qk_norm"} <= set(p) for p in trial_params)
 
 
 def genesis_study_params(run) -> list[dict]:

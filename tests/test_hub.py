@@ -5,6 +5,7 @@ Each check runs in a subprocess where importing genesis fails (tests/outside/hf_
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -21,11 +22,11 @@ from genesis.train.model import GPT, GPTConfig, save_weights
 
 OUTSIDE = Path(__file__).resolve().parent / "outside" / "hf_run.py"
 BLOCK = 32
-TRAITS = [  # together: every activation, norm, position, precision; ffn_mult and dropout
+TRAITS = [  # together: every activation, norm, position, precision, qk norm; ffn_mult and dropout
     Genome(2, 2, 64, "swiglu", 0.01, norm="rmsnorm", position="rotary", weight_precision="ternary"),
     Genome(1, 4, 64, "relu2", 0.01, ffn_mult=2, dropout=0.1),
     Genome(2, 1, 32, "gelu", 0.01),
-    Genome(1, 2, 32, "silu", 0.01, norm="rmsnorm", ffn_mult=3),
+    Genome(1, 2, 32, "silu", 0.01, norm="rmsnorm", ffn_mult=3, qk_norm="on"),
     Genome(1, 1, 32, "relu", 0.01, position="rotary", weight_precision="ternary"),
 ]
 
@@ -172,6 +173,8 @@ def test_lm_eval_scores_a_bundle_as_genesis_does(tmp_path, bundles, data_folder)
 def test_a_plain_gpt2_genome_exports_native_gpt2_weights_loadable_without_remote_code(tmp_path, tokens):
     plain = [g for g in TRAITS if hub.gpt2_obstacle(GPTConfig.from_genome(g, 4096, BLOCK)) is None]
     assert [g.activation for g in plain] == ["relu2", "gelu"]  # and the others say why not
+    normalized = dataclasses.replace(plain[1], qk_norm="on")
+    assert hub.gpt2_obstacle(GPTConfig.from_genome(normalized, 4096, BLOCK)) == "normalized queries and keys"
     ids = tokens.tokenizer.encode("The history of the city is long").ids
     made = []
     for index, genome in enumerate(plain):

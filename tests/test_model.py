@@ -7,7 +7,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from genesis.core.genome import ACTIVATIONS, NORMS, POSITIONS, PRECISIONS, Genome
+from genesis.core.genome import ACTIVATIONS, NORMS, POSITIONS, PRECISIONS, QK_NORMS, Genome
 from genesis.train.model import GPT, GPTConfig, count_parameters
 
 
@@ -59,11 +59,27 @@ def test_every_optional_trait_builds_a_model_that_trains(norm, ffn_mult, positio
     Genome(2, 2, 64, "swiglu", 0.01, norm="rmsnorm", ffn_mult=3),
     Genome(1, 1, 96, "relu2", 0.01, ffn_mult=2),
     Genome(2, 2, 64, "gelu", 0.01, position="rotary"),
+    Genome(2, 4, 64, "silu", 0.01, qk_norm="on"),
+    Genome(1, 2, 64, "relu", 0.01, norm="rmsnorm", qk_norm="on"),
 ])
 def test_parameter_count_is_exact(genome):
     model = GPT(GPTConfig.from_genome(genome, vocab_size=4096, block_size=64))
     manual = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
     assert model.num_parameters() == manual == count_parameters(genome, 4096, 64)
+
+
+@pytest.mark.parametrize("norm", NORMS)
+def test_qk_norm_normalizes_every_heads_queries_and_keys(norm):
+    genome = Genome(1, 4, 64, "relu", 0.01, norm=norm, qk_norm="on")
+    attention = GPT(GPTConfig.from_genome(genome, 300, 16)).blocks[0].attn
+    seen = {}
+    attention.q_norm.register_forward_hook(lambda module, args, out: seen.update(q=out))
+    with torch.no_grad():
+        attention.qkv.weight.mul_(50.0)  # huge projections: unnormalized logits would explode
+        attention(torch.randn(2, 8, 64))
+    rms = seen["q"].pow(2).mean(-1).sqrt()  # (B, nh, T): one norm per head and position
+    assert seen["q"].shape == (2, 4, 8, 16)
+    assert torch.allclose(rms, torch.ones_like(rms), atol=1e-2)
 
 
 def test_embeddings_are_tied():
@@ -142,10 +158,12 @@ def test_the_largest_genome_of_a_space_has_the_most_parameters():
 
 
 @pytest.mark.parametrize("position", ["learned", "rotary"])
-def test_incremental_decoding_with_a_cache_equals_reading_the_whole_context(position):
+@pytest.mark.parametrize("qk_norm", QK_NORMS)
+def test_incremental_decoding_with_a_cache_equals_reading_the_whole_context(position, qk_norm):
     from genesis.train.model import GPT, GPTConfig
 
-    genome = Genome(n_layer=2, n_head=2, d_model=32, activation="gelu", sigma=0.01, position=position)
+    genome = Genome(n_layer=2, n_head=2, d_model=32, activation="gelu", sigma=0.01, position=position,
+                    qk_norm=qk_norm)
     model = GPT(GPTConfig.from_genome(genome, vocab_size=50, block_size=16)).eval()
     tokens = torch.randint(0, 50, (3, 10), generator=torch.Generator().manual_seed(0))
     cache = [{} for _ in model.blocks]
@@ -159,15 +177,17 @@ def test_incremental_decoding_with_a_cache_equals_reading_the_whole_context(posi
 
 @settings(max_examples=12, deadline=None)
 @given(activation=st.sampled_from(ACTIVATIONS), norm=st.sampled_from(NORMS), position=st.sampled_from(POSITIONS),
-       precision=st.sampled_from(PRECISIONS), n_layer=st.integers(1, 2), seed=st.integers(0, 2**31))
+       precision=st.sampled_from(PRECISIONS), qk_norm=st.sampled_from(QK_NORMS), n_layer=st.integers(1, 2),
+       seed=st.integers(0, 2**31))
 def test_weights_round_trip_through_bytes_and_load_with_safetensors_own_loader(
-        tmp_path_factory, activation, norm, position, precision, n_layer, seed):
+        tmp_path_factory, activation, norm, position, precision, qk_norm, n_layer, seed):
     import safetensors.torch
 
     from genesis.train.model import load_weights_bytes, weights_bytes
 
     torch.manual_seed(seed)
-    genome = Genome(n_layer, 2, 32, activation, 0.01, norm=norm, position=position, weight_precision=precision)
+    genome = Genome(n_layer, 2, 32, activation, 0.01, norm=norm, position=position, weight_precision=precision,
+                    qk_norm=qk_norm)
     config = GPTConfig.from_genome(genome, vocab_size=50, block_size=16)
     model, again, theirs = GPT(config), GPT(config), GPT(config)
     data = weights_bytes(model, {"version": "3"})

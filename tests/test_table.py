@@ -78,6 +78,35 @@ def test_a_table_begun_before_a_recipe_option_existed_still_resumes(table, tmp_p
     assert (folder / "table.csv").read_text() == rows  # nothing left to train, nothing refused
 
 
+def test_a_table_begun_before_a_trait_existed_loads_resumes_and_refuses_the_new_trait(table, tmp_path,
+                                                                                     data_folder):
+    import csv
+    import io
+
+    from genesis.core.genome import Genome
+    from genesis.core.records import Outcome
+    from genesis.runs.sweep import append_row
+
+    folder = tmp_path / "before-qk-norm"
+    shutil.copytree(table, folder)
+    frame = list(csv.DictReader(io.StringIO((folder / "table.csv").read_text())))
+    header = [c for c in frame[0] if c != "qk_norm"]
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=header, lineterminator="\n", extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(frame[:-3])  # three trainings short, written before the column existed
+    (folder / "table.csv").write_text(buffer.getvalue())
+    genesis.sweep(search_space=SMALL_SPACE, recipe=TINY, data=data_folder, seeds=4, output=folder,
+                  device="cpu", threads=1)
+    resumed = genesis.load_table(folder)
+    assert len(resumed) == len(frame) and set(resumed["qk_norm"]) == {"off"}
+    assert (folder / "table.csv").read_text().splitlines()[0] == ",".join(header)
+    outcome = Outcome(status="ok", val_loss=5.0, test_loss=5.0, train_loss=5.0, params=1, tokens=1)
+    with pytest.raises(GenesisError, match="predates the trait 'qk_norm'"):
+        append_row(folder, Genome(1, 1, 32, "relu", 0.01, qk_norm="on"), 0, 1, outcome)
+    assert len(genesis.load_table(folder)) == len(frame)
+
+
 def test_a_sweep_gives_its_top_architectures_more_seeds(table, tmp_path, data_folder):
     folder = tmp_path / "top"
     shutil.copytree(table, folder)

@@ -47,7 +47,7 @@ def hf_config(config: GPTConfig, tokenizer: Tokenizer) -> dict[str, Any]:
             "n_head": config.n_head, "n_embd": config.d_model, "ffn_mult": config.ffn_mult,
             "n_inner": config.ffn_hidden, "activation_function": config.activation,
             "normalization": config.norm, "position_embedding_type": config.position,
-            "dropout": config.dropout, "weight_precision": config.weight_precision,
+            "dropout": config.dropout, "weight_precision": config.weight_precision, "qk_norm": config.qk_norm,
             "bos_token_id": end, "eos_token_id": end, "tie_word_embeddings": True, "use_cache": False,
             "torch_dtype": "float32"}
 
@@ -100,8 +100,8 @@ _GPT2_CONV1D = ("attn.qkv", "attn.proj", "mlp.up", "mlp.down")
 
 
 def gpt2_obstacle(config: GPTConfig) -> str | None:
-    """Why a µLM is not a plain GPT-2 (rotary positions, RMSNorm, a gated feed-forward or
-    ternary weights), or None when `GPT2LMHeadModel` computes exactly what it does."""
+    """Why a µLM is not a plain GPT-2 (rotary positions, RMSNorm, a gated feed-forward,
+    ternary weights or normalized queries and keys), or None when `GPT2LMHeadModel` computes exactly what it does."""
     if config.position != "learned":
         return f"{config.position} positions"
     if config.norm != "layernorm":
@@ -110,6 +110,8 @@ def gpt2_obstacle(config: GPTConfig) -> str | None:
         return "the gated swiglu feed-forward"
     if config.weight_precision != "fp32":
         return f"{config.weight_precision} weights"
+    if config.qk_norm == "on":
+        return "normalized queries and keys"
     return None
 
 

@@ -21,6 +21,7 @@ ACTIVATIONS = ("relu", "gelu", "silu", "swiglu", "relu2")  # relu2: squared ReLU
 NORMS = ("layernorm", "rmsnorm")
 POSITIONS = ("learned", "rotary")
 PRECISIONS = ("fp32", "ternary")
+QK_NORMS = ("off", "on")  # on: queries and keys normalized per head (qk-layernorm)
 CORE_TRAITS = ("n_layer", "n_head", "d_model", "activation", "sigma")
 # Traits that never touch training (colony-only genes): left out of the training identity.
 TRAINING_NEUTRAL = ("sigma",)
@@ -29,7 +30,8 @@ TRAINING_NEUTRAL = ("sigma",)
 # parameter limit (`genesis.train.model.check_size`) then bounds the model's size.
 INT_RANGES = {"n_layer": (1, 256), "n_head": (1, 1024), "d_model": (1, 65536), "ffn_mult": (1, 64)}
 FLOAT_RANGES = {"sigma": (0.0, 1.0), "dropout": (0.0, 0.99)}
-CHOICES = {"activation": ACTIVATIONS, "norm": NORMS, "position": POSITIONS, "weight_precision": PRECISIONS}
+CHOICES = {"activation": ACTIVATIONS, "norm": NORMS, "position": POSITIONS, "weight_precision": PRECISIONS,
+           "qk_norm": QK_NORMS}
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,9 @@ class Genome:
             branches (optional).
         weight_precision: "fp32", or "ternary" for BitNet b1.58-style quantization-aware
             training of the blocks' weights (optional).
+        qk_norm: "on" normalizes each head's queries and keys (with the block's `norm`)
+            before attention, the qk-layernorm of Dehghani et al. 2023 and Wortsman et al.
+            2023 that keeps attention logits from growing (optional).
     """
 
     n_layer: int
@@ -64,6 +69,7 @@ class Genome:
     position: str = "learned"
     dropout: float = 0.0
     weight_precision: str = "fp32"
+    qk_norm: str = "off"
 
     @property
     def id(self) -> str:

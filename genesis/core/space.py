@@ -2,7 +2,7 @@
 
 A search-space file has one `[traits.NAME]` table per core genome trait (n_layer,
 n_head, d_model, activation, sigma), optional tables for the optional traits (norm,
-ffn_mult, position, dropout, weight_precision; left out, they keep their default) and an optional `[constraints]` table::
+ffn_mult, position, dropout, weight_precision, qk_norm; left out, they keep their default) and an optional `[constraints]` table::
 
     [constraints]
     min_head_dim = 16          # d_model / n_head must be at least this
@@ -254,7 +254,8 @@ def parse_search_space(data: dict[str, Any], source: str = "<dict>") -> SearchSp
 
 _EXPECTED_TYPE = {"n_layer": "int", "n_head": "int", "d_model": "int",
                   "activation": "choice", "sigma": "log_float", "norm": "choice", "ffn_mult": "int",
-                  "position": "choice", "dropout": "float", "weight_precision": "choice"}
+                  "position": "choice", "dropout": "float", "weight_precision": "choice",
+                  "qk_norm": "choice"}
 
 
 def _parse_domain(name: str, table: Any, where: str) -> Domain:

@@ -31,7 +31,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from genesis.core.genome import TRAINING_NEUTRAL, Genome
+from genesis.core.genome import OPTIONAL_DEFAULTS, TRAINING_NEUTRAL, Genome
 from genesis.core.recipe import DEFAULT_RECIPE, parse_recipe
 from genesis.core.records import Outcome, training_seed
 from genesis.core.space import DEFAULT_SEARCH_SPACE, ChoiceDomain, IntDomain, SearchSpace
@@ -44,7 +44,7 @@ META_FILE = "table.json"
 TABLE_FORMAT = 1
 DEFAULT_SEEDS = 3  # trainings per architecture: enough for a within-architecture sd
 TRAIT_COLUMNS = ("n_layer", "n_head", "d_model", "activation", "norm", "ffn_mult", "position",
-                 "dropout", "weight_precision")
+                 "dropout", "weight_precision", "qk_norm")
 METRIC_COLUMNS = ("status", "val_loss", "test_loss", "train_loss", "params", "non_embedding_params",
                   "init_grad_norm", "tokens", "latency_ms", "size_bytes", "wall_s", "curve")
 COLUMNS = ("training_id", *TRAIT_COLUMNS, "seed", "training_seed", *METRIC_COLUMNS)
@@ -156,8 +156,13 @@ def append_row(folder: str | Path, genome: Genome, seed_index: int, seed: int, o
            "seed": seed_index, "training_seed": seed, "curve": " ".join(f"{v:.5f}" for v in outcome.curve),
            **{k: getattr(outcome, k) for k in METRIC_COLUMNS if k != "curve"}}
     new = not path.exists() or path.stat().st_size == 0
+    columns = COLUMNS if new else _header(path)
+    lacking = [k for k in TRAIT_COLUMNS if k not in columns and row[k] != OPTIONAL_DEFAULTS[k]]
+    if lacking:
+        raise GenesisError(f"{path} predates the trait '{lacking[0]}'; sweep into a new --output")
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\n")
+    # a table begun before a trait existed keeps its columns: its rows hold the default
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n", extrasaction="ignore")
     if new:
         writer.writeheader()
     writer.writerow({k: "" if v is None else v for k, v in row.items()})
@@ -269,7 +274,9 @@ def load_table(folder: str | Path):
     import pandas as pd
 
     read_meta(folder)
-    rows = _read_rows(Path(folder) / TABLE_FILE)
+    # a trait column added after the table was begun holds the trait's default
+    defaults = {k: str(v) for k, v in OPTIONAL_DEFAULTS.items() if k in TRAIT_COLUMNS}
+    rows = [defaults | row for row in _read_rows(Path(folder) / TABLE_FILE)]
     frame = pd.DataFrame(rows, columns=list(COLUMNS))
     for column in ("n_layer", "n_head", "d_model", "ffn_mult", "seed", "training_seed", "tokens"):
         frame[column] = pd.to_numeric(frame[column]).astype("int64")
@@ -278,6 +285,12 @@ def load_table(folder: str | Path):
         frame[column] = pd.to_numeric(frame[column].replace("", math.nan))
     frame["curve"] = [[float(v) for v in text.split()] for text in frame["curve"]]
     return frame
+
+
+def _header(path: Path) -> list[str]:
+    """The column names of an existing table."""
+    with path.open(newline="") as table_file:
+        return next(csv.reader(table_file), [])
 
 
 def _read_rows(path: Path) -> list[dict[str, str]]:

@@ -102,7 +102,7 @@ def largest_genome(domains: dict) -> Genome:
             traits[name] = max(values)
         else:
             preferred = {"activation": "swiglu", "norm": "layernorm", "position": "learned",
-                         "weight_precision": "fp32"}.get(name)
+                         "weight_precision": "fp32", "qk_norm": "on"}.get(name)
             traits[name] = preferred if preferred in values else values[0]
     traits["n_head"] = 1  # the head count does not change the parameter count
     return Genome.from_dict(traits)
@@ -117,8 +117,10 @@ def count_parameters(genome: Genome, vocab_size: int, block_size: int) -> int:
     config = GPTConfig.from_genome(genome, vocab_size, block_size)
     d, hidden = config.d_model, config.ffn_hidden
     up_out = 2 * hidden if config.activation == "swiglu" else hidden
-    layer_norm = d if config.norm == "rmsnorm" else 2 * d
-    attention = (d * 3 * d + 3 * d) + (d * d + d)
+    per_channel = 1 if config.norm == "rmsnorm" else 2  # RMSNorm has a scale, LayerNorm a bias too
+    layer_norm = per_channel * d
+    qk_norms = 2 * per_channel * (d // config.n_head) if config.qk_norm == "on" else 0
+    attention = (d * 3 * d + 3 * d) + (d * d + d) + qk_norms
     mlp = (d * up_out + up_out) + (hidden * d + d)
     block = 2 * layer_norm + attention + mlp
     embeddings = vocab_size * d + (block_size * d if config.position == "learned" else 0)

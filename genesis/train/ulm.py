@@ -32,6 +32,7 @@ class GPTConfig:
     position: str = "learned"  # learned (a position table) | rotary (RoPE on queries and keys)
     dropout: float = 0.0  # dropout rate while training: embeddings, attention, residual branches
     weight_precision: str = "fp32"  # fp32 | ternary (BitNet b1.58 weights in the blocks' matmuls)
+    qk_norm: str = "off"  # off | on (each head's queries and keys normalized before attention)
 
     @classmethod
     def from_genome(cls, genome, vocab_size: int, block_size: int) -> GPTConfig:
@@ -49,6 +50,7 @@ class GPTConfig:
             position=genome.position,
             dropout=genome.dropout,
             weight_precision=genome.weight_precision,
+            qk_norm=genome.qk_norm,
         )
 
     @property
@@ -95,6 +97,11 @@ class CausalSelfAttention(nn.Module):
         self.qkv = linear(config, config.d_model, 3 * config.d_model)
         self.proj = linear(config, config.d_model, config.d_model)
         self.rotary = Rotary(config) if config.position == "rotary" else None
+        # qk-layernorm: bounded attention logits, the cure for their growth that makes small
+        # transformers unstable at high learning rates (Wortsman et al. 2023)
+        head_dim = config.d_model // config.n_head
+        self.q_norm = make_norm(config, head_dim) if config.qk_norm == "on" else None
+        self.k_norm = make_norm(config, head_dim) if config.qk_norm == "on" else None
         self.dropout = config.dropout
         self.residual_dropout = nn.Dropout(config.dropout)
 
@@ -105,6 +112,8 @@ class CausalSelfAttention(nn.Module):
         q, k, v = self.qkv(x).split(C, dim=2)
         # (B, T, C) -> (B, nh, T, hs)
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
+        if self.q_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
         past = cache["k"].size(2) if cache else 0
         if self.rotary is not None:
             q, k = self.rotary(q, past), self.rotary(k, past)
@@ -164,9 +173,11 @@ def _squared_relu(x: torch.Tensor) -> torch.Tensor:
     return F.relu(x).square()
 
 
-def make_norm(config: GPTConfig) -> nn.Module:
-    """The normalization a genome asks for: LayerNorm, or RMSNorm (scale only)."""
-    return nn.RMSNorm(config.d_model) if config.norm == "rmsnorm" else nn.LayerNorm(config.d_model)
+def make_norm(config: GPTConfig, width: int | None = None) -> nn.Module:
+    """The normalization a genome asks for, over `width` channels (the residual stream's
+    by default): LayerNorm, or RMSNorm (scale only)."""
+    width = width or config.d_model
+    return nn.RMSNorm(width) if config.norm == "rmsnorm" else nn.LayerNorm(width)
 
 
 class Block(nn.Module):

@@ -21,6 +21,7 @@ class GenesisConfig(PretrainedConfig):
         position_embedding_type: learned | rotary.
         dropout: the dropout rate used in training.
         weight_precision: fp32 | ternary (BitNet b1.58 weights in the blocks' matmuls).
+        qk_norm: off | on (each head's queries and keys normalized before attention).
     """
 
     model_type = "genesis-ulm"
@@ -31,11 +32,11 @@ class GenesisConfig(PretrainedConfig):
     def __init__(self, vocab_size=4096, n_positions=64, n_layer=1, n_head=1, n_embd=64,
                  activation_function="gelu", normalization="layernorm", ffn_mult=4,
                  position_embedding_type="learned", dropout=0.0, weight_precision="fp32",
-                 tie_word_embeddings=True, **kwargs):
+                 qk_norm="off", tie_word_embeddings=True, **kwargs):
         self.vocab_size, self.n_positions = vocab_size, n_positions
         self.n_layer, self.n_head, self.n_embd = n_layer, n_head, n_embd
         self.activation_function, self.normalization = activation_function, normalization
         self.ffn_mult, self.position_embedding_type = ffn_mult, position_embedding_type
-        self.dropout, self.weight_precision = dropout, weight_precision
+        self.dropout, self.weight_precision, self.qk_norm = dropout, weight_precision, qk_norm
         kwargs.setdefault("use_cache", False)  # the model recomputes its short context each step
         super().__init__(tie_word_embeddings=tie_word_embeddings, **kwargs)

@@ -46,7 +46,8 @@ class GenesisForCausalLM(GenesisPreTrainedModel, GenerationMixin):
             vocab_size=config.vocab_size, block_size=config.n_positions, n_layer=config.n_layer,
             n_head=config.n_head, d_model=config.n_embd, activation=config.activation_function,
             norm=config.normalization, ffn_mult=config.ffn_mult, position=config.position_embedding_type,
-            dropout=config.dropout, weight_precision=config.weight_precision))
+            dropout=config.dropout, weight_precision=config.weight_precision,
+            qk_norm=config.qk_norm))
         self.post_init()
 
     def get_input_embeddings(self):
