@@ -27,6 +27,10 @@ stretch of each):
   `child_learning_rate`; the default is one step at 1e-4, like every agent's learning);
 - "routed, species selection, 2 answer": sparse routing (`answering = 2`, as cluster-BTM's
   top-k experts): only the two agents with the largest posterior shares answer;
+- "routed, routed learning" and "niches, routed learning" (`learners = 2`): only the two
+  agents with the largest consensus shares on a chunk's prompt learn from it, so agents
+  heard on one kind of text keep learning it; "niches, routed learning, division off" its
+  division ablation;
 - "one dense model": a single model of about the three champions' parameters together
   (4L 4H 256d relu, 4.22M vs 4.19M) trained under `quick` for three times its steps (the
   tokens of the three champions' trainings together), learning on the stream as one
@@ -39,6 +43,11 @@ specialization index (mutual information of consensus weights and topic, bits) o
 replay and by quarter, and Fisher's correlation.
 
     python benchmarks/colony_topics.py --data /path/to/wikitext-2 --replays 8
+    python benchmarks/mixed_corpus.py /path/to/wikitext-2 MIXED   # prose + Python source
+    python benchmarks/colony_topics.py --data MIXED --tag mixed --work W --arms global routed ...
+
+With `--arms`, only those arms are replayed and reported; `--tag` names the results
+(colony_topics-TAG.json and its own README table), for another corpus or arm set.
 
 Resumable: each replay is appended to --work/replays.jsonl as it ends. Writes
 benchmarks/results/colony_topics.json and the table in benchmarks/README.md.
@@ -67,6 +76,10 @@ ARMS = {  # name -> ColonySettings fields over the shared ones
                                                        "child_steps": 8, "child_learning_rate": 1e-3},
     "routed, species selection, 2 answer": {"consensus": "posterior", "selection": "species", "answering": 2},
     "one dense model": {"division_threshold": 1_000_000},
+    "routed, routed learning": {"consensus": "posterior", "selection": "fitness", "learners": 2},
+    "niches, routed learning": {"consensus": "niche", "selection": "niche", "niches": 4, "learners": 2},
+    "niches, routed learning, division off": {"consensus": "niche", "selection": "niche", "niches": 4,
+                                              "learners": 2, "division_threshold": 1_000_000},
 }
 DENSE_ARM = "one dense model"
 DENSE = {"n_layer": 4, "n_head": 4, "d_model": 256, "activation": "relu"}  # ~ the champions' parameters together
@@ -77,7 +90,10 @@ PAIRS = (("global", "routed"), ("routed", "routed, species selection"), ("global
          ("niches, species selection", "niches, species selection, specialist children"),
          ("niches, division off", "niches, species selection, specialist children"),
          ("routed, species selection", "routed, species selection, 2 answer"),
-         ("one dense model", "routed, species selection"), ("one dense model", "niches"))
+         ("one dense model", "routed, species selection"), ("one dense model", "niches"),
+         ("routed", "routed, routed learning"), ("global", "routed, routed learning"),
+         ("niches", "niches, routed learning"), ("global", "niches, routed learning"),
+         ("niches, routed learning, division off", "niches, routed learning"))
 
 
 def champions(data: str, work: Path, given: list[str] | None) -> list[Path]:
@@ -112,8 +128,10 @@ def main() -> None:
     parser.add_argument("--arms", nargs="*", choices=list(ARMS), help="replay only these arms (default: all)")
     parser.add_argument("--work", default=str(Path.home() / ".cache/genesis/benchmarks/colony_topics"),
                         help="folder for the champions and the replays so far (resumable)")
+    parser.add_argument("--tag", default="", help="name the results colony_topics-TAG (another corpus or arm set)")
     args = parser.parse_args()
-    if rendered_only(parser, args, "colony_topics", render):
+    name = "colony_topics" + (f"-{args.tag}" if args.tag else "")
+    if rendered_only(parser, args, name, render):
         return
     import genesis
 
@@ -145,15 +163,16 @@ def main() -> None:
                 out.write(json.dumps(row) + "\n")
             done.append(row)
             print(arm, replay, summary["online_ppl"], summary["specialization_bits"]["whole"], flush=True)
-    if any(sum(r["arm"] == arm for r in done) < args.replays for arm in ARMS):
-        print("some arms still lack replays: run again without --arms to write the results")
+    arms = args.arms or list(ARMS)
+    if any(sum(r["arm"] == arm for r in done) < args.replays for arm in arms):
+        print("some arms still lack replays: run again to write the results")
         return
-    results = {"machine": machine(), "chunks": args.chunks, "topics": args.topics,
+    results = {"machine": machine(), "chunks": args.chunks, "topics": args.topics, "data": args.data,
                "champions": [genesis.load_bundle(b).genome.describe() for b in bundles],
-               "replays": {arm: [r["summary"] for r in sorted(done, key=lambda r: r["replay"]) if r["arm"] == arm]
-                           for arm in ARMS}}
-    path = write_results("colony_topics", results)
-    update_readme("colony_topics", render(results))
+               "replays": {arm: [r["summary"] for r in sorted(done, key=lambda r: r["replay"])
+                                 if r["arm"] == arm][:args.replays] for arm in ARMS if arm in arms}}
+    path = write_results(name, results)
+    update_readme(name, render(results))
     print(f"wrote {path}")
 
 
@@ -198,13 +217,13 @@ def render(results: dict) -> str:
     arms = table(["colony", "consensus ppl", "best frozen", "best learning alone", "specialization (bits)",
                   "over 1/4, 1/2, 3/4 of the replay", "divisions", "retirements", "Fisher r"], rows)
     paired = []
-    for baseline, treatment in PAIRS:
+    for baseline, treatment in (pair for pair in PAIRS if set(pair) <= set(replays)):
         gains = [b["online_ppl"]["consensus"] - t["online_ppl"]["consensus"]
                  for b, t in zip(replays[baseline], replays[treatment])]
         mean, low, high = interval(gains)
         paired.append([f"{treatment} vs {baseline}", f"{mean:.2f} [{low:.2f}-{high:.2f}]",
                        _verdict(low, high)])
-    for arm in ("routed", "niches"):
+    for arm in (arm for arm in ("routed", "niches") if arm in replays):
         alone = [r["online_ppl"]["learning_best"] - r["online_ppl"]["consensus"] for r in replays[arm]]
         mean, low, high = interval(alone)
         paired.append([f"{arm} vs the best agent learning alone", f"{mean:.2f} [{low:.2f}-{high:.2f}]",

@@ -412,6 +412,22 @@ def test_adapter_learning_changes_adapters_only(tmp_path, bundles):
     assert all(torch.equal(a, b) for a, b in zip(base_params, reopened.weights.base(reopened.agents()[0])[0].parameters()))
 
 
+@pytest.mark.parametrize("consensus", ["softmax", "posterior"])
+def test_routed_learning_teaches_only_the_agents_the_consensus_listens_to_most(tmp_path, bundles, consensus):
+    colony = Colony.seed(tmp_path / consensus, bundles, ColonySettings(
+        consensus=consensus, learners=1, adapt_steps=2, learning_rate=1e-2), copies=2)
+    prompt = "The history of the city"
+    agents = colony.agents()
+    shares = colony.consensus_weights(agents, colony.tokenizer.encode(prompt).ids)
+    heard = agents[max(range(len(agents)), key=lambda i: shares[i])]
+    colony.teach(prompt, " is long and old")
+    assert {a.id for a in colony.agents() if colony.version(a) > 0} == {heard.id}
+    everyone = Colony.seed(tmp_path / f"{consensus}-all", bundles, ColonySettings(
+        consensus=consensus, adapt_steps=2, learning_rate=1e-2), copies=2)
+    everyone.teach(prompt, " is long and old")
+    assert all(everyone.version(a) == 1 for a in everyone.agents())
+
+
 def test_a_colony_seeded_before_adapters_opens_as_full_weights(tmp_path, bundles):
     import sqlite3
 

@@ -42,6 +42,8 @@ def colony_seed(
                                   "largest shares answer under softmax, posterior or niche (0: all)."),
     learning_rate: float = typer.Option(ColonySettings.learning_rate, help="Continuous-learning learning rate."),
     adapt_steps: int = typer.Option(ColonySettings.adapt_steps, help="Optimizer steps per feedback (0: no learning)."),
+    learners: int = typer.Option(ColonySettings.learners, help="Routed learning: only this many agents with the "
+                                 "largest consensus shares on a prompt learn from its feedback (0: all)."),
     child_steps: int = typer.Option(ColonySettings.child_steps, help="Steps a niche leader's newborn child takes "
                                     "on that niche's memories (0: none)."),
     child_learning_rate: float = typer.Option(ColonySettings.child_learning_rate,
@@ -62,7 +64,7 @@ def colony_seed(
     settings = ColonySettings(division_threshold=theta, population_cap=cap, consensus=consensus,
                               routing_tokens=routing_tokens, routing_temperature=routing_temperature, selection=selection,
                               niches=niches, consensus_temperature=temperature, consensus_top_k=top_k_agents,
-                              answering=answering, learning_rate=learning_rate, adapt_steps=adapt_steps,
+                              answering=answering, learning_rate=learning_rate, adapt_steps=adapt_steps, learners=learners,
                               child_steps=child_steps, child_learning_rate=child_learning_rate,
                               agent_weights=agent_weights, adapter_rank=rank, learn_from=learn_from,
                               recall=recall, memory_limit=memory_limit)

@@ -245,18 +245,21 @@ class Colony:
         return self.teach(prompt, continuation, memory_id)
 
     def teach(self, prompt: str, continuation: str, memory_id: int | None = None,
-              measured: dict[str, float] | None = None) -> dict[str, float]:
+              measured: dict[str, float] | None = None, shares: dict[str, float] | None = None) -> dict[str, float]:
         """The true text after `prompt`: every living agent's fitness moves toward its mean
         per-token log-likelihood of it, the text joins the shared memory (as the
-        continuation of memory `memory_id`, or a new memory), and the agents learn from it.
+        continuation of memory `memory_id`, or a new memory), and the agents learn from it
+        (with `learners` set, only those the consensus listens to most on `prompt`).
 
-        `measured` passes per-agent mean log-likelihoods the caller already computed (the
-        replay measures them before learning), so they are not computed twice.
+        `measured` passes per-agent mean log-likelihoods and `shares` the consensus shares
+        the caller already computed (the replay measures both before learning), so they
+        are not computed twice.
 
         Returns:
             The value each agent's fitness moved toward.
         """
         received = dict(measured) if measured is not None else self._log_likelihoods(prompt, continuation)
+        learners = self._learners(prompt, shares)  # chosen by the consensus that answered, before feedback
         vector = self._vector(prompt + continuation)
         with self.store.write() as db:
             if memory_id is not None:
@@ -269,8 +272,23 @@ class Colony:
                 memory.store_scores(db, memory_id, received)
             self._move_fitness(db, received)
         if self.settings.adapt_steps > 0:
-            self.adapt(vector)
+            self.adapt(vector, learners)
         return received
+
+    def _learners(self, prompt: str, shares: dict[str, float] | None) -> list[Agent] | None:
+        """The agents that learn from feedback on `prompt`: None (every living agent), or
+        the `learners` with the largest consensus shares (ties by fitness order)."""
+        count = self.settings.learners
+        if not count or self.settings.adapt_steps == 0:
+            return None
+        agents = self.agents()
+        if count >= len(agents):
+            return None
+        if shares is None:
+            weights = self.consensus_weights(agents, self.tokenizer.encode(prompt).ids)
+            shares = {a.id: w for a, w in zip(agents, weights)}
+        ranked = sorted(range(len(agents)), key=lambda i: -shares.get(agents[i].id, 0.0))
+        return [agents[i] for i in sorted(ranked[:count])]
 
     def rate(self, memory_id: int, score: float) -> dict[str, float]:
         """A score in (0, 1] for the answer stored as memory `memory_id`: the agents that
@@ -320,13 +338,14 @@ class Colony:
         with self.store.read() as db:
             return memory.row(db, memory_id)[0]
 
-    def adapt(self, vector: np.ndarray | None = None) -> None:
-        """Every living agent takes `adapt_steps` optimizer steps on the memories
-        `learning_texts` chooses."""
+    def adapt(self, vector: np.ndarray | None = None, agents: Sequence[Agent] | None = None) -> None:
+        """Every living agent (or `agents`) takes `adapt_steps` optimizer steps on the
+        memories `learning_texts` chooses."""
         texts = self.learning_texts(vector)
         if texts:
             sequences = [self.tokenizer.encode(t).ids for t in texts]
-            self.weights.adapt(self.agents(), sequences, self.settings.adapt_steps, self.settings.learning_rate)
+            learners = self.agents() if agents is None else agents
+            self.weights.adapt(learners, sequences, self.settings.adapt_steps, self.settings.learning_rate)
 
     def learning_texts(self, vector: np.ndarray | str | None = None) -> list[str]:
         """The `memory_window` shared memories learning uses: those most similar to

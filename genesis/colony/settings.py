@@ -34,6 +34,10 @@ class ColonySettings:
         fitness_smoothing: α of the running fitness estimate f ← (1-α)·f + α·loglik.
         learning_rate: AdamW learning rate of continuous learning.
         adapt_steps: optimizer steps each agent takes after feedback (0: no learning).
+        learners: only this many agents, those with the largest consensus shares on the
+            prompt, learn from its feedback (0: every agent), as a routed expert trains
+            only on the data routed to it: the agents heard on a kind of text keep
+            learning it, so routing can grow specialists.
         child_steps: optimizer steps a niche leader's newborn child takes on that niche's
             memories, at `child_learning_rate` (0: a child learns only as everyone does).
             Colonies seeded before these existed take `adapt_steps` at `learning_rate`.
@@ -67,6 +71,7 @@ class ColonySettings:
     fitness_smoothing: float = 0.2
     learning_rate: float = 1e-4
     adapt_steps: int = 1
+    learners: int = 0
     child_steps: int = 1
     child_learning_rate: float = 1e-4
     memory_window: int = 8
@@ -127,6 +132,7 @@ CHOICES = {"consensus": POLICIES, "agent_weights": ("adapter", "full"),
 # loop, learn or allocate without limit.
 RANGES = {"division_threshold": (1, 1_000_000), "population_cap": (1, 100_000), "consensus_top_k": (1, 100_000),
           "routing_tokens": (1, 4096), "routing_temperature": (0.0, 1e6), "answering": (0, 100_000),
+          "learners": (0, 100_000),
           "consensus_temperature": (0.0, 1e6), "fitness_smoothing": (0.0, 1.0), "learning_rate": (0.0, 1.0),
           "child_learning_rate": (0.0, 1.0), "adapt_steps": (0, 1000), "child_steps": (0, 1000),
           "memory_window": (1, 1000), "adapter_rank": (1, MAX_RANK),

@@ -119,7 +119,8 @@ def simulate(
         counted += len(target)
         # 2. learn: feedback, shared memory, adaptation, division and selection
         measured = {a.id: float(p.log().mean()) for a, p in zip(agents, per_agent)}
-        colony.teach(prompt, continuation, measured=measured)
+        colony.teach(prompt, continuation, measured=measured,
+                     shares={a.id: float(w) for a, w in zip(agents, weights)})
         colony.interact([a.id for a in agents])
         # the learning baseline trains on the very memories the colony's agents learned from
         window = [colony.tokenizer.encode(t).ids for t in colony.learning_texts(prompt + continuation)]
