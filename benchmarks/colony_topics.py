@@ -27,10 +27,11 @@ stretch of each):
   `child_learning_rate`; the default is one step at 1e-4, like every agent's learning);
 - "routed, species selection, 2 answer": sparse routing (`answering = 2`, as cluster-BTM's
   top-k experts): only the two agents with the largest posterior shares answer;
-- "routed, routed learning" and "niches, routed learning" (`learners = 2`): only the two
-  agents with the largest consensus shares on a chunk's prompt learn from it, so agents
-  heard on one kind of text keep learning it; "niches, routed learning, division off" its
-  division ablation;
+- at the stream-following learning rate 1e-3: "global, lr 1e-3", "routed, lr 1e-3", and
+  with routed learning (`learners = 2`: only the two agents with the largest consensus
+  shares on a chunk's prompt learn from it, so agents heard on one kind of text keep
+  learning it) "routed, routed learning, lr 1e-3", "niches, routed learning, lr 1e-3" and
+  its division ablation "niches, routed learning, lr 1e-3, division off";
 - "one dense model": a single model of about the three champions' parameters together
   (4L 4H 256d relu, 4.22M vs 4.19M) trained under `quick` for three times its steps (the
   tokens of the three champions' trainings together), learning on the stream as one
@@ -76,10 +77,17 @@ ARMS = {  # name -> ColonySettings fields over the shared ones
                                                        "child_steps": 8, "child_learning_rate": 1e-3},
     "routed, species selection, 2 answer": {"consensus": "posterior", "selection": "species", "answering": 2},
     "one dense model": {"division_threshold": 1_000_000},
-    "routed, routed learning": {"consensus": "posterior", "selection": "fitness", "learners": 2},
-    "niches, routed learning": {"consensus": "niche", "selection": "niche", "niches": 4, "learners": 2},
-    "niches, routed learning, division off": {"consensus": "niche", "selection": "niche", "niches": 4,
-                                              "learners": 2, "division_threshold": 1_000_000},
+    # learning that follows the stream (1e-3, benchmarks/README.md "The adapters' learning
+    # rate"), where routing what each agent learns can make specialists
+    "global, lr 1e-3": {"consensus": "softmax", "selection": "fitness", "learning_rate": 1e-3},
+    "routed, lr 1e-3": {"consensus": "posterior", "selection": "fitness", "learning_rate": 1e-3},
+    "routed, routed learning, lr 1e-3": {"consensus": "posterior", "selection": "fitness", "learning_rate": 1e-3,
+                                         "learners": 2},
+    "niches, routed learning, lr 1e-3": {"consensus": "niche", "selection": "niche", "niches": 4,
+                                         "learning_rate": 1e-3, "learners": 2},
+    "niches, routed learning, lr 1e-3, division off": {"consensus": "niche", "selection": "niche", "niches": 4,
+                                                       "learning_rate": 1e-3, "learners": 2,
+                                                       "division_threshold": 1_000_000},
 }
 DENSE_ARM = "one dense model"
 DENSE = {"n_layer": 4, "n_head": 4, "d_model": 256, "activation": "relu"}  # ~ the champions' parameters together
@@ -91,9 +99,10 @@ PAIRS = (("global", "routed"), ("routed", "routed, species selection"), ("global
          ("niches, division off", "niches, species selection, specialist children"),
          ("routed, species selection", "routed, species selection, 2 answer"),
          ("one dense model", "routed, species selection"), ("one dense model", "niches"),
-         ("routed", "routed, routed learning"), ("global", "routed, routed learning"),
-         ("niches", "niches, routed learning"), ("global", "niches, routed learning"),
-         ("niches, routed learning, division off", "niches, routed learning"))
+         ("global, lr 1e-3", "routed, lr 1e-3"), ("routed, lr 1e-3", "routed, routed learning, lr 1e-3"),
+         ("global, lr 1e-3", "routed, routed learning, lr 1e-3"),
+         ("global, lr 1e-3", "niches, routed learning, lr 1e-3"),
+         ("niches, routed learning, lr 1e-3, division off", "niches, routed learning, lr 1e-3"))
 
 
 def champions(data: str, work: Path, given: list[str] | None) -> list[Path]:
