@@ -176,7 +176,8 @@ def main() -> None:
     if any(sum(r["arm"] == arm for r in done) < args.replays for arm in arms):
         print("some arms still lack replays: run again to write the results")
         return
-    results = {"machine": machine(), "chunks": args.chunks, "topics": args.topics, "data": args.data,
+    results = {"machine": machine(), "chunks": args.chunks, "topics": args.topics,
+               "data": Path(args.data).name,  # the corpus folder's name: no path of this machine
                "champions": [genesis.load_bundle(b).genome.describe() for b in bundles],
                "replays": {arm: [r["summary"] for r in sorted(done, key=lambda r: r["replay"])
                                  if r["arm"] == arm][:args.replays] for arm in ARMS if arm in arms}}

@@ -126,7 +126,7 @@ def _train_one(job: dict) -> dict:
     # the panel architecture's seed: a trait candidate trains from the same seed as the rest
     outcome = train(genome, recipe, data, training_seed(job["seed"], architecture.training_id))
     return {"candidate": recipe.name, "training_id": architecture.training_id, "genome": genome.to_dict(),
-            "seed": job["seed"], "recipe": recipe.to_dict(), **outcome.to_dict()}
+            "seed": job["seed"], **outcome.to_dict()}  # the recipe follows from the candidate's name
 
 
 def _done() -> set[tuple]:
@@ -203,7 +203,7 @@ def summarize(data: str | None) -> dict:
                             if reference else None),
             "pooled_sd": pooled, "p95_sd": float(np.percentile(sds, 95)) if sds else None,
             "max_sd": max(sds) if sds else None,
-            "tokens": mine[0]["recipe"]["steps"] * mine[0]["recipe"]["batch_size"] * mine[0]["recipe"]["seq_len"],
+            "tokens": _recipe(name).steps * _recipe(name).batch_size * _recipe(name).seq_len,
             "median_wall_s": statistics.median(r["wall_s"] for r in mine if r.get("wall_s")),
             "spearman_long": (float(spearmanr([means[t] for t in shared], [long_rows[t] for t in shared])[0])
                               if len(shared) >= 5 else None),
