@@ -51,6 +51,7 @@ STRATEGIES = {  # name -> EvolutionConfig fields, and the `rungs` / `early_stop`
     "nsga2-optuna": {"strategy": "nsga2-optuna"},
     "evolution+early-stop-0.75": {"strategy": "evolution", "early_stop": 0.75},
     "evolution+halving": {"strategy": "evolution", "rungs": (0.25, 0.5, 1.0)},
+    "tpe+halving": {"strategy": "tpe", "rungs": (0.25, 0.5, 1.0)},
     # seeds spent on the ranking: every genome twice, or twice only while it may beat the incumbent
     "evolution+replicates-2": {"strategy": "evolution", "replicates": 2},
     "evolution+race-2": {"strategy": "evolution", "replicates": 2, "race": True},
