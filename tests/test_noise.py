@@ -148,10 +148,12 @@ def test_racing_trains_a_genome_further_only_while_it_may_beat_the_incumbent(tmp
     assert evaluate.incumbent == pytest.approx(5.1)
 
 
-def test_racing_needs_replicates_to_race_for(tmp_path, data_folder):
+def test_racing_needs_replicates_to_race_for(tmp_path):
+    # the setting is refused before any corpus is read: this folder holds none
     with pytest.raises(genesis.GenesisError, match="racing needs at least 2 replicates"):
         genesis.evolve(population=2, generations=1, search_space=FIXTURES / "small_space.toml",
-                       recipe=FIXTURES / "tiny.toml", data=data_folder, output=tmp_path, race=True)
+                       recipe=FIXTURES / "tiny.toml", data=tmp_path / "no-corpus", output=tmp_path / "run",
+                       race=True)
     assert not any(tmp_path.iterdir())
 
 

@@ -65,6 +65,15 @@ def test_a_sweep_folder_of_another_plan_is_refused(table, data_folder):
         genesis.sweep(search_space=SMALL_SPACE, recipe=TINY, data=data_folder, seeds=3, output=table)
 
 
+@pytest.mark.parametrize("counts, message", [({"seeds": 0}, "at least one seed"),
+                                             ({"seeds": 1, "sample": 0}, "--sample must be at least 1")])
+def test_a_sweep_refuses_bad_counts_before_reading_any_corpus(tmp_path, counts, message):
+    with pytest.raises(GenesisError, match=message):  # the folder holds no corpus: it is never read
+        genesis.sweep(search_space=SMALL_SPACE, recipe=TINY, data=tmp_path / "no-corpus",
+                      output=tmp_path / "sweep", **counts)
+    assert not any(tmp_path.iterdir())
+
+
 def test_a_table_begun_before_a_recipe_option_existed_still_resumes(table, tmp_path, data_folder):
     folder = tmp_path / "older"
     shutil.copytree(table, folder)

@@ -141,6 +141,9 @@ def evolve(
     check_size(largest_genome(space.domains), recipe.vocab_size, recipe.seq_len,
                f"the search space {space.source or ''}".strip())
     noise = NoiseSettings(noise_probes, confirm, confirm_seeds).checked()
+    # every setting is checked before the corpus is read (or the hub asked for it)
+    evaluator = EvaluatorSettings(backend, workers, threads, ray_address, device, tuple(rungs), early_stop,
+                                  replicates, race).resolved()
     table = open_table_backend(backend, space, recipe, replicates, noise.fresh_seeds_per_model())
     if table is not None:  # lookups need no corpus: the table names the one it was trained on
         tokens, data_config = None, {"source": f"table:{table.folder}", "key": table.meta["data_key"],
@@ -151,8 +154,6 @@ def evolve(
         data_config = {"source": tokens.source, "key": tokens.key, "vocab_size": tokens.vocab_size,
                        "tokens": {name: int(tokens.split(name).size) for name in ("train", "valid", "test")},
                        "baselines": tokens.baselines}
-    evaluator = EvaluatorSettings(backend, workers, threads, ray_address, device, tuple(rungs), early_stop,
-                                  replicates, race).resolved()
     if backend == "ray":
         start_ray(ray_address, workers)  # a missing Ray or a bad address: no run folder yet
 

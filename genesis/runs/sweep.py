@@ -177,12 +177,9 @@ def plan_sweep(space: SearchSpace, recipe, data_key: str, seeds: int, seed: int 
     """The plan of a sweep of `space` (or a stratified `sample` of it) under `recipe`."""
     from genesis.runs.settings import versions
 
-    if seeds < 1:
-        raise GenesisError("a sweep needs at least one seed")
+    _check_counts(seeds, sample)
     genomes = architectures(space)
     if sample is not None:
-        if sample < 1:
-            raise GenesisError("--sample must be at least 1")
         genomes = stratified_sample(genomes, sample, seed)
     described = {**space.describe(), "source": Path(space.source).stem if space.source else ""}  # a name, never a path
     meta = {"format": TABLE_FORMAT, "search_space": described, "recipe": recipe.to_dict(),
@@ -230,6 +227,13 @@ def _check_top(folder: str | Path, seeds: int, top: int, top_seeds: int) -> dict
         raise GenesisError(f"{folder} gave its top {recorded.get('architectures')} architectures "
                            f"{recorded.get('seeds')} seeds; ask for the same --top and --top-seeds")
     return recorded
+
+
+def _check_counts(seeds: int, sample: int | None) -> None:
+    if seeds < 1:
+        raise GenesisError("a sweep needs at least one seed")
+    if sample is not None and sample < 1:
+        raise GenesisError("--sample must be at least 1")
 
 
 def _check_top_range(seeds: int, top: int, top_seeds: int) -> None:
@@ -355,6 +359,7 @@ def sweep(
     from genesis.train.data import TokenData, check_fits, default_cache_dir, load_data
     from genesis.train.model import check_size, largest_genome
 
+    _check_counts(seeds, sample)  # every setting before the corpus is read (or the hub asked for it)
     if (top is None) != (top_seeds is None):
         raise GenesisError("--top and --top-seeds go together")
     if top is not None:
