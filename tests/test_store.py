@@ -221,6 +221,17 @@ def test_resume_errors_exit_2(tmp_path, data_folder):
     assert result.exit_code == 2 and "format version 99" in result.output
 
 
+@pytest.mark.parametrize("command", [["evolve", "--population", "1", "--output", "OUT"],
+                                     ["evolve", "--replicates", "0", "--output", "OUT"],
+                                     ["sweep", "--seeds", "0", "--output", "OUT"]])
+def test_a_refused_setting_prints_one_error_line_and_nothing_else(tmp_path, command):
+    # no corpus is there to read: the setting is refused first, before any progress bar
+    args = [str(tmp_path / "out") if a == "OUT" else a for a in command]
+    result = runner.invoke(app, [*args, "--data", str(tmp_path / "no-corpus")])
+    assert result.exit_code == 2 and result.output.startswith("error: ")
+    assert len(result.output.strip().splitlines()) == 1 and not any(tmp_path.iterdir())
+
+
 def test_unwritable_output_and_missing_split_exit_2(tmp_path, data_folder):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")

@@ -19,6 +19,7 @@ from genesis.cli.render import (
     fractions,
     num,
     run_with_progress,
+    stop_progress,
     token_count,
 )
 from genesis.core.recipe import DEFAULT_RECIPE
@@ -207,7 +208,8 @@ def sweep(
                         TextColumn("{task.description}"), console=console)
     task = progress.add_task("", total=0)
 
-    def started(todo: int, done: int) -> None:
+    def started(todo: int, done: int) -> None:  # the bar appears once every setting is checked
+        progress.start()
         progress.update(task, total=todo + done, completed=done)
 
     def finished(genome, index: int, outcome) -> None:
@@ -215,11 +217,13 @@ def sweep(
                         f"val {num(outcome.val_loss)} test {num(outcome.test_loss)}")
 
     try:
-        with progress:
+        try:
             folder = run_sweep(search_space=search_space, recipe=recipe, data=data, seeds=seeds,
                                seed=seed, sample=sample, top=top, top_seeds=top_seeds, output=output,
                                device=device, backend=backend, workers=workers, threads=threads,
                                on_start=started, on_row=finished)
+        finally:
+            stop_progress(progress)
     except GenesisError as error:
         fail(str(error))
     except KeyboardInterrupt:

@@ -193,8 +193,16 @@ def ppl(loss: float | None) -> str:
     return f"{math.exp(loss):.1f}" if loss is not None else "-"
 
 
+def stop_progress(progress: Progress) -> None:
+    """Stop a progress display; one never started prints nothing (rich would print a
+    blank line)."""
+    if progress.live.is_started:
+        progress.stop()
+
+
 class EvolveProgress(Observer):
-    """Renders a run: a bar over generations, one over genomes, a line per genome."""
+    """Renders a run: a bar over generations, one over genomes, a line per genome. The
+    bars appear once the run has started, so a refused setting prints its error alone."""
 
     def __init__(self, generations: int, out: Console):
         self.progress = Progress(TextColumn("{task.description}"), BarColumn(),
@@ -204,17 +212,17 @@ class EvolveProgress(Observer):
         self.run_path: Path | None = None
 
     def __enter__(self) -> EvolveProgress:
-        self.progress.start()
         return self
 
     def __exit__(self, *exc) -> None:
-        self.progress.stop()
+        self.stop()
 
     def stop(self) -> None:
-        self.progress.stop()
+        stop_progress(self.progress)
 
     def on_run_start(self, run_id: str, path: Path) -> None:
         self.run_path = path
+        self.progress.start()
         self.progress.console.print(f"run {run_id} in {path}", highlight=False)
 
     def on_generation_start(self, generation: int, candidates: Sequence[Candidate]) -> None:
