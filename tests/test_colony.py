@@ -324,6 +324,30 @@ def test_colony_cli_seed_ask_status(tmp_path, bundles):
     assert result.exit_code == 2 and "already holds a colony" in result.output
 
 
+@pytest.mark.parametrize("option, value, message", [
+    ("--max-tokens", "0", "max tokens must be in [1, 10000]"),
+    ("--max-tokens", "100000000", "max tokens must be in [1, 10000]"),  # would sample for hours
+    ("--temperature", "-1", "positive number"),
+    ("--temperature", "nan", "positive number"),
+    ("--top-k", "-3", "top-k must be 0"),
+])
+def test_generate_refuses_sampling_settings_out_of_range(bundles, option, value, message):
+    result = runner.invoke(app, ["generate", str(bundles[0]), "The", option, value])
+    assert result.exit_code == 2 and message in result.output
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("--max-tokens", "100000000", "max tokens must be in [1, 10000]"),
+    ("--recall", "100000000", "recall must be a finite int in [0, 64]"),  # the setting's own range
+    ("--recall", "-1", "recall must be"),
+])
+def test_colony_ask_refuses_settings_out_of_range_and_stores_nothing(tmp_path, bundles, option, value, message):
+    colony = _colony(tmp_path, bundles, adapt_steps=0)
+    result = runner.invoke(app, ["colony", "ask", str(colony.folder), "The", option, value])
+    assert result.exit_code == 2 and message in result.output
+    assert json.loads(runner.invoke(app, ["colony", "status", str(colony.folder), "--json"]).stdout)["memories"] == 0
+
+
 @pytest.mark.parametrize("column, value, message", [
     ("id", "../../x", "not an agent id"),
     ("block_size", 10**9, "block size"),

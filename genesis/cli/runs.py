@@ -189,9 +189,9 @@ def generate(
 
     try:
         agent = load_bundle(bundle)
+        text = sample_text([agent.model], [1.0], agent.tokenizer, prompt, max_tokens, temperature, top_k, seed)
     except GenesisError as error:
         fail(str(error))
-    text = sample_text([agent.model], [1.0], agent.tokenizer, prompt, max_tokens, temperature, top_k, seed)
     console.print(f"[bold]{prompt}[/]{text}", highlight=False)
 
 

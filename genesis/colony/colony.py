@@ -60,7 +60,7 @@ from genesis.colony.database import (
 from genesis.colony.settings import ColonySettings
 from genesis.colony.weights import make_weights
 from genesis.errors import GenesisError, NotFound
-from genesis.train.generate import generate_with
+from genesis.train.generate import check_sampling, generate_with
 
 
 @dataclass(frozen=True)
@@ -205,8 +205,12 @@ class Colony:
 
         With `recall` (default the colony's setting) the most similar memories with their
         true continuations come first, as context. Counting may make agents divide and,
-        above the cap, the weakest retire.
+        above the cap, the weakest retire. Raises `GenesisError` for sampling settings out
+        of range, before anything is computed or stored.
         """
+        check_sampling(max_tokens, temperature, top_k)
+        if recall is not None:  # an override is held to the setting's own range
+            dataclasses.replace(self.settings, recall=recall).validate()
         recall = self.settings.recall if recall is None else recall
         context = "".join(f"{text}\n" for text in self._similar(prompt, recall)) if recall > 0 else ""
         prompt_ids = self.tokenizer.encode(prompt).ids

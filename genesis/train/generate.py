@@ -6,12 +6,16 @@ CLI's `generate` and the colony's consensus share this code.
 
 from __future__ import annotations
 
+import math
 from typing import Callable, Sequence
 
 import torch
 from tokenizers import Tokenizer
 
+from genesis.errors import GenesisError
 from genesis.train.model import GPT
+
+MAX_GENERATED_TOKENS = 10_000  # one call's bound: each token is a forward pass
 
 
 @torch.no_grad()
@@ -56,12 +60,25 @@ def generate(
 ) -> str:
     """Continue `prompt` by sampling from the weighted mixture of the models' distributions.
 
-    Returns only the generated continuation, decoded.
+    Returns only the generated continuation, decoded. Raises `GenesisError` for settings
+    out of range (`check_sampling`).
     """
+    check_sampling(max_tokens, temperature, top_k)
+
     def predict(tokens: list[int]) -> torch.Tensor:
         return torch.stack([next_token_probs(m, tokens, temperature) for m in models])
 
     return generate_with(predict, weights, tokenizer, prompt, max_tokens, top_k, seed)
+
+
+def check_sampling(max_tokens: int, temperature: float, top_k: int) -> None:
+    """Refuse sampling settings out of range, in one line (`GenesisError`)."""
+    if not 1 <= max_tokens <= MAX_GENERATED_TOKENS:
+        raise GenesisError(f"max tokens must be in [1, {MAX_GENERATED_TOKENS}], not {max_tokens}")
+    if not (math.isfinite(temperature) and temperature > 0):
+        raise GenesisError(f"the temperature must be a positive number, not {temperature}")
+    if top_k < 0:
+        raise GenesisError(f"top-k must be 0 (every token) or more, not {top_k}")
 
 
 def generate_with(
