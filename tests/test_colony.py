@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 import shutil
 
 import pytest
@@ -277,6 +278,22 @@ def test_feedback_moves_fitness_and_agents_learn(tmp_path, bundles):
     answer = colony.ask("The", max_tokens=2, seed=0)
     colony.feedback("The", score=0.5, memory_id=answer.memory_id)
     assert colony.status()["memories"] == 2
+
+
+@pytest.mark.parametrize("counts, message", [
+    ({"chunks": 0}, "chunks must be in [1, 100000]"),
+    ({"chunks": 10**9}, "chunks must be in [1, 100000]"),  # topic orders would allocate them all
+    ({"prompt_tokens": 0}, "prompt tokens must be in"), ({"continuation_tokens": 10**6}, "continuation tokens"),
+    ({"start": -1}, "the start must be 0 or more"),
+    ({"start": 10**8}, "holds no chunk of 48 tokens from chunk 100000000 on"),
+])
+def test_simulate_refuses_counts_out_of_range_and_leaves_the_colony_as_it_was(tmp_path, bundles, data_folder,
+                                                                              counts, message):
+    colony = _colony(tmp_path, bundles, adapt_steps=0)
+    before = colony.status()
+    with pytest.raises(genesis.GenesisError, match=re.escape(message)):
+        simulate(colony, data_folder, **{"prompt_tokens": 32, "continuation_tokens": 16, **counts})
+    assert colony.status() == before and not (colony.folder / "simulation.json").exists()
 
 
 def test_simulate_predicts_before_learning_and_writes_its_summary(tmp_path, bundles, data_folder):

@@ -99,6 +99,7 @@ def test_topic_orders_take_equal_shares_in_blocks_or_in_turn():
     assert [t for _, t in ordered(chunks, 6, "interleaved", 0)] == [0, 1, 2, 0, 1, 2]
     later = ordered(chunks, 6, "blocks", 1)  # another replay: another first topic, further chunks
     assert [t for _, t in later] == [1, 1, 2, 2, 0, 0] and later[0][0] == [1, 2]
+    assert ordered([[], []], 6, "blocks", 0) == []  # chunks wider than every article
 
 
 def test_specialization_is_zero_for_one_mixture_and_the_topic_entropy_for_perfect_routing():

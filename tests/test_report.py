@@ -6,6 +6,7 @@ import itertools
 import json
 import random
 import re
+import shutil
 
 import matplotlib.image
 import pytest
@@ -120,6 +121,17 @@ def test_a_run_still_going_can_be_reported(tiny_run, tmp_path):
     (partial / "evaluations.jsonl").write_text("".join(lines[:6]))
     report = build_report(partial, bootstrap_resamples=100)
     assert report["run"]["status"] == "interrupted" and report["run"]["evaluations"] == 6
+
+
+def test_a_negative_top_is_refused_and_nothing_is_written(tiny_run, tmp_path):
+    folder = tmp_path / "run"
+    shutil.copytree(tiny_run.path, folder, ignore=shutil.ignore_patterns("report"))
+    result = runner.invoke(app, ["report", str(folder), "--top", "-1"])
+    assert result.exit_code == 2 and "--top must be 0 or more" in result.output
+    assert not (folder / "report").exists()
+    result = runner.invoke(app, ["export", str(folder), "--top", "0", "--out", str(tmp_path / "bundles")])
+    assert result.exit_code == 2 and "--top must be at least 1" in result.output
+    assert not (tmp_path / "bundles").exists()
 
 
 def test_cli_report_text_json_and_comparison(tiny_run, tmp_path, data_folder):

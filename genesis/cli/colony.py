@@ -10,7 +10,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from genesis.cli.render import DATA_HELP, console, fail
+from genesis.cli.render import DATA_HELP, console, fail, stop_progress
 from genesis.colony.settings import ColonySettings
 from genesis.errors import GenesisError
 
@@ -174,15 +174,20 @@ def colony_simulate(
 
     progress = Progress(TextColumn("simulating"), BarColumn(), MofNCompleteColumn(),
                         TimeElapsedColumn(), TextColumn("{task.description}"), console=console)
+    task = progress.add_task("", total=chunks)
+
+    def measured(point: dict) -> None:  # the bar appears with the first chunk: a refused count prints alone
+        progress.start()
+        progress.update(task, completed=point["chunk"],
+                        description=f"{point['agents']} agents, consensus ppl {point['consensus_ppl']:.1f}")
+
     try:
         colony = Colony.open(location)
-        with progress:
-            task = progress.add_task("", total=chunks)
+        try:
             summary = simulate(colony, data, chunks, prompt_tokens, continuation_tokens, out=out, order=order,
-                               topics=topics, start=start,
-                               on_chunk=lambda p: progress.update(
-                                   task, completed=p["chunk"],
-                                   description=f"{p['agents']} agents, consensus ppl {p['consensus_ppl']:.1f}"))
+                               topics=topics, start=start, on_chunk=measured)
+        finally:
+            stop_progress(progress)
     except GenesisError as error:
         fail(str(error))
     table = Table(title=f"Online perplexity over {summary['tokens_scored']} held-out tokens "

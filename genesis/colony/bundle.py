@@ -109,6 +109,8 @@ def export_champions(
     Returns:
         The bundle folders, best first.
     """
+    if top < 1:
+        raise GenesisError(f"--top must be at least 1, not {top}")
     run = Run.load(run_path)
     config = run.config
     champions = run.champions(top)

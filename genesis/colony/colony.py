@@ -203,15 +203,12 @@ class Colony:
             seed: int | None = None, recall: int | None = None) -> Answer:
         """Answer by consensus, store the interaction, count it for every agent that took part.
 
-        With `recall` (default the colony's setting) the most similar memories with their
-        true continuations come first, as context. Counting may make agents divide and,
-        above the cap, the weakest retire. Raises `GenesisError` for sampling settings out
-        of range, before anything is computed or stored.
-        """
+        With `recall` (default the colony's setting) the most similar memories with their true
+        continuations come first, as context. Counting may make agents divide and, above the
+        cap, the weakest retire. Settings out of range raise `GenesisError` first."""
         check_sampling(max_tokens, temperature, top_k)
-        if recall is not None:  # an override is held to the setting's own range
-            dataclasses.replace(self.settings, recall=recall).validate()
         recall = self.settings.recall if recall is None else recall
+        dataclasses.replace(self.settings, recall=recall).validate()  # an override keeps to its range
         context = "".join(f"{text}\n" for text in self._similar(prompt, recall)) if recall > 0 else ""
         prompt_ids = self.tokenizer.encode(prompt).ids
         for attempt in range(ASK_TRIES):

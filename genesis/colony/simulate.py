@@ -45,6 +45,8 @@ from genesis.train.generate import continuation_token_probs
 
 SIMULATION_FILE = "simulation.json"
 SIMULATION_PLOT = "simulation.png"
+MAX_CHUNKS = 100_000  # topic orders wrap around their chunks, so the split does not bound a replay
+MAX_CHUNK_TOKENS = 4096  # prompt or continuation tokens of one chunk
 
 
 def simulate(
@@ -80,7 +82,12 @@ def simulate(
 
     Returns:
         The summary, also written to `simulation.json` in `out` with a plot.
+
+    Raises:
+        GenesisError: a count out of range (checked before any corpus is read), or a
+            split too short for one chunk.
     """
+    _check_replay(chunks, prompt_tokens, continuation_tokens, start)
     out = Path(out) if out is not None else colony.folder
     if out is None:
         raise GenesisError(f"{colony.location} lives in a database: give a folder for the summary")
@@ -89,6 +96,9 @@ def simulate(
     tokens = load_data(data, vocab, cache_dir)
     width = prompt_tokens + continuation_tokens
     pieces = _pieces(colony, tokens, data, split, order, topics, chunks, width, start)
+    if not pieces:
+        raise GenesisError(f"the {split} split holds no chunk of {width} tokens"
+                           + (f" from chunk {start} on" if order == "stream" and start else ""))
     best = colony.agents()[0]
     frozen = _copy(colony.model(best))
     learner = _copy(colony.model(best))
@@ -139,6 +149,8 @@ def simulate(
         series.append(point)
         if on_chunk is not None:
             on_chunk(point)
+    if not series:  # every chunk's continuation decoded to nothing: nothing was learned either
+        raise GenesisError(f"no chunk of the {split} split had a continuation to score")
     summary = _summarize(colony, series, time.perf_counter() - started, prompt_tokens,
                          continuation_tokens, split, best.id)
     summary["forgetting"] = {  # perplexity on fixed validation windows, before and after the stream
@@ -151,6 +163,16 @@ def simulate(
 
 
 VALIDATION_WINDOWS = 16
+
+
+def _check_replay(chunks: int, prompt_tokens: int, continuation_tokens: int, start: int) -> None:
+    if not 1 <= chunks <= MAX_CHUNKS:
+        raise GenesisError(f"chunks must be in [1, {MAX_CHUNKS}], not {chunks}")
+    for name, count in (("prompt", prompt_tokens), ("continuation", continuation_tokens)):
+        if not 1 <= count <= MAX_CHUNK_TOKENS:
+            raise GenesisError(f"{name} tokens must be in [1, {MAX_CHUNK_TOKENS}], not {count}")
+    if start < 0:
+        raise GenesisError(f"the start must be 0 or more, not {start}")
 
 
 def _pieces(colony, tokens, data, split, order, topics, chunks, width, start) -> list[tuple[list[int], int | None]]:
@@ -227,8 +249,6 @@ def _fisher(means: np.ndarray, variances: np.ndarray) -> float | None:
 
 
 def _summarize(colony, series, seconds, prompt_tokens, continuation_tokens, split, best_id) -> dict:
-    if not series:
-        return {"chunks": 0, "note": "the stream was too short for one chunk"}
     final = series[-1]
     events = colony.status(events=100000)["events"]
     means = np.array([p["mean_fitness"] for p in series])

@@ -137,8 +137,11 @@ def ordered(chunks: list[list[list[int]]], count: int, order: str, start: int) -
     """`count` (chunk, topic) pairs, an equal share from each topic that has chunks:
     "blocks" (one topic after another, non-stationary; replay `start` rotates which comes
     first) or "interleaved" (round robin). Replay `start` also begins each topic's share
-    `start` shares further on (wrapping), so replays read different stretches."""
+    `start` shares further on (wrapping), so replays read different stretches. No pairs
+    when no topic has a chunk."""
     present = [t for t in range(len(chunks)) if chunks[t]]
+    if not present:
+        return []
     share = max(1, count // len(present))
     picked = {t: [chunks[t][(start * share + i) % len(chunks[t])] for i in range(share)] for t in present}
     if order == "blocks":

@@ -19,6 +19,7 @@ from scipy import stats
 
 from genesis.core.records import Record, full_fidelity
 from genesis.core.space import ChoiceDomain, FloatDomain, IntDomain, SearchSpace
+from genesis.errors import GenesisError
 from genesis.report import sections
 from genesis.report.traitstats import ALPHA, MIN_SAMPLES, fanova_importance, trait_effects
 from genesis.runs.reader import Run, space_of
@@ -34,6 +35,8 @@ def build_report(path: str | Path, top: int = 5, bootstrap_resamples: int = 2000
         top: how many champions to list.
         bootstrap_resamples: resamples of the bootstrap confidence intervals.
     """
+    if top < 0:
+        raise GenesisError(f"--top must be 0 or more, not {top}")
     run = Run.load(path)
     space = space_of(run.config)
     distinct = _distinct_trained(run.records)
