@@ -203,7 +203,7 @@ def summarize(data: str | None) -> dict:
                             if reference else None),
             "pooled_sd": pooled, "p95_sd": float(np.percentile(sds, 95)) if sds else None,
             "max_sd": max(sds) if sds else None,
-            "tokens": _recipe(name).steps * _recipe(name).batch_size * _recipe(name).seq_len,
+            "tokens": _recipe(name).tokens,
             "median_wall_s": statistics.median(r["wall_s"] for r in mine if r.get("wall_s")),
             "spearman_long": (float(spearmanr([means[t] for t in shared], [long_rows[t] for t in shared])[0])
                               if len(shared) >= 5 else None),

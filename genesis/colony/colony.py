@@ -207,8 +207,7 @@ class Colony:
         continuations come first, as context. Counting may make agents divide and, above the
         cap, the weakest retire. Settings out of range raise `GenesisError` first."""
         check_sampling(max_tokens, temperature, top_k)
-        recall = self.settings.recall if recall is None else recall
-        dataclasses.replace(self.settings, recall=recall).validate()  # an override keeps to its range
+        recall = self.settings.recall if recall is None else ColonySettings.checked("recall", recall)
         context = "".join(f"{text}\n" for text in self._similar(prompt, recall)) if recall > 0 else ""
         prompt_ids = self.tokenizer.encode(prompt).ids
         for attempt in range(ASK_TRIES):

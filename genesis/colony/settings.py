@@ -110,20 +110,25 @@ class ColonySettings:
         """Raise `GenesisError` for settings a colony cannot run with: a value of another
         type, a non-finite number, or one outside its range (`RANGES`)."""
         for field in dataclasses.fields(self):
-            value = getattr(self, field.name)
-            if field.name in CHOICES:
-                if value not in CHOICES[field.name]:
-                    raise GenesisError(f"{field.name} must be one of {', '.join(CHOICES[field.name])}, "
-                                       f"not {value!r}")
-                continue
-            low, high = RANGES[field.name]
-            number = (float, int) if field.type == "float" else (int,)
-            if (not isinstance(value, number) or isinstance(value, bool) or not math.isfinite(value)
-                    or not low <= value <= high or (field.name in POSITIVE and value == 0)):
-                bound = f"({low}, {high}]" if field.name in POSITIVE else f"[{low}, {high}]"
-                raise GenesisError(f"{field.name} must be a finite {field.type} in {bound}, not {value!r}")
+            self.checked(field.name, getattr(self, field.name))
         if self.niches == 0 and "niche" in (self.consensus, self.selection):
             raise GenesisError("niche consensus and niche selection need niches (set niches to 2 or more)")
+
+    @classmethod
+    def checked(cls, name: str, value):
+        """`value`, if setting `name` may take it (as `validate` judges); else `GenesisError`."""
+        if name in CHOICES:
+            if value not in CHOICES[name]:
+                raise GenesisError(f"{name} must be one of {', '.join(CHOICES[name])}, not {value!r}")
+            return value
+        low, high = RANGES[name]
+        kind = next(field.type for field in dataclasses.fields(cls) if field.name == name)
+        number = (float, int) if kind == "float" else (int,)
+        if (not isinstance(value, number) or isinstance(value, bool) or not math.isfinite(value)
+                or not low <= value <= high or (name in POSITIVE and value == 0)):
+            bound = f"({low}, {high}]" if name in POSITIVE else f"[{low}, {high}]"
+            raise GenesisError(f"{name} must be a finite {kind} in {bound}, not {value!r}")
+        return value
 
 
 CHOICES = {"consensus": POLICIES, "agent_weights": ("adapter", "full"),
